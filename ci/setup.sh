@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Install what hvlab needs on Debian 12 (packages + the Python package in .venv).
+# Idempotent: when everything is present it only checks, in about a second.
+# Used by a new user, by CI (.ci/run -> ci/test.sh) and by the README's commands.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PACKAGES=(
+  # sources, patches, checkpatch
+  git perl xz-utils
+  # kernel build
+  gcc make flex bison bc libelf-dev libssl-dev cpio ccache kmod
+  # test hosts: QEMU guests, SSH, guest image, kexec
+  qemu-system-x86 ipxe-qemu openssh-server openssh-client busybox-static kexec-tools
+  iproute2 iperf3
+  # offline kernel tree and a prebuilt guest kernel
+  linux-source-6.1 linux-image-amd64
+  # Python
+  python3 python3-venv
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+if ((${#missing[@]})); then
+  echo "ci/setup.sh: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "ci/setup.sh: creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.hvlab-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "ci/setup.sh: installing hvlab and its test tools into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[test]'
+  touch "$stamp"
+fi

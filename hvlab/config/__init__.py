@@ -1,0 +1,1 @@
+"""Configuration: YAML with file:line:col marks, a typed reader, the model."""

@@ -1,0 +1,469 @@
+"""Load and validate every file under ``configs/`` into a ``Config``.
+
+All problems are collected (not just the first) and reported as
+``path:line:col: key.path: message``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from ..errors import UserError
+from ..kconfig import parse_fragment
+from ..model import (
+    ARCHES,
+    BASE_TARGETS,
+    HOST_KINDS,
+    NO_SERIES,
+    PARSERS,
+    FragmentSpec,
+    GitSource,
+    HostSpec,
+    HypervHost,
+    KernelConfigSpec,
+    KernelSpec,
+    PathSource,
+    PlanSpec,
+    QemuHost,
+    SeriesSpec,
+    SshEndpoint,
+    SshHost,
+    SuiteSpec,
+    SuiteTest,
+    TarballSource,
+    Variant,
+)
+from ..patches.discover import load_series
+from ..workspace import Workspace
+from . import yamlnode
+from .reader import ConfigIssue, Issues, MapReader, root_map
+from .yamlnode import Mark
+
+T = TypeVar("T")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}=?")
+_REQUIRE = re.compile(r"vmbus|module:[A-Za-z0-9_-]+|class:[A-Za-z0-9_-]+|path:/\S*")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A name in one file that must exist in another collection."""
+
+    kind: str
+    name: str
+    mark: Mark
+    key: str
+
+
+@dataclass
+class Config:
+    root: Path
+    kernels: dict[str, KernelSpec] = field(default_factory=dict)
+    fragments: dict[str, FragmentSpec] = field(default_factory=dict)
+    series: dict[str, SeriesSpec] = field(default_factory=dict)
+    hosts: dict[str, HostSpec] = field(default_factory=dict)
+    suites: dict[str, SuiteSpec] = field(default_factory=dict)
+    plans: dict[str, PlanSpec] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+    def _get(self, table: dict[str, T], kind: str, name: str) -> T:
+        try:
+            return table[name]
+        except KeyError:
+            known = ", ".join(sorted(table)) or "none"
+            raise UserError(
+                f"unknown {kind} '{name}' (known: {known}; configs: {self.root})"
+            ) from None
+
+    def kernel(self, name: str) -> KernelSpec:
+        return self._get(self.kernels, "kernel", name)
+
+    def host(self, name: str) -> HostSpec:
+        return self._get(self.hosts, "host", name)
+
+    def suite(self, name: str) -> SuiteSpec:
+        return self._get(self.suites, "suite", name)
+
+    def plan(self, name: str) -> PlanSpec:
+        return self._get(self.plans, "plan", name)
+
+    def fragment(self, name: str) -> FragmentSpec:
+        return self._get(self.fragments, "fragment", name)
+
+    def resolve_series(self, name_or_path: str, cwd: Path | None = None) -> SeriesSpec:
+        """A series name from configs/patches, or a directory / mbox path anywhere."""
+        if name_or_path in self.series:
+            return self.series[name_or_path]
+        candidate = Path(name_or_path).expanduser()
+        if not candidate.is_absolute():
+            candidate = (cwd or Path.cwd()) / candidate
+        if candidate.exists():
+            return SeriesSpec(candidate.name, candidate.resolve())
+        known = ", ".join(sorted(self.series)) or "none"
+        raise UserError(
+            f"--series '{name_or_path}' is neither a series in {self.root / 'patches'} "
+            f"(known: {known}) nor an existing directory or patch file"
+        )
+
+
+class _Loader:
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self.root = ws.configs
+        self.issues = Issues()
+        self.refs: list[Ref] = []
+        self.config = Config(self.root)
+
+    # -- helpers -----------------------------------------------------------
+    def show(self, path: Path) -> str:
+        return self.ws.display(path)
+
+    def _yaml_files(self, sub: str) -> Iterable[Path]:
+        folder = self.root / sub
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and
+                      p.is_file())
+
+    def _read(self, path: Path) -> MapReader | None:
+        self.config.files.append(path)
+        node, problems = yamlnode.load(path, self.show(path))
+        for p in problems:
+            self.issues.add(p.mark, "", p.message)
+        if problems:
+            return None
+        return root_map(node, self.show(path), self.issues)
+
+    def _name(self, r: MapReader, path: Path) -> str:
+        name = path.stem
+        given = r.string("name")
+        if given is not None and given != name:
+            r.error("name", f"'{given}' must equal the file name '{name}'")
+        if not _NAME.fullmatch(name):
+            self.issues.add(Mark(self.show(path), 1, 1), "",
+                            f"'{name}' is not a valid name (letters, digits, . _ + -)")
+        return name
+
+    def _path(self, text: str, base: Path) -> Path:
+        p = Path(text).expanduser()
+        return p if p.is_absolute() else (base.parent / p).resolve()
+
+    def _refs(self, r: MapReader, key: str, kind: str, allow: tuple[str, ...] = (),
+              required: bool = False) -> tuple[str, ...]:
+        out = []
+        for name, mark in r.str_list(key, required=required):
+            if name not in allow:
+                self.refs.append(Ref(kind, name, mark, r._key(key)))
+            out.append(name)
+        if required and not out and r.has(key):
+            r.error(key, "must name at least one")
+        return tuple(out)
+
+    # -- kernels -----------------------------------------------------------
+    def kernels(self) -> None:
+        for path in self._yaml_files("kernels"):
+            r = self._read(path)
+            if r is None:
+                continue
+            name = self._name(r, path)
+            source = self._source(r, path)
+            arch = r.enum("arch", ARCHES, default="x86_64") or "x86_64"
+            cfg = r.nested("config", functools.partial(self._kconfig, path=path))
+            make_vars = r.str_map("make_vars")
+            for var in make_vars:
+                if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", var):
+                    r.error("make_vars", f"'{var}' is not a make variable name")
+            desc = r.string("description", default="") or ""
+            r.done()
+            if source is not None:
+                self.config.kernels[name] = KernelSpec(
+                    name, path, source, arch, cfg or KernelConfigSpec("tinyconfig"),
+                    make_vars, desc)
+
+    def _source(self, r: MapReader, path: Path) -> GitSource | TarballSource | PathSource | None:
+        s = r.map("source", required=True)
+        if s is None:
+            return None
+        present = [k for k in ("git", "tarball", "path") if s.has(k)]
+        result: GitSource | TarballSource | PathSource | None = None
+        if len(present) != 1:
+            s.error("git", "exactly one of git, tarball, path is required"
+                    + (f" (found {', '.join(present)})" if present else ""), mark=s.mark)
+            for k in ("git", "tarball", "path", "ref", "sha256"):
+                s.raw(k)
+        elif present == ["git"]:
+            url = s.req_str("git")
+            ref = s.req_str("ref")
+            result = GitSource(url, ref)
+        elif present == ["tarball"]:
+            loc = s.req_str("tarball")
+            sha = s.string("sha256")
+            if sha is not None and not _SHA256.fullmatch(sha.lower()):
+                s.error("sha256", f"'{sha}' is not 64 hex digits")
+                sha = None
+            if "://" not in loc:
+                loc = str(self._path(loc, path))
+            result = TarballSource(loc, sha.lower() if sha else None)
+        else:
+            p = self._path(s.req_str("path"), path)
+            result = PathSource(p)
+        s.done()
+        return result
+
+    def _kconfig(self, c: MapReader, path: Path) -> KernelConfigSpec:
+        base = c.string("base", default="defconfig") or "defconfig"
+        if base not in BASE_TARGETS:
+            resolved = self._path(base, path)
+            if not resolved.is_file():
+                c.error("base", f"'{base}' is not one of {', '.join(BASE_TARGETS)} "
+                        "nor an existing config file")
+            base = str(resolved)
+        frags = self._refs(c, "fragments", "fragment")
+        return KernelConfigSpec(base, frags)
+
+    # -- fragments and series ------------------------------------------------
+    def fragments(self) -> None:
+        folder = self.root / "fragments"
+        if not folder.is_dir():
+            return
+        for path in sorted(folder.glob("*.config")):
+            self.config.files.append(path)
+            options, errors = parse_fragment(path.read_text("utf-8", "replace"))
+            for e in errors:
+                self.issues.add(Mark(self.show(path), e.line, 1), "", e.message)
+            self.config.fragments[path.stem] = FragmentSpec(path.stem, path, tuple(options))
+
+    def series(self) -> None:
+        folder = self.root / "patches"
+        if not folder.is_dir():
+            return
+        for path in sorted(p for p in folder.iterdir() if p.is_dir()):
+            loaded = load_series(path.name, path, self.show(path))
+            for problem in loaded.problems:
+                where, _, message = problem.rpartition(": ")
+                file, _, line = where.rpartition(":")
+                if line.isdigit():
+                    self.issues.add(Mark(file, int(line), 1), "", message)
+                else:
+                    self.issues.add(Mark(where, 0, 0), "", message)
+            self.config.series[path.name] = SeriesSpec(path.name, path)
+
+    # -- hosts -----------------------------------------------------------------
+    def _endpoint(self, r: MapReader, path: Path, address_required: bool = True) -> SshEndpoint:
+        address = r.string("address", required=address_required) or ""
+        port = r.integer("port", 22, 1, 65535)
+        user = r.string("user", default="root") or "root"
+        key = r.string("key")
+        password_env = r.string("password_env")
+        host_key = r.string("host_key")
+        if host_key is not None and not _FINGERPRINT.fullmatch(host_key):
+            r.error("host_key", "expected an OpenSSH fingerprint 'SHA256:<43 base64 chars>' "
+                    "(ssh-keygen -lf KEY.pub)")
+        known = r.string("known_hosts")
+        policy = r.enum("host_key_policy", ("strict", "accept-new"), default="strict") or "strict"
+        timeout = r.integer("connect_timeout", 10, 1, 600)
+        via = r.string("via")
+        if via is not None:
+            self.refs.append(Ref("host", via, r.key_mark("via"), r._key("via")))
+        return SshEndpoint(
+            address, port, user, self._path(key, path) if key else None, password_env,
+            host_key, self._path(known, path) if known else None, policy, timeout, via)
+
+    def hosts(self) -> None:
+        for path in self._yaml_files("hosts"):
+            r = self._read(path)
+            if r is None:
+                continue
+            name = self._name(r, path)
+            kind = r.enum("kind", HOST_KINDS, required=True)
+            boot_timeout = r.integer("boot_timeout", 120, 1, 86400)
+            iperf = r.string("iperf_server")
+            desc = r.string("description", default="") or ""
+            detail: QemuHost | SshHost | HypervHost | None = None
+            if kind == "qemu":
+                detail = self._qemu(r)
+            elif kind == "ssh":
+                detail = self._ssh(r, path)
+            elif kind == "hyperv":
+                detail = self._hyperv(r, path)
+            else:
+                for k in r.keys():
+                    r.raw(k)  # the kind is wrong; do not also call every key unknown
+            r.done()
+            if detail is not None and kind is not None:
+                self.config.hosts[name] = HostSpec(name, path, kind, detail, boot_timeout,
+                                                   iperf, desc)
+
+    def _qemu(self, r: MapReader) -> QemuHost:
+        on = r.string("on", default="local") or "local"
+        if on != "local":
+            self.refs.append(Ref("host", on, r.key_mark("on"), "on"))
+        return QemuHost(
+            on=on,
+            accel=r.enum("accel", ("tcg", "kvm", "auto"), default="tcg") or "tcg",
+            memory=r.integer("memory", 1024, 128, 1024 * 1024),
+            cpus=r.integer("cpus", 2, 1, 256),
+            append=r.string("append", default="") or "",
+            qemu_args=tuple(a for a, _ in r.str_list("qemu_args")),
+        )
+
+    def _ssh(self, r: MapReader, path: Path) -> SshHost:
+        endpoint = self._endpoint(r, path)
+        return SshHost(
+            endpoint=endpoint,
+            boot_method=r.enum("boot_method", ("auto", "kexec", "grub"), default="auto")
+            or "auto",
+            power_cycle=tuple(a for a, _ in r.str_list("power_cycle")),
+            console=tuple(a for a, _ in r.str_list("console")),
+            keep_kernels=r.integer("keep_kernels", 2, 1, 100),
+        )
+
+    def _hyperv(self, r: MapReader, path: Path) -> HypervHost | None:
+        host = r.nested("hyperv_host", lambda m: self._endpoint(m, path), required=True)
+        vm = r.req_str("vm")
+        via_host = False
+
+        def guest(m: MapReader) -> SshEndpoint:
+            nonlocal via_host
+            via_host = m.boolean("via_host", False)
+            return self._endpoint(m, path, address_required=False)
+
+        g = r.nested("guest", guest, required=True)
+        checkpoint = r.string("checkpoint")
+        secure_boot = r.boolean("secure_boot", False) if r.has("secure_boot") else None
+        r.raw("secure_boot")  # absent: leave the VM's firmware setting alone
+        ip_timeout = r.integer("ip_timeout", 300, 1, 86400)
+        serial = r.boolean("serial_log", True)
+        release = r.enum("release", ("stop", "revert", "keep"), default="stop") or "stop"
+        if release == "revert" and checkpoint is None:
+            r.error("release", "'revert' needs a 'checkpoint' to revert to")
+        if host is None or g is None:
+            return None
+        return HypervHost(host, vm, g, via_host, checkpoint, secure_boot, ip_timeout, serial,
+                          release)
+
+    # -- suites and plans --------------------------------------------------------
+    def suites(self) -> None:
+        for path in self._yaml_files("suites"):
+            r = self._read(path)
+            if r is None:
+                continue
+            name = self._name(r, path)
+            desc = r.string("description", default="") or ""
+            scripts = r.string("scripts")
+            scripts_path = self._path(scripts, path) if scripts else None
+            if scripts_path is not None and not scripts_path.is_dir():
+                r.error("scripts", f"'{scripts}' is not a directory")
+            tests = []
+            seen: set[str] = set()
+            for t in r.maps("tests", required=True):
+                tests.append(self._test(t, seen))
+                t.done()
+            r.done()
+            self.config.suites[name] = SuiteSpec(name, path, tuple(tests), scripts_path, desc)
+
+    def _test(self, t: MapReader, seen: set[str]) -> SuiteTest:
+        name = t.req_str("name")
+        if name in seen:
+            t.error("name", f"duplicate test name '{name}'")
+        seen.add(name)
+        parser = t.enum("parser", PARSERS, default="exit-code") or "exit-code"
+        requires = []
+        for req, mark in t.str_list("requires"):
+            if not _REQUIRE.fullmatch(req):
+                t.error("requires", f"unknown requirement '{req}' (vmbus | module:<name> | "
+                        "class:<vmbus class> | path:<absolute path>)", mark=mark)
+            requires.append(req)
+        results = t.string("results")
+        if parser == "junit" and results is None:
+            t.error("results", "parser 'junit' needs 'results': the path of the JUnit file "
+                    "the command leaves", mark=t.mark)
+        return SuiteTest(
+            name=name,
+            run=t.req_str("run"),
+            timeout=t.integer("timeout", 300, 1, 86400),
+            parser=parser,
+            requires=tuple(requires),
+            retries=t.integer("retries", 0, 0, 10),
+            results=results,
+        )
+
+    def plans(self) -> None:
+        for path in self._yaml_files("plans"):
+            r = self._read(path)
+            if r is None:
+                continue
+            name = self._name(r, path)
+            kernels = self._refs(r, "kernels", "kernel", required=True)
+            series = self._refs(r, "series", "series", allow=(NO_SERIES,)) or (NO_SERIES,)
+            hosts = self._refs(r, "hosts", "host")
+            suites = self._refs(r, "suites", "suite")
+            variants = []
+            for v in r.maps("variants"):
+                variants.append(Variant(v.req_str("name"),
+                                        self._refs(v, "fragments", "fragment")))
+                v.done()
+            plan = PlanSpec(
+                name, path, kernels, series, hosts, suites,
+                tuple(variants) or (Variant("default"),),
+                baseline=r.boolean("baseline", False),
+                gate=r.enum("gate", ("all", "regressions"), default="all") or "all",
+                description=r.string("description", default="") or "",
+            )
+            r.done()
+            self.config.plans[name] = plan
+
+    # -- cross references ----------------------------------------------------------
+    def check_refs(self) -> None:
+        tables: dict[str, dict[str, object]] = {
+            "kernel": dict(self.config.kernels),
+            "fragment": dict(self.config.fragments),
+            "series": dict(self.config.series),
+            "host": dict(self.config.hosts),
+            "suite": dict(self.config.suites),
+        }
+        folders = {"kernel": "kernels/*.yaml", "fragment": "fragments/*.config",
+                   "series": "patches/<name>/", "host": "hosts/*.yaml", "suite": "suites/*.yaml"}
+        for ref in self.refs:
+            if ref.name not in tables[ref.kind]:
+                known = ", ".join(sorted(tables[ref.kind])) or "none"
+                self.issues.add(ref.mark, ref.key,
+                                f"no {ref.kind} named '{ref.name}' in {folders[ref.kind]} "
+                                f"(known: {known})")
+
+    def run(self) -> tuple[Config, list[ConfigIssue]]:
+        if not self.root.is_dir():
+            self.issues.add(Mark(self.show(self.root), 0, 0), "",
+                            "configuration directory does not exist (HVLAB_CONFIGS?)")
+            return self.config, self.issues.items
+        self.fragments()
+        self.series()
+        self.kernels()
+        self.hosts()
+        self.suites()
+        self.plans()
+        self.check_refs()
+        return self.config, sorted(self.issues.items,
+                                   key=lambda i: (i.mark.file, i.mark.line, i.mark.col))
+
+
+def load(ws: Workspace) -> tuple[Config, list[ConfigIssue]]:
+    return _Loader(ws).run()
+
+
+def load_or_raise(ws: Workspace) -> Config:
+    config, issues = load(ws)
+    if issues:
+        lines = "\n".join(f"  {i}" for i in issues[:20])
+        more = f"\n  ... and {len(issues) - 20} more" if len(issues) > 20 else ""
+        raise UserError(
+            f"configuration has {len(issues)} error(s) (run 'inv config.check'):\n{lines}{more}"
+        )
+    return config
+

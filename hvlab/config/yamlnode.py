@@ -1,0 +1,127 @@
+"""YAML -> a small node tree that keeps ``file:line:col`` for every value.
+
+Values are *not* typed by YAML 1.1's resolver: a scalar keeps its source
+text, so ``ref: 5.10`` stays "5.10" and ``user: no`` stays "no".  Typing is
+the schema reader's job (``reader.py``).  Duplicate keys are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Mark:
+    file: str
+    line: int  # 1-based
+    col: int  # 1-based
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
+class Scalar:
+    text: str
+    mark: Mark
+    quoted: bool
+    is_null: bool  # an empty or ~/null plain scalar
+
+
+@dataclass(frozen=True)
+class Seq:
+    items: tuple[Node, ...]
+    mark: Mark
+
+
+@dataclass(frozen=True)
+class Map:
+    items: tuple[tuple[Scalar, Node], ...]
+    mark: Mark
+
+    def get(self, key: str) -> Node | None:
+        for k, v in self.items:
+            if k.text == key:
+                return v
+        return None
+
+
+Node = Scalar | Seq | Map
+
+
+@dataclass(frozen=True)
+class YamlIssue:
+    mark: Mark
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.mark}: {self.message}"
+
+
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+
+def _mark(file: str, m: yaml.Mark | None) -> Mark:
+    if m is None:
+        return Mark(file, 0, 0)
+    return Mark(file, m.line + 1, m.column + 1)
+
+
+def _convert(file: str, node: yaml.Node, issues: list[YamlIssue], depth: int = 0) -> Node:
+    mark = _mark(file, node.start_mark)
+    if depth > 64:
+        issues.append(YamlIssue(mark, "nesting deeper than 64 levels"))
+        return Scalar("", mark, False, True)
+    if isinstance(node, yaml.ScalarNode):
+        quoted = node.style in ("'", '"')
+        is_null = not quoted and node.tag == _NULL_TAG
+        return Scalar(str(node.value), mark, quoted or node.style in ("|", ">"), is_null)
+    if isinstance(node, yaml.SequenceNode):
+        return Seq(tuple(_convert(file, n, issues, depth + 1) for n in node.value), mark)
+    if isinstance(node, yaml.MappingNode):
+        items: list[tuple[Scalar, Node]] = []
+        seen: dict[str, Mark] = {}
+        for knode, vnode in node.value:
+            key = _convert(file, knode, issues, depth + 1)
+            if not isinstance(key, Scalar):
+                issues.append(YamlIssue(key.mark, "mapping keys must be plain strings"))
+                continue
+            if key.text in seen:
+                issues.append(
+                    YamlIssue(key.mark, f"duplicate key '{key.text}' (first at line "
+                              f"{seen[key.text].line})")
+                )
+                continue
+            seen[key.text] = key.mark
+            items.append((key, _convert(file, vnode, issues, depth + 1)))
+        return Map(tuple(items), mark)
+    raise TypeError(f"unexpected YAML node {node!r}")  # pragma: no cover
+
+
+def parse(text: str, file: str) -> tuple[Node | None, list[YamlIssue]]:
+    """Parse one YAML document.  Returns (root or None, issues)."""
+    issues: list[YamlIssue] = []
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = _mark(file, exc.problem_mark)
+        issues.append(YamlIssue(mark, f"YAML syntax: {exc.problem or exc.context}"))
+        return None, issues
+    except yaml.YAMLError as exc:
+        issues.append(YamlIssue(Mark(file, 1, 1), f"YAML: {exc}"))
+        return None, issues
+    if root is None:
+        return None, issues
+    return _convert(file, root, issues), issues
+
+
+def load(path: Path, display: str | None = None) -> tuple[Node | None, list[YamlIssue]]:
+    name = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [YamlIssue(Mark(name, 1, 1), f"not UTF-8 text ({exc.reason})")]
+    return parse(text, name)

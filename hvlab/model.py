@@ -1,0 +1,181 @@
+"""Frozen dataclasses for everything in ``configs/``.
+
+Built by ``hvlab.config.loader`` after validation; every later stage reads
+these and never the YAML.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ARCHES = ("x86_64", "arm64")
+BASE_TARGETS = ("defconfig", "tinyconfig", "allnoconfig")
+HOST_KINDS = ("qemu", "ssh", "hyperv")
+PARSERS = ("exit-code", "tap", "ktap", "junit")
+NO_SERIES = "none"
+
+
+@dataclass(frozen=True)
+class GitSource:
+    url: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class TarballSource:
+    location: str  # a local path (resolved) or an http(s)/file URL
+    sha256: str | None = None
+
+    @property
+    def is_url(self) -> bool:
+        return "://" in self.location
+
+
+@dataclass(frozen=True)
+class PathSource:
+    path: Path
+
+
+Source = GitSource | TarballSource | PathSource
+
+
+@dataclass(frozen=True)
+class KernelConfigSpec:
+    base: str  # a BASE_TARGETS name, or an absolute path to a config file
+    fragments: tuple[str, ...] = ()
+
+    @property
+    def base_is_file(self) -> bool:
+        return self.base not in BASE_TARGETS
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    name: str
+    file: Path
+    source: Source
+    arch: str = "x86_64"
+    config: KernelConfigSpec = KernelConfigSpec("tinyconfig")
+    make_vars: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class FragmentOption:
+    symbol: str  # without the CONFIG_ prefix
+    value: str  # "y", "m", "n" for "is not set", or the literal value
+    line: int
+
+
+@dataclass(frozen=True)
+class FragmentSpec:
+    name: str
+    path: Path
+    options: tuple[FragmentOption, ...]
+
+
+@dataclass(frozen=True)
+class SeriesSpec:
+    """A named series: ``configs/patches/<name>/`` or a path given on the command line."""
+
+    name: str
+    path: Path  # a directory or an mbox/patch file
+
+
+@dataclass(frozen=True)
+class SshEndpoint:
+    address: str
+    port: int = 22
+    user: str = "root"
+    key: Path | None = None
+    password_env: str | None = None  # name of an environment variable, never the secret
+    host_key: str | None = None  # pinned fingerprint "SHA256:..."
+    known_hosts: Path | None = None
+    host_key_policy: str = "strict"  # strict | accept-new
+    connect_timeout: int = 10
+    via: str | None = None  # a host name from configs/hosts used as jump host
+
+
+@dataclass(frozen=True)
+class QemuHost:
+    on: str = "local"  # "local" or the name of an ssh host that runs QEMU
+    accel: str = "tcg"  # tcg | kvm | auto
+    memory: int = 1024  # MiB
+    cpus: int = 2
+    append: str = ""
+    qemu_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SshHost:
+    endpoint: SshEndpoint
+    boot_method: str = "auto"  # auto | kexec | grub
+    power_cycle: tuple[str, ...] = ()  # a local command (argument list)
+    console: tuple[str, ...] = ()  # a local command whose output is the console
+    keep_kernels: int = 2
+
+
+@dataclass(frozen=True)
+class HypervHost:
+    hyperv_host: SshEndpoint
+    vm: str
+    guest: SshEndpoint
+    guest_via_host: bool = False
+    checkpoint: str | None = None
+    secure_boot: bool | None = None
+    ip_timeout: int = 300
+    serial_log: bool = True
+    release: str = "stop"  # stop | revert | keep
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    file: Path
+    kind: str
+    detail: QemuHost | SshHost | HypervHost
+    boot_timeout: int = 120
+    iperf_server: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class SuiteTest:
+    name: str
+    run: str
+    timeout: int = 300
+    parser: str = "exit-code"
+    requires: tuple[str, ...] = ()
+    retries: int = 0
+    results: str | None = None  # path of the file a junit/ktap test leaves
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    name: str
+    file: Path
+    tests: tuple[SuiteTest, ...]
+    scripts: Path | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    fragments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    name: str
+    file: Path
+    kernels: tuple[str, ...]
+    series: tuple[str, ...] = (NO_SERIES,)
+    hosts: tuple[str, ...] = ()
+    suites: tuple[str, ...] = ()
+    variants: tuple[Variant, ...] = (Variant("default"),)
+    baseline: bool = False
+    gate: str = "all"  # all | regressions
+    description: str = ""

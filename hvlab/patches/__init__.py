@@ -1,0 +1,1 @@
+"""Patch series: discovery and parsing (pure) and application (git)."""
