@@ -9,15 +9,24 @@ refuse the whole tarball and nothing is referenced.
 
 from __future__ import annotations
 
+import bz2
+import collections
+import gzip
+import lzma
 import posixpath
 import subprocess
 import tarfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from .errors import InfraError, UserError
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,63 @@ def common_prefix(paths: Iterable[str]) -> str:
     return prefix + "/" if prefix else ""
 
 
+class _Tracked:
+    """A read-only stream that remembers the last chunks it returned.
+
+    tarfile's stream mode treats a truncated or invalid header after the
+    first member as the end of the archive; keeping the tail lets us insist
+    on a real end-of-archive (zero) block instead.
+    """
+
+    def __init__(self, raw: Readable) -> None:
+        self.raw = raw
+        self.pos = 0
+        self.chunks: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=16)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        if data:
+            self.chunks.append((self.pos, data))
+            self.pos += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 16):
+            pass
+
+    def block_at(self, offset: int) -> bytes | None:
+        """The 512 bytes at ``offset`` if they are still remembered."""
+        for start, data in self.chunks:
+            if start <= offset < start + len(data):
+                joined = b"".join(d for s, d in self.chunks if s >= start)
+                return joined[offset - start : offset - start + tarfile.BLOCKSIZE]
+        return None
+
+
+def _decompressed(path: Path) -> Readable:
+    with path.open("rb") as fh:
+        magic = fh.read(6)
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.open(path, "rb")
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.open(path, "rb")
+    if magic.startswith(b"BZh"):
+        return bz2.open(path, "rb")
+    return path.open("rb")
+
+
+_READ_ERRORS = (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error)
+
+
+def _check_end(tracked: _Tracked, offset: int, name: str) -> None:
+    """The archive must stop at a zero block, not at a cut or garbage header."""
+    tracked.drain()
+    block = tracked.block_at(offset)
+    if tracked.pos - offset < tarfile.BLOCKSIZE or block is None or block.strip(b"\0"):
+        raise UserError(f"{name}: corrupt or truncated tarball (no end-of-archive block "
+                        f"after offset {offset})")
+
+
 def _kind(m: tarfile.TarInfo) -> str:
     if m.isreg():
         return "file"
@@ -83,7 +149,7 @@ def _data(out: IO[bytes], payload: bytes) -> None:
     out.write(b"\n")
 
 
-def import_tarball(store: Path, tarball: Path | IO[bytes], ref: str, message: str,
+def import_tarball(store: Path, tarball: Path, ref: str, message: str,
                    log: Path | None = None) -> str:
     """Stream ``tarball`` into ``store`` as one commit on ``ref``; return its sha."""
     errlog = log.open("ab") if log else subprocess.DEVNULL
@@ -100,13 +166,11 @@ def import_tarball(store: Path, tarball: Path | IO[bytes], ref: str, message: st
     newest = 0
     ok = False
     try:
+        tracked = _Tracked(_decompressed(tarball))
         try:
-            if isinstance(tarball, Path):
-                tf = tarfile.open(tarball, mode="r|*")
-            else:
-                tf = tarfile.open(fileobj=tarball, mode="r|*")
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise UserError(f"{tarball}: not a readable tarball ({exc})") from None
+            tf = tarfile.open(fileobj=tracked, mode="r|")  # type: ignore[call-overload]
+        except _READ_ERRORS as exc:
+            raise UserError(f"{tarball}: corrupt or truncated tarball ({exc})") from None
         with tf:
             mark = 0
             try:
@@ -142,7 +206,8 @@ def import_tarball(store: Path, tarball: Path | IO[bytes], ref: str, message: st
                         mode = "100755" if m.mode & 0o111 else "100644"
                     entries.append(Entry(path, mode, mark))
                     by_path[path] = len(entries) - 1
-            except (tarfile.TarError, EOFError, OSError) as exc:
+                _check_end(tracked, tf.offset, str(tarball))
+            except _READ_ERRORS as exc:
                 if isinstance(exc, BrokenPipeError):
                     raise
                 raise UserError(f"{tarball}: corrupt or truncated tarball ({exc})") from None

@@ -1,0 +1,186 @@
+"""The patch stage on a small real git tree: git am -3, conflicts, mbox, plain diffs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import junitparser
+import pytest
+
+from tests.conftest import FAKE_TREE, Env, git, make_repo, write_tree
+
+pytestmark = pytest.mark.integration
+
+
+def setup_kernel(env: Env, tmp_path: Path) -> Path:
+    upstream = tmp_path / "upstream"
+    make_repo(upstream, FAKE_TREE)
+    env.write("kernels/k.yaml", f"source:\n  git: {upstream}\n  ref: main\n")
+    return upstream
+
+
+def series_from_commits(upstream: Path, out: Path, edits: list[tuple[str, str, str]]) -> Path:
+    """Make one commit per (file, old, new) edit on a branch, format-patch them into ``out``."""
+    git(upstream, "checkout", "-q", "-b", f"work-{out.name}")
+    for i, (file, old, new) in enumerate(edits, start=1):
+        path = upstream / file
+        text = path.read_text()
+        assert old in text
+        path.write_text(text.replace(old, new, 1))
+        git(upstream, "commit", "-q", "-a", "-s", "-m", f"hv: change {i} in {file}")
+    out.mkdir(parents=True, exist_ok=True)
+    git(upstream, "format-patch", "-q", "-o", str(out), f"-{len(edits)}")
+    git(upstream, "checkout", "-q", "main")
+    return out
+
+
+def cases(env: Env, suite: str = "local.patch") -> dict[str, junitparser.TestCase]:
+    xml = junitparser.JUnitXml.fromfile(str(env.latest / "junit.xml"))
+    for ts in xml:
+        if ts.name == suite:
+            return {c.name: c for c in ts}
+    raise AssertionError(f"no suite {suite}")
+
+
+def status(case: junitparser.TestCase) -> str:
+    if not case.result:
+        return "pass"
+    return type(case.result[0]).__name__.lower()
+
+
+def test_series_applies_one_case_per_patch(env: Env, tmp_path: Path,
+                                           validate_junit: Callable[[Path], None]) -> None:
+    upstream = setup_kernel(env, tmp_path)
+    series_from_commits(upstream, env.configs / "patches" / "good", [
+        ("drivers/hv/vmbus_drv.c", "vmbus line 3 ", "vmbus line three "),
+        ("drivers/hv/connection.c", "connection line 5 ", "connection line five "),
+    ])
+    done = env.inv("patch", "--kernel", "k", "--series", "good")
+    assert done.returncode == 0, done.stderr
+    validate_junit(env.latest / "junit.xml")
+    found = cases(env)
+    assert {n: status(c) for n, c in found.items()} == {
+        "hv: change 1 in drivers/hv/vmbus_drv.c": "pass",
+        "hv: change 2 in drivers/hv/connection.c": "pass",
+        "checkpatch: hv: change 1 in drivers/hv/vmbus_drv.c": "pass",
+        "checkpatch: hv: change 2 in drivers/hv/connection.c": "pass",
+    }
+    tree = env.kernels / "worktrees" / "k"
+    assert git(tree, "rev-parse", "--abbrev-ref", "HEAD") == "hvlab/k/good"
+    assert "vmbus line three" in (tree / "drivers/hv/vmbus_drv.c").read_text()
+    # the patchset hash is a property of every suite
+    props = {p.name: p.value for p in list(junitparser.JUnitXml.fromfile(
+        str(env.latest / "junit.xml")))[1].properties()}
+    assert len(props["patchset_hash"]) == 64
+    # a second run is cached and gives the same commit
+    first = git(tree, "rev-parse", "HEAD")
+    again = env.inv("patch", "--kernel", "k", "--series", "good")
+    assert again.returncode == 0 and "patch: PASS" in again.stderr and "(cached)" in again.stderr
+    assert git(tree, "rev-parse", "HEAD") == first
+
+
+def test_conflict_fails_patch_two_skips_the_rest_and_leaves_tree_clean(
+        env: Env, tmp_path: Path, validate_junit: Callable[[Path], None]) -> None:
+    upstream = setup_kernel(env, tmp_path)
+    series = series_from_commits(upstream, tmp_path / "conflict", [
+        ("drivers/hv/connection.c", "connection line 2 ", "connection line two "),
+        ("drivers/hv/vmbus_drv.c", "vmbus line 10 ", "vmbus line ten "),
+        ("drivers/net/hyperv/netvsc.c", "netvsc line 1 ", "netvsc line one "),
+    ])
+    # the base moves under patch 2: its context no longer exists
+    write_tree(upstream, {"drivers/hv/vmbus_drv.c": "/* rewritten */\n" * 40})
+    git(upstream, "commit", "-q", "-a", "-m", "rewrite vmbus_drv.c")
+    done = env.inv("patch", "--kernel", "k", "--series", str(series))
+    assert done.returncode == 1, done.stderr
+    validate_junit(env.latest / "junit.xml")
+    found = cases(env)
+    assert status(found["hv: change 1 in drivers/hv/connection.c"]) == "pass"
+    failed = found["hv: change 2 in drivers/hv/vmbus_drv.c"]
+    assert status(failed) == "failure"
+    assert "conflicts in drivers/hv/vmbus_drv.c" in failed.result[0].message
+    assert "Applying: hv: change 2" in failed.system_out
+    skipped = found["hv: change 3 in drivers/net/hyperv/netvsc.c"]
+    assert status(skipped) == "skipped"
+    assert "patch 2 'hv: change 2 in drivers/hv/vmbus_drv.c' failed" in skipped.result[0].message
+    tree = env.kernels / "worktrees" / "k"
+    assert git(tree, "status", "--porcelain") == ""
+    gitdir = Path(git(tree, "rev-parse", "--absolute-git-dir"))
+    assert not (gitdir / "rebase-apply").exists()
+
+
+def test_mbox_file_given_by_path(env: Env, tmp_path: Path) -> None:
+    upstream = setup_kernel(env, tmp_path)
+    out = series_from_commits(upstream, tmp_path / "fp", [
+        ("drivers/hv/vmbus_drv.c", "vmbus line 1 ", "vmbus line one "),
+        ("drivers/hv/vmbus_drv.c", "vmbus line 2 ", "vmbus line two "),
+    ])
+    mbox = tmp_path / "series.mbox"
+    mbox.write_bytes(b"".join(p.read_bytes() for p in sorted(out.iterdir())))
+    done = env.inv("patch", "--kernel", "k", "--series", str(mbox), "--no-checkpatch")
+    assert done.returncode == 0, done.stderr
+    assert [n for n in cases(env)] == ["hv: change 1 in drivers/hv/vmbus_drv.c",
+                                       "hv: change 2 in drivers/hv/vmbus_drv.c"]
+
+
+def test_plain_diff_committed_with_message_from_file_name(env: Env, tmp_path: Path) -> None:
+    setup_kernel(env, tmp_path)
+    series = tmp_path / "diffs"
+    series.mkdir()
+    (series / "0001-fix-netvsc-comment.diff").write_text(
+        "--- a/drivers/net/hyperv/netvsc.c\n+++ b/drivers/net/hyperv/netvsc.c\n"
+        "@@ -1,2 +1,2 @@\n-/* netvsc line 1 */\n+/* netvsc line one */\n /* netvsc line 2 */\n")
+    done = env.inv("patch", "--kernel", "k", "--series", str(series))
+    assert done.returncode == 0, done.stderr
+    tree = env.kernels / "worktrees" / "k"
+    assert git(tree, "log", "-1", "--format=%s") == "fix netvsc comment"
+    assert status(cases(env)["checkpatch: fix netvsc comment"]) == "pass"
+
+
+def test_checkpatch_error_fails_its_case(env: Env, tmp_path: Path) -> None:
+    upstream = setup_kernel(env, tmp_path)
+    series_from_commits(upstream, env.configs / "patches" / "ws", [
+        ("drivers/hv/connection.c", "connection line 7 */", "connection line 7 */   "),
+    ])
+    done = env.inv("patch", "--kernel", "k", "--series", "ws")
+    assert done.returncode == 1
+    found = cases(env)
+    assert status(found["hv: change 1 in drivers/hv/connection.c"]) == "pass"
+    check = found["checkpatch: hv: change 1 in drivers/hv/connection.c"]
+    assert status(check) == "failure"
+    assert "1 errors" in check.result[0].message and "trailing whitespace" in \
+        check.result[0].message
+
+
+def test_unknown_series_is_bad_input(env: Env, tmp_path: Path) -> None:
+    setup_kernel(env, tmp_path)
+    done = env.inv("patch", "--kernel", "k", "--series", "nope")
+    assert done.returncode == 2
+    assert "--series 'nope' is neither a series in" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_unknown_kernel_is_bad_input_and_still_reports(
+        env: Env, validate_junit: Callable[[Path], None]) -> None:
+    done = env.inv("fetch", "--kernel", "nope")
+    assert done.returncode == 2
+    assert "unknown kernel 'nope'" in done.stderr
+    validate_junit(env.latest / "junit.xml")
+
+
+def test_config_check_task_exit_codes(env: Env) -> None:
+    env.write("kernels/k.yaml", "source:\n  path: /tmp\nbogus: 1\n")
+    done = env.inv("config.check")
+    assert done.returncode == 2
+    assert "kernels/k.yaml:3:1: bogus: unknown key" in done.stdout
+    (env.configs / "kernels" / "k.yaml").write_text("source:\n  path: /tmp\n")
+    assert env.inv("config.check").returncode == 0
+
+
+def test_debug_shows_traceback_only_when_asked(env: Env) -> None:
+    env.write("kernels/k.yaml", "source:\n  tarball: /nonexistent.tar.xz\n")
+    quiet = env.inv("fetch", "--kernel", "k")
+    loud = env.inv("fetch", "--kernel", "k", "--debug")
+    assert quiet.returncode == loud.returncode == 2
+    assert "Traceback" not in quiet.stderr
+    assert "Traceback" in loud.stderr

@@ -1,0 +1,116 @@
+"""The sanitiser and the JUnit writer: hostile strings always give valid XML."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import junitparser
+import pytest
+
+from hvlab import junit
+from hvlab.results import StageResult, Status, TestCase, exit_code_for
+from hvlab.sanitize import clean, clean_line
+
+pytestmark = pytest.mark.unit
+
+
+def test_strips_ansi() -> None:
+    assert clean("\x1b[1;31mred\x1b[0m \x1b]0;title\x07ok") == "red ok"
+
+
+def test_drops_nul_and_control_characters() -> None:
+    assert clean("a\x00b\x07c\td\ne") == "abc\td\ne"
+
+
+def test_lone_surrogates_and_nonchars_dropped() -> None:
+    assert clean("x\ud800y\udfffz\ufffe\uffff!") == "xyz!"
+
+
+def test_invalid_utf8_bytes_decoded_with_replacement() -> None:
+    assert clean(b"ok \xff\xfe bytes") == "ok \ufffd\ufffd bytes"
+
+
+def test_bytes_never_written_as_repr() -> None:
+    assert clean(b"plain") == "plain"
+
+
+def test_ten_megabytes_capped_with_pointer_to_log() -> None:
+    big = "x" * (10 * 1024 * 1024)
+    out = clean(big, limit=4096, full_log="/r/logs/build.log")
+    assert len(out) < 4096 + 200
+    assert "full log: /r/logs/build.log" in out
+    assert out.startswith("xxx") and out.endswith("xxx")
+
+
+def test_ten_megabytes_costs_little_memory() -> None:
+    big = "y\x1b[0m" * (2 * 1024 * 1024)
+    tracemalloc.start()
+    clean(big, limit=64 * 1024)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024
+
+
+def test_clean_line_is_one_line() -> None:
+    assert clean_line("a\nb\x00\tc") == "a b c"
+
+
+HOSTILE = [
+    "nul\x00byte", "ansi \x1b[31mred\x1b[0m", "surrogate \ud800", "bad \ufffe",
+    "utf8 \udcff", "<tag attr=\"q\">&amp;</tag>", "]]> cdata end", "\x0c form feed",
+]
+
+
+def test_hostile_strings_give_valid_junit(tmp_path: Path,
+                                          validate_junit: Callable[[Path], None]) -> None:
+    cases = []
+    for i, s in enumerate(HOSTILE):
+        status = [Status.PASS, Status.FAIL, Status.ERROR, Status.SKIP][i % 4]
+        cases.append(TestCase(s, status, message=s, output=s.encode("utf-8", "surrogatepass")))
+    cases.append(TestCase("bytes", Status.FAIL, message="", output=b"\xff\xfe\x00"))
+    suite = junit.Suite("local.x\x00", "k.h.s", cases, {"prop\x1b[0m": "v\ud800"})
+    path = junit.write(tmp_path / "junit.xml", [suite])
+    validate_junit(path)
+    xml = junitparser.JUnitXml.fromfile(str(path))
+    (ts,) = list(xml)
+    assert ts.tests == len(cases)
+    assert ts.failures == 3 and ts.errors == 2 and ts.skipped == 2
+    assert "b'" not in path.read_text()
+
+
+def test_empty_failure_message_still_counts(tmp_path: Path) -> None:
+    path = junit.write(tmp_path / "j.xml",
+                       [junit.Suite("s", "c", [TestCase("t", Status.FAIL, "")])])
+    ts = list(junitparser.JUnitXml.fromfile(str(path)))[0]
+    assert ts.failures == 1
+
+
+def test_duplicate_case_names_made_unique(tmp_path: Path) -> None:
+    cases = [TestCase("same", Status.PASS), TestCase("same", Status.PASS)]
+    path = junit.write(tmp_path / "j.xml", [junit.Suite("s", "c", cases)])
+    names = [c.name for c in list(junitparser.JUnitXml.fromfile(str(path)))[0]]
+    assert names == ["same", "same #2"]
+
+
+def test_long_output_capped_in_xml(tmp_path: Path) -> None:
+    case = TestCase("big", Status.FAIL, "boom", output="z" * 5_000_000,
+                    log_path=Path("/logs/big.log"))
+    path = junit.write(tmp_path / "j.xml", [junit.Suite("s", "c", [case])])
+    text = path.read_text()
+    assert len(text) < 100_000
+    assert "full log: /logs/big.log" in text
+
+
+def test_status_order_and_exit_codes() -> None:
+    assert Status.worst([Status.SKIP, Status.PASS, Status.FAIL]) is Status.FAIL
+    assert Status.worst([Status.FAIL, Status.ERROR]) is Status.ERROR
+    assert exit_code_for([Status.PASS, Status.SKIP]) == 0
+    assert exit_code_for([Status.PASS, Status.FAIL]) == 1
+    assert exit_code_for([Status.FAIL, Status.ERROR]) == 3
+
+
+def test_stage_of_only_skips_is_skipped() -> None:
+    stage = StageResult.from_cases("s", [TestCase("a", Status.SKIP, "why")], 0.0)
+    assert stage.status is Status.SKIP and stage.ok
