@@ -59,6 +59,28 @@ def patch(c: Context, kernel: str = "", series: str = "", no_checkpatch: bool = 
                     not no_checkpatch, offline)
 
 
+@task(iterable=["fragment"], help={
+    "kernel": "kernel name from configs/kernels/",
+    "series": "series name or path; without it the plain tree is built",
+    "fragment": "an extra Kconfig fragment file (repeatable)",
+    "each_patch": "also build after each patch of the series (bisectability)",
+    "force": "rebuild even when the build id is cached",
+    "jobs": "make -j (default: the number of cores)",
+    "warnings_baseline": "a log or list of warnings counted as known",
+    "no_ccache": "do not use ccache",
+    "offline": "use only what is cached",
+    "debug": "print tracebacks", "quiet": "only errors",
+})
+def build(c: Context, kernel: str = "", series: str = "", fragment: list[str] | None = None,
+          each_patch: bool = False, force: bool = False, jobs: int = 0,
+          warnings_baseline: str = "", no_ccache: bool = False, offline: bool = False,
+          debug: bool = False, quiet: bool = False) -> None:
+    """Configure (verified fragments) and build a kernel, optionally patched; gate warnings."""
+    with session("build", _argv(), debug, quiet, ROOT) as s:
+        flows.build(s, _required("kernel", kernel), series, list(fragment or []), each_patch,
+                    force, jobs, warnings_baseline, not no_ccache, offline)
+
+
 def _required(flag: str, value: str) -> str:
     if not value:
         raise UserError(f"--{flag} is required")
@@ -72,3 +94,4 @@ ns = Collection()
 ns.add_collection(config)
 ns.add_task(fetch)
 ns.add_task(patch)
+ns.add_task(build)

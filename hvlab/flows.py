@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import source
+from . import buildlog, source
+from .build import Builder, Configured, config_inputs
+from .buildlog import Diagnostic
+from .buildstage import (
+    BuildResult,
+    build_case,
+    build_commit,
+    make_step,
+    tree_sha,
+    warning_cases,
+)
 from .config import loader
+from .errors import UserError
+from .git import Git
+from .kconfig import parse_fragment
+from .model import KernelSpec
 from .patches.apply import Patched, apply_series
 from .patches.discover import load_series_or_raise
 from .results import StageResult, Status, TestCase
 from .session import Session
+from .source import checkout_commit
 
 
 def config_check(s: Session) -> None:
@@ -75,3 +92,155 @@ def patch(s: Session, kernel_name: str, series_arg: str, checkpatch: bool,
     s.run.properties["commit"] = patched.commit
     applied_all = patched.applied == len(series.patches)
     return PatchOutcome(patched.tree, patched.commit, applied_all, patched)
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    ok: bool
+    result: BuildResult | None
+
+
+def _fragment_files(s: Session, kernel: KernelSpec, extra: list[str]) -> list[tuple[str, Path]]:
+    files = [(name, s.config.fragment(name).path) for name in kernel.config.fragments]
+    for arg in extra:
+        path = Path(arg).expanduser()
+        if not path.is_file():
+            raise UserError(f"--fragment {arg}: no such file")
+        options, errors = parse_fragment(path.read_text("utf-8", "replace"))
+        if errors:
+            raise UserError(f"{arg}:{errors[0].line}: {errors[0].message}")
+        files.append((str(path), path.resolve()))
+    return files
+
+
+def _configure(s: Session, builder: Builder, tree: Path, commit: str, label: str
+               ) -> Configured:
+    log = s.begin("configure", builder.kernel.name, detail=f"{builder.kernel.name} {label}")
+    t0 = time.monotonic()
+    sha = tree_sha(s.ws, commit)
+    configured = builder.configure_at(tree, commit, sha, log)
+    cases = [TestCase(f"kconfig: CONFIG_{m.symbol}", Status.FAIL, m.describe(),
+                      output=f"requested in fragment {m.fragment} line {m.line}", log_path=log)
+             for m in configured.mismatches]
+    if not cases:
+        cases.append(TestCase(f"kconfig: {configured.requested} requested options verified",
+                              Status.PASS, output="cached\n" if configured.cached else "",
+                              log_path=log))
+    s.record(StageResult.from_cases(
+        "configure", cases, time.monotonic() - t0, log,
+        properties={"config_key": builder.config_key,
+                    "cached": str(configured.cached).lower()}), builder.kernel.name)
+    return configured
+
+
+def build(s: Session, kernel_name: str, series_arg: str, fragments: list[str], each_patch: bool,
+          force: bool, jobs: int, warnings_baseline: str, use_ccache: bool,
+          offline: bool = False) -> BuildOutcome:
+    kernel = s.config.kernel(kernel_name)
+    frag_files = _fragment_files(s, kernel, fragments)
+    if each_patch and not series_arg:
+        raise UserError("--each-patch needs --series")
+    baseline_diags: list[Diagnostic] | None = None
+    if warnings_baseline:
+        path = Path(warnings_baseline)
+        if not path.is_file():
+            raise UserError(f"--warnings-baseline {warnings_baseline}: no such file")
+        with path.open(errors="replace") as fh:
+            baseline_diags = buildlog.parse(fh)
+    for stage in ("configure", "build"):
+        s.run.plan(stage, kernel.name)
+    base_commit: str | None = None
+    if series_arg:
+        outcome = patch(s, kernel_name, series_arg, True, offline)
+        if not outcome.ok:
+            return BuildOutcome(False, None)
+        commit = outcome.commit
+        assert outcome.patched is not None
+        base_commit = outcome.patched.base
+    else:
+        commit = fetch(s, kernel_name, offline).commit
+    builder = Builder(s.ws, kernel, config_inputs(kernel, frag_files),
+                      jobs or os.cpu_count() or 1, use_ccache, s.progress.log_line)
+    with source.worktree_lock(s.ws, kernel.name, s.progress):
+        tree = source.worktree_path(s.ws, kernel.name)
+        if not (tree / ".git").exists():
+            tree = source.checkout(s.ws, kernel.name, commit, s.progress)
+        configured = _configure(s, builder, tree, commit, "")
+        if configured.mismatches:
+            names = ", ".join(f"CONFIG_{m.symbol}" for m in configured.mismatches)
+            s.progress.info(f"configuration dropped requested options ({names}): "
+                            "not building")
+            return BuildOutcome(False, None)
+        log = s.begin("build", kernel.name)
+        t0 = time.monotonic()
+        cases: list[TestCase] = []
+        if baseline_diags is None and base_commit is not None:
+            s.progress.stage("build", f"{kernel.name} baseline (without the series)")
+            base_conf = builder.configure_at(tree, base_commit, tree_sha(s.ws, base_commit), log)
+            base = build_commit(builder, tree, base_commit, base_conf, log, force)
+            cases.append(build_case(f"build: {kernel.name} baseline (without the series)",
+                                    base, []))
+            baseline_diags = list(base.diagnostics) if base.ok else None
+        if each_patch and base_commit is not None:
+            cases += each_patch_cases(s, builder, tree, base_commit, commit, configured, log)
+        s.progress.stage("build", kernel.name)
+        result = build_commit(builder, tree, commit, configured, log, force)
+        warnings = [d for d in result.diagnostics if d.kind == "warning"]
+        base_keys = [d.key for d in baseline_diags or []]
+        new = buildlog.new_diagnostics(warnings, base_keys) if baseline_diags is not None \
+            else []
+        known = [d for d in warnings if d not in new]
+        cases.insert(0, build_case(f"build: {kernel.name}", result, known))
+        cases += warning_cases(new, log)
+        props = {"build_id": result.build_id, "kernelrelease": result.kernelrelease,
+                 "cached": str(result.cached).lower(), "warnings": str(len(warnings)),
+                 "new_warnings": str(len(new))}
+        if result.ccache:
+            props.update({"ccache_hits": str(result.ccache.get("hits", 0)),
+                          "ccache_misses": str(result.ccache.get("misses", 0))})
+        s.record(StageResult.from_cases("build", cases, time.monotonic() - t0, log,
+                                        properties=props,
+                                        facts={"build_dir": str(result.path or "")}),
+                 kernel.name)
+        s.run.properties.update({"build_id": result.build_id,
+                                 "config_key": builder.config_key})
+        return BuildOutcome(result.ok, result)
+
+
+def each_patch_cases(s: Session, builder: Builder, tree: Path, base: str, commit: str,
+                     configured: Configured, log: Path) -> list[TestCase]:
+    """ktest's patchcheck: build after each patch; a patch fails its own case."""
+    g = Git(s.ws.store)
+    commits = g.out("rev-list", "--reverse", f"{base}..{commit}").split()
+    targets = builder.targets(configured.config_text)
+    checkout_commit(tree, base)
+    builder.write_config(configured.config_text)
+    ok, state, _, _ = make_step(builder, tree, targets, log)
+    cases: list[TestCase] = []
+    previous = state
+    for i, c in enumerate(commits, start=1):
+        subject = g.out("log", "-1", "--format=%s", c)
+        touched = set(g.out("diff-tree", "--no-commit-id", "--name-only", "-r", c).split())
+        s.progress.stage("build", f"after patch {i}/{len(commits)}: {subject}")
+        t0 = time.monotonic()
+        checkout_commit(tree, c)
+        ok, state, errors, _ = make_step(builder, tree, targets, log)
+        name = f"build after patch {i}: {subject}"
+        if not ok:
+            cases.append(TestCase(name, Status.FAIL, f"build failed: {'; '.join(errors[:3])}",
+                                  output="\n".join(errors), duration=time.monotonic() - t0,
+                                  log_path=log))
+        else:
+            before = [d.key for d in previous if d.file in touched]
+            now = [d for d in state if d.file in touched and d.kind == "warning"]
+            new = buildlog.new_diagnostics(now, before)
+            if new:
+                cases.append(TestCase(name, Status.FAIL,
+                                      f"new warning in a file it touches: {new[0].describe()}",
+                                      output="\n".join(d.describe() for d in new),
+                                      duration=time.monotonic() - t0, log_path=log))
+            else:
+                cases.append(TestCase(name, Status.PASS, duration=time.monotonic() - t0,
+                                      log_path=log))
+        previous = state
+    return cases

@@ -132,6 +132,8 @@ def _fetch_tarball(ws: Workspace, g: Git, kernel: KernelSpec, src: TarballSource
                            else ""))
     digest = tarball_sha256(ws, path)
     if src.sha256 and digest != src.sha256:
+        if src.is_url and not src.location.startswith("file://"):
+            path.unlink(missing_ok=True)  # do not keep a bad download in the cache
         raise UserError(f"kernel '{kernel.name}': checksum mismatch for {path}: "
                         f"expected sha256 {src.sha256}, got {digest}")
     ref = f"refs/hvlab/tarball/{digest}"
@@ -265,6 +267,13 @@ def restore_clean(tree: Path) -> None:
     g.run("clean", "-ffdxq")
 
 
+def checkout_commit(tree: Path, commit: str) -> None:
+    """Switch an existing worktree to ``commit`` (only the changed files are touched)."""
+    g = Git(work_tree=tree)
+    if g.rev("HEAD") != commit:
+        g.run("checkout", "--quiet", "--detach", "--force", commit)
+
+
 def checkout(ws: Workspace, kernel: str, commit: str, progress: Progress) -> Path:
     """The kernel's worktree, clean, at ``commit`` (caller holds the worktree lock)."""
     tree = worktree_path(ws, kernel)
@@ -285,5 +294,5 @@ def checkout(ws: Workspace, kernel: str, commit: str, progress: Progress) -> Pat
     return tree
 
 
-__all__ = ["Fetched", "GitError", "checkout", "ensure_store", "fetch", "restore_clean",
-           "worktree_lock", "worktree_path"]
+__all__ = ["Fetched", "GitError", "checkout", "checkout_commit", "ensure_store", "fetch",
+           "restore_clean", "worktree_lock", "worktree_path"]

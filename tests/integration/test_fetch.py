@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -226,3 +227,49 @@ def test_two_fetches_at_once_do_not_corrupt_the_store(env: Env, tmp_path: Path) 
     store_git(env, "fsck", "--no-progress")
     assert store_git(env, "rev-parse", "refs/hvlab/kernels/k") == \
         store_git(env, "rev-parse", "refs/hvlab/kernels/j")
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real HTTP server on loopback serving a directory."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_tarball_url_downloaded_verified_and_cached(env: Env, http_dir) -> None:  # type: ignore[no-untyped-def]
+    root, base = http_dir
+    make_tarball(root / "linux.tar.gz", TAR_MEMBERS)
+    digest = hashlib.sha256((root / "linux.tar.gz").read_bytes()).hexdigest()
+    kernel_yaml(env, "k", f"  tarball: {base}/linux.tar.gz\n  sha256: {digest}\n")
+    done = env.inv("fetch", "--kernel", "k")
+    assert done.returncode == 0, done.stderr
+    (root / "linux.tar.gz").unlink()  # the second fetch must not need the server
+    again = env.inv("fetch", "--kernel", "k", "--offline")
+    assert again.returncode == 0 and "(cached)" in again.stderr
+
+
+def test_tarball_url_not_found_is_bad_input(env: Env, http_dir) -> None:  # type: ignore[no-untyped-def]
+    _, base = http_dir
+    kernel_yaml(env, "k", f"  tarball: {base}/missing.tar.xz\n")
+    done = env.inv("fetch", "--kernel", "k")
+    assert done.returncode == 2
+    assert f"kernel 'k': {base}/missing.tar.xz: HTTP 404" in done.stderr
+    assert not list((env.kernels / "cache" / "downloads").glob("*.partial"))
+
+
+def test_tarball_url_unreachable_is_infrastructure(env: Env) -> None:
+    kernel_yaml(env, "k", "  tarball: http://127.0.0.1:9/linux.tar.xz\n")
+    done = env.inv("fetch", "--kernel", "k")
+    assert done.returncode == 3
+    assert "kernel 'k': cannot download http://127.0.0.1:9/linux.tar.xz" in done.stderr

@@ -1,0 +1,53 @@
+"""Helpers shared by the benchmarks: timed commands, the last build's facts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+KERNELS = Path(os.environ.get("HVLAB_KERNELS", REPO / "kernels"))
+REPORTS = Path(os.environ.get("HVLAB_REPORTS", REPO / "reports"))
+INV = [sys.executable, "-m", "invoke", "--search-root", str(REPO)]
+
+
+def timed(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None,
+          quiet: bool = True) -> float:
+    t0 = time.monotonic()
+    done = subprocess.run(list(argv), env={**os.environ, **(env or {})}, cwd=cwd,
+                          stdout=subprocess.DEVNULL if quiet else None,
+                          stderr=subprocess.PIPE, text=True, check=False)
+    seconds = time.monotonic() - t0
+    if done.returncode != 0:
+        sys.exit(f"benchmark command failed ({done.returncode}): {' '.join(argv)}\n"
+                 f"{done.stderr[-2000:]}")
+    return seconds
+
+
+def last_build() -> tuple[Path, dict[str, object]]:
+    """(build artifacts dir, metadata) of the build in reports/latest."""
+    meta = json.loads((REPORTS / "latest" / "metadata.json").read_text())
+    build_id = meta["properties"]["build_id"]
+    out = KERNELS / "builds" / build_id
+    return out, json.loads((out / "metadata.json").read_text())
+
+
+def drop_build_dirs(kernel: str) -> None:
+    """Make the next hvlab build cold: no build dirs of this kernel."""
+    work = KERNELS / "builds" / "work"
+    if work.is_dir():
+        for d in work.glob(f"{kernel}-*"):
+            shutil.rmtree(d)
+
+
+def report(name: str, hvlab: float, baseline: float, baseline_name: str, goal: str,
+           ratio: float) -> None:
+    print(f"{name}: hvlab {hvlab:.2f} s, {baseline_name} {baseline:.2f} s")
+    print(f"goal: {goal}")
+    print(f"ratio: {ratio:.3f}")
