@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import os
 import shutil
@@ -23,13 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import kconfig
+from .digest import sha256_file, sha256_text
 from .errors import InfraError, UserError
 from .model import FragmentOption, KernelSpec
 from .runner import Completed, capture, require_tool, run
 from .source import checkout_commit
 from .workspace import Workspace
 
-FORMAT = "hvlab-build-1"  # bump when the artifact layout changes
+FORMAT = "hvlab-build-2"  # bump when the artifact layout changes (2: modules.dep)
 
 
 @dataclass(frozen=True)
@@ -62,28 +62,12 @@ class Toolchain:
 def toolchain(info: ArchInfo, use_ccache: bool) -> Toolchain:
     cc = f"{info.cross_compile}gcc"
     require_tool(cc)
-    for tool in ("make", "flex", "bison", "bc", "perl"):
+    for tool in ("make", "flex", "bison", "bc", "perl", "depmod"):
         require_tool(tool)
     version = capture([cc, "--version"]).stdout.decode().splitlines()[0].strip()
     make_version = capture(["make", "--version"]).stdout.decode().splitlines()[0].strip()
     ccache = shutil.which("ccache") if use_ccache else None
     return Toolchain(cc, version, make_version, ccache)
-
-
-def sha256_text(*parts: str) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p.encode("utf-8", "surrogateescape"))
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -341,8 +325,7 @@ def collect_artifacts(builder: Builder, tree: Path, staging: Path, config_text: 
     if "modules" in builder.targets(config_text):
         modroot = staging / ".modroot"
         step = run(builder.make_argv(tree, "modules_install",
-                                     f"INSTALL_MOD_PATH={modroot}", "INSTALL_MOD_STRIP=1",
-                                     "DEPMOD=/bin/true"),
+                                     f"INSTALL_MOD_PATH={modroot}", "INSTALL_MOD_STRIP=1"),
                    log=log, env=builder.make_env())
         if not step.ok:
             raise InfraError(f"make modules_install failed (see {log})")

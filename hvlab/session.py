@@ -18,7 +18,7 @@ from types import FrameType
 
 from .config import loader
 from .config.loader import Config
-from .errors import HvlabError, Interrupted, UserError
+from .errors import HvlabError, InfraError, Interrupted, UserError
 from .progress import Progress
 from .results import StageResult, Status, TestCase, exit_code_for
 from .runfolder import RunFolder
@@ -88,6 +88,11 @@ def session(task: str, argv: Sequence[str], debug: bool = False, quiet: bool = F
         err = Interrupted(f"interrupted by {sig}")
         code, error = err.exit_code, str(err)
         _record_error(s, err)
+    except OSError as exc:  # disk full, permissions, a vanished file: the machine, not us
+        where = f": {exc.filename}" if exc.filename else ""
+        infra = InfraError(f"{exc.strerror or exc}{where}")
+        code, error = infra.exit_code, str(infra)
+        _record_error(s, infra)
     except Exception as exc:  # a bug in hvlab: still leave a valid report
         code, error = 3, f"internal error: {type(exc).__name__}: {exc}"
         _record_error(s, exc, message=error)

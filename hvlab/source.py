@@ -25,6 +25,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .digest import sha256_file
 from .errors import InfraError, UserError
 from .git import IDENTITY, Git, GitError
 from .locks import FileLock
@@ -66,14 +67,6 @@ def store_lock(ws: Workspace, progress: Progress | None = None) -> FileLock:
 
 # -- tarballs -------------------------------------------------------------------
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def tarball_sha256(ws: Workspace, path: Path) -> str:
     """sha256 of a local tarball, remembered by (path, size, mtime) to stay fast."""
     memo = ws.cache / "tarball-hashes.json"
@@ -85,7 +78,7 @@ def tarball_sha256(ws: Workspace, path: Path) -> str:
         known = {}
     if key in known:
         return str(known[key])
-    digest = _sha256_file(path)
+    digest = sha256_file(path)
     known[key] = digest
     memo.parent.mkdir(parents=True, exist_ok=True)
     tmp = memo.with_suffix(f".{os.getpid()}.tmp")

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,21 +52,10 @@ def make_repo(root: Path, files: Mapping[str, str | bytes], message: str = "init
     return git(root, "rev-parse", "HEAD")
 
 
-# A stand-in for scripts/checkpatch.pl in the small fake trees (the kernel's
-# real checkpatch.pl runs in the e2e tier): flags trailing whitespace as an
-# error and long lines as a warning, and prints checkpatch's total line.
-FAKE_CHECKPATCH = r"""#!/usr/bin/perl
-use strict; use warnings;
-my ($err, $warn, $lines) = (0, 0, 0);
-open(my $fh, '<', $ARGV[-1]) or die "cannot open $ARGV[-1]";
-while (my $l = <$fh>) {
-    next unless $l =~ /^\+/ && $l !~ /^\+\+\+/;
-    $lines++;
-    if ($l =~ /[ \t]+\n$/) { print "ERROR:TRAILING_WHITESPACE: trailing whitespace\n"; $err++; }
-    if (length($l) > 102) { print "WARNING:LONG_LINE: line length exceeds 100 columns\n"; $warn++; }
-}
-print "total: $err errors, $warn warnings, $lines lines checked\n";
-"""
+FAKE_KERNEL = REPO / "tests" / "data" / "fake-kernel"
+# A stand-in for scripts/checkpatch.pl in the small fake trees (the kernel's real
+# checkpatch.pl runs in the e2e tier); see tests/data/fake-kernel/README.
+FAKE_CHECKPATCH = (FAKE_KERNEL / "scripts" / "checkpatch.pl").read_text()
 
 FAKE_TREE = {
     "Makefile": "VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 0\n",
@@ -74,6 +64,37 @@ FAKE_TREE = {
     "drivers/hv/vmbus_drv.c": "".join(f"/* vmbus line {i} */\n" for i in range(1, 41)),
     "drivers/net/hyperv/netvsc.c": "".join(f"/* netvsc line {i} */\n" for i in range(1, 41)),
 }
+
+
+def format_series(upstream: Path, out: Path, edits: list[tuple[str, str, str]]) -> Path:
+    """One commit per (file, old, new) edit on a side branch, ``git format-patch``-ed
+    into ``out``; the upstream's main branch is left as it was."""
+    git(upstream, "checkout", "-q", "-b", f"series-{out.name}")
+    for i, (file, old, new) in enumerate(edits, start=1):
+        path = upstream / file
+        text = path.read_text()
+        assert old in text, (file, old)
+        path.write_text(text.replace(old, new, 1))
+        git(upstream, "commit", "-q", "-a", "-s", "-m", f"hv: change {i} in {file}")
+    out.mkdir(parents=True, exist_ok=True)
+    git(upstream, "format-patch", "-q", "-o", str(out), f"-{len(edits)}")
+    git(upstream, "checkout", "-q", "main")
+    return out
+
+
+def junit_suite(report: Path, name: str) -> dict[str, Any]:
+    """The cases of testsuite ``name`` in a junit.xml, by case name."""
+    import junitparser
+
+    for ts in junitparser.JUnitXml.fromfile(str(report)):
+        if ts.name == name:
+            return {c.name: c for c in ts}
+    raise AssertionError(f"no suite {name} in {report}")
+
+
+def case_status(case: Any) -> str:
+    """pass, failure, error or skipped."""
+    return type(case.result[0]).__name__.lower() if case.result else "pass"
 
 
 @dataclass
@@ -108,6 +129,9 @@ class Env:
     @property
     def latest(self) -> Path:
         return self.reports / "latest"
+
+    def suite(self, name: str) -> dict[str, Any]:
+        return junit_suite(self.latest / "junit.xml", name)
 
 
 @pytest.fixture

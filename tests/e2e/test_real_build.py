@@ -12,19 +12,13 @@ import junitparser
 import pytest
 
 from tests.conftest import Env, git
+from tests.conftest import case_status as status
 
 pytestmark = pytest.mark.e2e
 
 
 def suite(env: Env, name: str) -> dict[str, junitparser.TestCase]:
-    for ts in junitparser.JUnitXml.fromfile(str(env.latest / "junit.xml")):
-        if ts.name == name:
-            return {c.name: c for c in ts}
-    raise AssertionError(f"no suite {name}")
-
-
-def status(case: junitparser.TestCase) -> str:
-    return type(case.result[0]).__name__.lower() if case.result else "pass"
+    return env.suite(name)
 
 
 def diff_series(env: Env, tmp_path: Path, name: str, file: str, old: str, new: str) -> Path:

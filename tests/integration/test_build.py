@@ -15,17 +15,17 @@ from pathlib import Path
 import junitparser
 import pytest
 
-from tests.conftest import REPO, Env, git
+from tests.conftest import FAKE_KERNEL, REPO, Env, format_series, git
+from tests.conftest import case_status as status
 
 pytestmark = pytest.mark.integration
 
-FAKE = REPO / "tests" / "data" / "fake-kernel"
 
 
 def fake_kernel(env: Env, tmp_path: Path, fragments: str = "hv",
                 extra: str = "") -> Path:
     upstream = tmp_path / "upstream"
-    shutil.copytree(FAKE, upstream)
+    shutil.copytree(FAKE_KERNEL, upstream)
     git(upstream, "init", "-q", "-b", "main")
     git(upstream, "add", "-A")
     git(upstream, "commit", "-q", "-m", "fake kernel")
@@ -38,29 +38,8 @@ def fake_kernel(env: Env, tmp_path: Path, fragments: str = "hv",
     return upstream
 
 
-def make_series(upstream: Path, out: Path, edits: list[tuple[str, str, str]]) -> Path:
-    git(upstream, "checkout", "-q", "-b", f"s-{out.name}")
-    for i, (file, old, new) in enumerate(edits, start=1):
-        path = upstream / file
-        text = path.read_text()
-        assert old in text, (file, old)
-        path.write_text(text.replace(old, new, 1))
-        git(upstream, "commit", "-q", "-a", "-s", "-m", f"hv: step {i}")
-    out.mkdir(parents=True)
-    git(upstream, "format-patch", "-q", "-o", str(out), f"-{len(edits)}")
-    git(upstream, "checkout", "-q", "main")
-    return out
-
-
 def suite(env: Env, name: str) -> dict[str, junitparser.TestCase]:
-    for ts in junitparser.JUnitXml.fromfile(str(env.latest / "junit.xml")):
-        if ts.name == name:
-            return {c.name: c for c in ts}
-    raise AssertionError(f"no suite {name}")
-
-
-def status(case: junitparser.TestCase) -> str:
-    return type(case.result[0]).__name__.lower() if case.result else "pass"
+    return env.suite(name)
 
 
 def test_build_artifacts_metadata_and_cache(env: Env, tmp_path: Path,
@@ -120,7 +99,7 @@ def test_dropped_option_fails_before_compiling(env: Env, tmp_path: Path) -> None
 
 def test_new_warning_fails_and_baseline_warning_does_not(env: Env, tmp_path: Path) -> None:
     upstream = fake_kernel(env, tmp_path)
-    series = make_series(upstream, tmp_path / "warn", [
+    series = format_series(upstream, tmp_path / "warn", [
         ("drivers/hv/vmbus_drv.c", "\treturn vmbus_proto_version;",
          "\tint unused_var;\n\n\treturn vmbus_proto_version;"),
     ])
@@ -138,7 +117,7 @@ def test_new_warning_fails_and_baseline_warning_does_not(env: Env, tmp_path: Pat
 
 def test_syntax_error_fails_the_build_naming_the_file(env: Env, tmp_path: Path) -> None:
     upstream = fake_kernel(env, tmp_path)
-    series = make_series(upstream, tmp_path / "syntax", [
+    series = format_series(upstream, tmp_path / "syntax", [
         ("drivers/hv/hv_util.c", "\treturn 0;", "\treturn 0\n"),
     ])
     done = env.inv("build", "--kernel", "k", "--series", str(series), "--no-ccache")
@@ -153,7 +132,7 @@ def test_syntax_error_fails_the_build_naming_the_file(env: Env, tmp_path: Path) 
 
 def test_each_patch_tells_which_patch_breaks(env: Env, tmp_path: Path) -> None:
     upstream = fake_kernel(env, tmp_path)
-    series = make_series(upstream, tmp_path / "steps", [
+    series = format_series(upstream, tmp_path / "steps", [
         ("drivers/hv/hv_balloon.c", "return pages;", "return pages + 1;"),
         ("drivers/hv/hv_util.c", "\treturn 0;", "\treturn 0\n"),   # breaks the build
         ("drivers/hv/hv_util.c", "\treturn 0\n", "\treturn 0;"),   # fixes it
@@ -165,13 +144,15 @@ def test_each_patch_tells_which_patch_breaks(env: Env, tmp_path: Path) -> None:
     cases = suite(env, "local.build")
     steps = {n: status(c) for n, c in cases.items() if n.startswith("build after patch")}
     assert steps == {
-        "build after patch 1: hv: step 1": "pass",
-        "build after patch 2: hv: step 2": "failure",
-        "build after patch 3: hv: step 3": "pass",
-        "build after patch 4: hv: step 4": "failure",
+        "build after patch 1: hv: change 1 in drivers/hv/hv_balloon.c": "pass",
+        "build after patch 2: hv: change 2 in drivers/hv/hv_util.c": "failure",
+        "build after patch 3: hv: change 3 in drivers/hv/hv_util.c": "pass",
+        "build after patch 4: hv: change 4 in drivers/hv/hv_balloon.c": "failure",
     }
-    assert "hv_util.c" in cases["build after patch 2: hv: step 2"].result[0].message
-    assert "unused variable 'spare'" in cases["build after patch 4: hv: step 4"].result[0].message
+    broken = cases["build after patch 2: hv: change 2 in drivers/hv/hv_util.c"]
+    assert "hv_util.c" in broken.result[0].message
+    warned = cases["build after patch 4: hv: change 4 in drivers/hv/hv_balloon.c"]
+    assert "unused variable 'spare'" in warned.result[0].message
     assert status(cases["build: k"]) == "pass"
 
 
@@ -229,3 +210,23 @@ def test_sigterm_during_make_stops_it_and_caches_nothing(
     assert status(case) == "error" and "interrupted" in case.result[0].message
     assert not [p for p in (env.kernels / "builds").iterdir() if len(p.name) == 64]
     assert not list((env.kernels / "builds").glob(".staging-*"))
+
+
+def test_disk_full_during_make_is_infrastructure(env: Env, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a small tmpfs and needs root (CI runs as root)")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], check=True)
+    try:
+        fake_kernel(env, tmp_path)
+        big = tmp_path / "big.config"
+        big.write_text("CONFIG_HV_TEST_BIG=y\n")
+        env.kernels = small / "kernels"
+        done = env.inv("build", "--kernel", "k", "--fragment", str(big), "--no-ccache")
+        assert done.returncode == 3, done.stderr
+        assert "no space left on device" in done.stderr.lower()
+        assert "configure: PASS" in done.stderr  # it was make that ran out of space
+        assert "Traceback" not in done.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)

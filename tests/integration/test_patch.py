@@ -8,7 +8,8 @@ from pathlib import Path
 import junitparser
 import pytest
 
-from tests.conftest import FAKE_TREE, Env, git, make_repo, write_tree
+from tests.conftest import FAKE_TREE, Env, format_series, git, make_repo, write_tree
+from tests.conftest import case_status as status
 
 pytestmark = pytest.mark.integration
 
@@ -20,39 +21,14 @@ def setup_kernel(env: Env, tmp_path: Path) -> Path:
     return upstream
 
 
-def series_from_commits(upstream: Path, out: Path, edits: list[tuple[str, str, str]]) -> Path:
-    """Make one commit per (file, old, new) edit on a branch, format-patch them into ``out``."""
-    git(upstream, "checkout", "-q", "-b", f"work-{out.name}")
-    for i, (file, old, new) in enumerate(edits, start=1):
-        path = upstream / file
-        text = path.read_text()
-        assert old in text
-        path.write_text(text.replace(old, new, 1))
-        git(upstream, "commit", "-q", "-a", "-s", "-m", f"hv: change {i} in {file}")
-    out.mkdir(parents=True, exist_ok=True)
-    git(upstream, "format-patch", "-q", "-o", str(out), f"-{len(edits)}")
-    git(upstream, "checkout", "-q", "main")
-    return out
-
-
 def cases(env: Env, suite: str = "local.patch") -> dict[str, junitparser.TestCase]:
-    xml = junitparser.JUnitXml.fromfile(str(env.latest / "junit.xml"))
-    for ts in xml:
-        if ts.name == suite:
-            return {c.name: c for c in ts}
-    raise AssertionError(f"no suite {suite}")
-
-
-def status(case: junitparser.TestCase) -> str:
-    if not case.result:
-        return "pass"
-    return type(case.result[0]).__name__.lower()
+    return env.suite(suite)
 
 
 def test_series_applies_one_case_per_patch(env: Env, tmp_path: Path,
                                            validate_junit: Callable[[Path], None]) -> None:
     upstream = setup_kernel(env, tmp_path)
-    series_from_commits(upstream, env.configs / "patches" / "good", [
+    format_series(upstream, env.configs / "patches" / "good", [
         ("drivers/hv/vmbus_drv.c", "vmbus line 3 ", "vmbus line three "),
         ("drivers/hv/connection.c", "connection line 5 ", "connection line five "),
     ])
@@ -83,7 +59,7 @@ def test_series_applies_one_case_per_patch(env: Env, tmp_path: Path,
 def test_conflict_fails_patch_two_skips_the_rest_and_leaves_tree_clean(
         env: Env, tmp_path: Path, validate_junit: Callable[[Path], None]) -> None:
     upstream = setup_kernel(env, tmp_path)
-    series = series_from_commits(upstream, tmp_path / "conflict", [
+    series = format_series(upstream, tmp_path / "conflict", [
         ("drivers/hv/connection.c", "connection line 2 ", "connection line two "),
         ("drivers/hv/vmbus_drv.c", "vmbus line 10 ", "vmbus line ten "),
         ("drivers/net/hyperv/netvsc.c", "netvsc line 1 ", "netvsc line one "),
@@ -111,7 +87,7 @@ def test_conflict_fails_patch_two_skips_the_rest_and_leaves_tree_clean(
 
 def test_mbox_file_given_by_path(env: Env, tmp_path: Path) -> None:
     upstream = setup_kernel(env, tmp_path)
-    out = series_from_commits(upstream, tmp_path / "fp", [
+    out = format_series(upstream, tmp_path / "fp", [
         ("drivers/hv/vmbus_drv.c", "vmbus line 1 ", "vmbus line one "),
         ("drivers/hv/vmbus_drv.c", "vmbus line 2 ", "vmbus line two "),
     ])
@@ -139,7 +115,7 @@ def test_plain_diff_committed_with_message_from_file_name(env: Env, tmp_path: Pa
 
 def test_checkpatch_error_fails_its_case(env: Env, tmp_path: Path) -> None:
     upstream = setup_kernel(env, tmp_path)
-    series_from_commits(upstream, env.configs / "patches" / "ws", [
+    format_series(upstream, env.configs / "patches" / "ws", [
         ("drivers/hv/connection.c", "connection line 7 */", "connection line 7 */   "),
     ])
     done = env.inv("patch", "--kernel", "k", "--series", "ws")
