@@ -1,0 +1,371 @@
+"""SSH sessions on paramiko: host keys verified, commands as argument lists.
+
+* Host keys: a pinned ``host_key`` fingerprint, or a ``known_hosts`` file
+  (default ``~/.ssh/known_hosts``).  Unknown keys are refused unless the
+  host's config says ``host_key_policy: accept-new``; the key is then
+  recorded.  A mismatch is always refused.
+* Commands are argument lists joined with ``shlex.join`` (never a config
+  value spliced into shell text); a timeout kills the remote process (it
+  runs under ``timeout -k``) and closes the channel.
+* stdout and stderr are read as they come (no deadlock on large output) and
+  streamed to a log; only a bounded tail is kept in memory.
+* Directories upload as a tar stream over the channel; files with cat.
+* Jump hosts: a direct-tcpip channel of the jump session is the socket.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import io
+import os
+import shlex
+import socket
+import tarfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import paramiko
+
+from .errors import InfraError, UserError
+from .model import SshEndpoint
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's ``SHA256:...`` form (as ``ssh-keygen -lf`` prints it)."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+class HostKeyError(InfraError):
+    pass
+
+
+@dataclass(frozen=True)
+class RemoteResult:
+    argv: tuple[str, ...]
+    exit_status: int  # -1 when the connection dropped or the command timed out
+    duration: float
+    output: str  # the tail of stdout+stderr, merged in arrival order
+    stderr: str  # the tail of stderr alone
+    timed_out: bool = False
+    dropped: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0 and not self.timed_out and not self.dropped
+
+
+class _Policy(paramiko.MissingHostKeyPolicy):
+    """Decides about keys that are not in the loaded known_hosts."""
+
+    def __init__(self, name: str, endpoint: SshEndpoint, record: Path | None) -> None:
+        self.name = name
+        self.endpoint = endpoint
+        self.record = record
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                         key: paramiko.PKey) -> None:
+        got = fingerprint(key)
+        pinned = self.endpoint.host_key
+        if pinned:
+            if got != pinned:
+                raise HostKeyError(
+                    f"host {self.name} ({hostname}): host key mismatch: expected {pinned}, "
+                    f"got {got}; if the host was reinstalled, update host_key in its config")
+            return
+        if self.endpoint.host_key_policy == "accept-new" and self.record is not None:
+            client.get_host_keys().add(hostname, key.get_name(), key)
+            self.record.parent.mkdir(parents=True, exist_ok=True)
+            with self.record.open("a") as fh:
+                fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+            return
+        raise HostKeyError(
+            f"host {self.name} ({hostname}): unknown host key {got}; pin it with "
+            f"'host_key: {got}' in the host's config after checking it on the host "
+            "(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), or set "
+            "'host_key_policy: accept-new'")
+
+
+def _known_hosts_name(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+class SshSession:
+    """One connection to one host, opened lazily, reused, closed explicitly."""
+
+    def __init__(self, name: str, endpoint: SshEndpoint, jump: SshSession | None = None,
+                 banner_timeout: float = 15, auth_timeout: float = 15) -> None:
+        self.name = name
+        self.endpoint = endpoint
+        self.jump = jump
+        self.banner_timeout = banner_timeout
+        self.auth_timeout = auth_timeout
+        self._client: paramiko.SSHClient | None = None
+
+    # -- connection ------------------------------------------------------------
+    @property
+    def where(self) -> str:
+        via = f" via {self.jump.name}" if self.jump else ""
+        return f"{self.endpoint.user}@{self.endpoint.address}:{self.endpoint.port}{via}"
+
+    def _known_hosts(self) -> Path:
+        if self.endpoint.known_hosts:
+            return self.endpoint.known_hosts
+        return Path.home() / ".ssh" / "known_hosts"
+
+    def connect(self) -> paramiko.SSHClient:
+        if self._client is not None:
+            transport = self._client.get_transport()
+            if transport is not None and transport.is_active():
+                return self._client
+            self.close()
+        ep = self.endpoint
+        client = paramiko.SSHClient()
+        known = self._known_hosts()
+        if not ep.host_key and known.is_file():
+            try:
+                client.load_host_keys(str(known))
+            except (OSError, paramiko.SSHException) as exc:
+                raise UserError(f"host {self.name}: cannot read known_hosts {known}: {exc}"
+                                ) from None
+        client.set_missing_host_key_policy(_Policy(self.name, ep, known))
+        password = None
+        if ep.password_env:
+            password = os.environ.get(ep.password_env)
+            if password is None:
+                raise UserError(f"host {self.name}: environment variable {ep.password_env} "
+                                "(password_env) is not set")
+        sock = None
+        if self.jump is not None:
+            jt = self.jump.connect().get_transport()
+            assert jt is not None
+            try:
+                sock = jt.open_channel("direct-tcpip", (ep.address, ep.port), ("127.0.0.1", 0),
+                                       timeout=ep.connect_timeout)
+            except (paramiko.SSHException, OSError) as exc:
+                raise InfraError(f"host {self.name} ({self.where}) unreachable through "
+                                 f"{self.jump.name}: {exc}") from None
+        try:
+            client.connect(
+                ep.address, port=ep.port, username=ep.user,
+                key_filename=str(ep.key) if ep.key else None, password=password,
+                timeout=ep.connect_timeout, banner_timeout=self.banner_timeout,
+                auth_timeout=self.auth_timeout, sock=sock,
+                allow_agent=ep.key is None, look_for_keys=ep.key is None,
+            )
+        except HostKeyError:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyError(
+                f"host {self.name} ({self.where}): host key mismatch: known_hosts {known} "
+                f"expects {fingerprint(exc.expected_key)}, the host offers "
+                f"{fingerprint(exc.key)}; if the host was reinstalled, remove its line with "
+                f"ssh-keygen -R '{_known_hosts_name(ep.address, ep.port)}' -f {known}") from None
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            key = f"key {ep.key}" if ep.key else "agent/default keys"
+            raise InfraError(f"host {self.name} ({self.where}): authentication failed for "
+                             f"user {ep.user} with {key}: {exc}") from None
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            client.close()
+            reason = "connection timed out" if isinstance(exc, socket.timeout) else str(exc)
+            raise InfraError(f"host {self.name} ({self.where}) unreachable: "
+                             f"{reason or type(exc).__name__}") from None
+        self._client = client
+        return client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> SshSession:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- commands ----------------------------------------------------------------
+    def _channel(self) -> paramiko.Channel:
+        client = self.connect()
+        transport = client.get_transport()
+        assert transport is not None
+        try:
+            return transport.open_session(timeout=self.endpoint.connect_timeout)
+        except (paramiko.SSHException, OSError):
+            # the connection dropped since last use: one reconnect
+            self.close()
+            transport = self.connect().get_transport()
+            assert transport is not None
+            return transport.open_session(timeout=self.endpoint.connect_timeout)
+
+    def run(self, argv: Sequence[str], timeout: float | None = None, log: Path | None = None,
+            on_line: Callable[[str], None] | None = None, stdin: bytes | None = None,
+            tail_bytes: int = 64 * 1024) -> RemoteResult:
+        """Run ``argv`` on the host; ``timeout`` kills it there (``timeout -k``)."""
+        argv = tuple(str(a) for a in argv)
+        remote = list(argv)
+        if timeout is not None:
+            remote = ["timeout", "-k", "5", str(max(int(timeout), 1)), *remote]
+        command = shlex.join(remote)
+        t0 = time.monotonic()
+        out_tail: collections.deque[bytes] = collections.deque()
+        err_tail: collections.deque[bytes] = collections.deque()
+        sizes = [0, 0]
+        logf = log.open("ab") if log else None
+        if logf:
+            logf.write(f"$ {shlex.join(argv)}  # on {self.name}\n".encode())
+        pending = b""
+        timed_out = dropped = False
+        try:
+            chan = self._channel()
+            chan.settimeout(0.2)
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            deadline = t0 + timeout + 10 if timeout is not None else None
+
+            def keep(buf: collections.deque[bytes], idx: int, data: bytes) -> None:
+                buf.append(data)
+                sizes[idx] += len(data)
+                while sizes[idx] > tail_bytes and len(buf) > 1:
+                    sizes[idx] -= len(buf.popleft())
+
+            def pump(ready: Callable[[], bool], recv: Callable[[int], bytes],
+                     is_err: bool) -> bool:
+                nonlocal pending
+                got = False
+                while ready():
+                    data = recv(65536)
+                    if not data:
+                        break
+                    got = True
+                    keep(out_tail, 0, data)
+                    if is_err:
+                        keep(err_tail, 1, data)
+                    if logf:
+                        logf.write(data)
+                    if on_line and not is_err:
+                        pending += data
+                        *lines, pending = pending.split(b"\n")
+                        for line in lines:
+                            on_line(line.decode("utf-8", "replace"))
+                return got
+
+            while True:
+                got = pump(chan.recv_ready, chan.recv, False)
+                got = pump(chan.recv_stderr_ready, chan.recv_stderr, True) or got
+                if chan.exit_status_ready() and not chan.recv_ready() and \
+                        not chan.recv_stderr_ready():
+                    break
+                transport = chan.get_transport()
+                if chan.closed or transport is None or not transport.is_active():
+                    dropped = True
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    timed_out = True
+                    chan.close()
+                    break
+                if not got:
+                    time.sleep(0.02)
+            status = -1 if (timed_out or dropped) else chan.recv_exit_status()
+            if status == -1 and not timed_out:  # closed without an exit status: the peer died
+                dropped = True
+            if status == 124 and timeout is not None:  # timeout(1) killed it
+                timed_out, status = True, -1
+            chan.close()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            dropped, status = True, -1
+            if logf:
+                logf.write(f"[hvlab] connection to {self.name} dropped: {exc}\n".encode())
+            self.close()
+        finally:
+            if logf:
+                if timed_out:
+                    logf.write(f"[hvlab] timed out after {timeout} s: killed\n".encode())
+                logf.close()
+        return RemoteResult(argv, status, time.monotonic() - t0,
+                            b"".join(out_tail).decode("utf-8", "replace"),
+                            b"".join(err_tail).decode("utf-8", "replace"), timed_out, dropped)
+
+    def check(self, argv: Sequence[str], timeout: float | None = 300,
+              log: Path | None = None) -> str:
+        """Run; return stdout+stderr; an InfraError quoting the command when it fails."""
+        result = self.run(argv, timeout=timeout, log=log)
+        if not result.ok:
+            what = ("timed out" if result.timed_out else "connection dropped" if result.dropped
+                    else f"exit {result.exit_status}")
+            text = result.stderr.strip() or result.output.strip()
+            last = text.splitlines()[-1:]
+            raise InfraError(f"host {self.name}: '{shlex.join(argv)}' failed ({what})"
+                             + (f": {last[0]}" if last else ""))
+        return result.output
+
+    # -- files ---------------------------------------------------------------------
+    def put_dir(self, local: Path, remote: str, timeout: float = 600) -> None:
+        """Upload a directory as a tar stream (no temporary archive on either side)."""
+        self.check(["mkdir", "-p", remote], timeout=60)
+        chan = self._channel()
+        chan.exec_command(shlex.join(["tar", "-x", "-f", "-", "-C", remote]))
+        writer = _ChannelWriter(chan)
+        with tarfile.open(fileobj=writer, mode="w|", bufsize=256 * 1024) as tf:
+            tf.add(str(local), arcname=".")
+        chan.shutdown_write()
+        status = chan.recv_exit_status()
+        err = chan.recv_stderr(65536).decode("utf-8", "replace").strip()
+        chan.close()
+        if status != 0:
+            raise InfraError(f"host {self.name}: upload of {local} to {remote} failed "
+                             f"(exit {status}): {err}")
+
+    def put_file(self, local: Path, remote: str, mode: int = 0o644) -> None:
+        script = 'cat > "$1" && chmod "$2" "$1"'
+        chan = self._channel()
+        chan.exec_command(shlex.join(["sh", "-c", script, "sh", remote, f"{mode:o}"]))
+        with local.open("rb") as fh:
+            for block in iter(lambda: fh.read(256 * 1024), b""):
+                chan.sendall(block)
+        chan.shutdown_write()
+        status = chan.recv_exit_status()
+        err = chan.recv_stderr(65536).decode("utf-8", "replace").strip()
+        chan.close()
+        if status != 0:
+            raise InfraError(f"host {self.name}: writing {remote} failed (exit {status}): {err}")
+
+    def get_file(self, remote: str, local: Path) -> None:
+        chan = self._channel()
+        chan.exec_command(shlex.join(["cat", remote]))
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with local.open("wb") as fh:
+            while True:
+                data = chan.recv(256 * 1024)
+                if not data:
+                    break
+                fh.write(data)
+        status = chan.recv_exit_status()
+        chan.close()
+        if status != 0:
+            raise InfraError(f"host {self.name}: reading {remote} failed (exit {status})")
+
+
+class _ChannelWriter(io.RawIOBase):
+    """A file-like writer onto a channel's stdin (for tarfile's stream mode)."""
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self.chan = chan
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.chan.sendall(data)
+        return len(data)
