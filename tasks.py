@@ -13,9 +13,11 @@ from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
 
-from hvlab import flows
 from hvlab.errors import UserError
 from hvlab.session import session
+
+# The flows are imported inside each task: a cached build must not pay for
+# paramiko and the host code at start-up.
 
 ROOT = Path(__file__).resolve().parent
 
@@ -28,6 +30,8 @@ def _argv() -> list[str]:
 @task(help={"debug": "print tracebacks", "quiet": "only errors"})
 def config_check(c: Context, debug: bool = False, quiet: bool = False) -> None:
     """Load and validate every file under configs/ (HVLAB_CONFIGS); list all errors."""
+    from hvlab import flows
+
     with session("config.check", _argv(), debug, quiet, ROOT) as s:
         flows.config_check(s)
 
@@ -40,6 +44,8 @@ def config_check(c: Context, debug: bool = False, quiet: bool = False) -> None:
 def fetch(c: Context, kernel: str = "", offline: bool = False, debug: bool = False,
           quiet: bool = False) -> None:
     """Fetch a kernel source into the shared git store and record its commit."""
+    from hvlab import flows
+
     with session("fetch", _argv(), debug, quiet, ROOT) as s:
         flows.fetch(s, _required("kernel", kernel), offline)
 
@@ -54,6 +60,8 @@ def fetch(c: Context, kernel: str = "", offline: bool = False, debug: bool = Fal
 def patch(c: Context, kernel: str = "", series: str = "", no_checkpatch: bool = False,
           offline: bool = False, debug: bool = False, quiet: bool = False) -> None:
     """Apply a patch series with git am -3 on a fresh branch; one case per patch."""
+    from hvlab import flows
+
     with session("patch", _argv(), debug, quiet, ROOT) as s:
         flows.patch(s, _required("kernel", kernel), _required("series", series),
                     not no_checkpatch, offline)
@@ -76,9 +84,54 @@ def build(c: Context, kernel: str = "", series: str = "", fragment: list[str] | 
           warnings_baseline: str = "", no_ccache: bool = False, offline: bool = False,
           debug: bool = False, quiet: bool = False) -> None:
     """Configure (verified fragments) and build a kernel, optionally patched; gate warnings."""
+    from hvlab import flows
+
     with session("build", _argv(), debug, quiet, ROOT) as s:
         flows.build(s, _required("kernel", kernel), series, list(fragment or []), each_patch,
                     force, jobs, warnings_baseline, not no_ccache, offline)
+
+
+@task(iterable=["fragment"], help={
+    "kernel": "kernel name from configs/kernels/",
+    "series": "series name or path (optional)",
+    "host": "host name from configs/hosts/ (kind qemu)",
+    "fragment": "an extra Kconfig fragment file (repeatable)",
+    "prebuilt": "boot this distro kernel (/boot/vmlinuz-<release>) instead of a build",
+    "force": "rebuild even when cached", "jobs": "make -j",
+    "no_ccache": "do not use ccache", "offline": "use only what is cached",
+    "debug": "print tracebacks", "quiet": "only errors",
+})
+def boot(c: Context, kernel: str = "", series: str = "", host: str = "",
+         fragment: list[str] | None = None, prebuilt: str = "", force: bool = False,
+         jobs: int = 0, no_ccache: bool = False, offline: bool = False, debug: bool = False,
+         quiet: bool = False) -> None:
+    """Build as needed, boot on a host, verify the release, scan console and dmesg."""
+    from hvlab import hostflows
+
+    with session("boot", _argv(), debug, quiet, ROOT) as s:
+        hostflows.boot(s, kernel if prebuilt else _required("kernel", kernel), series,
+                       _required("host", host), list(fragment or []), force, jobs,
+                       not no_ccache, offline, prebuilt)
+
+
+@task(help={"force": "rebuild the image", "debug": "print tracebacks", "quiet": "only errors"})
+def image_build(c: Context, force: bool = False, debug: bool = False,
+                quiet: bool = False) -> None:
+    """Build the QEMU guest initramfs (busybox, sshd, keys) from this machine's binaries."""
+    from hvlab import hostflows
+
+    with session("image.build", _argv(), debug, quiet, ROOT) as s:
+        hostflows.image_build(s, force)
+
+
+@task(help={"host": "check only this host", "debug": "print tracebacks",
+            "quiet": "only errors"})
+def hosts_check(c: Context, host: str = "", debug: bool = False, quiet: bool = False) -> None:
+    """Check each host: reachability, auth, host key, OS, kernel, free disk (exit 3 if unusable)."""
+    from hvlab import hostflows
+
+    with session("hosts.check", _argv(), debug, quiet, ROOT) as s:
+        hostflows.hosts_check(s, host)
 
 
 def _required(flag: str, value: str) -> str:
@@ -90,8 +143,16 @@ def _required(flag: str, value: str) -> str:
 config = Collection("config")
 config.add_task(config_check, name="check", default=True)
 
+image = Collection("image")
+image.add_task(image_build, name="build", default=True)
+hosts = Collection("hosts")
+hosts.add_task(hosts_check, name="check", default=True)
+
 ns = Collection()
 ns.add_collection(config)
+ns.add_collection(image)
+ns.add_collection(hosts)
 ns.add_task(fetch)
 ns.add_task(patch)
 ns.add_task(build)
+ns.add_task(boot)

@@ -8,6 +8,7 @@ Usage: bench/build_nochange.py [KERNEL] [SERIES] [JOBS]
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
 from _common import INV, last_build, report, timed
@@ -19,7 +20,7 @@ args = [*INV, "build", "--kernel", kernel, "--series", series, f"--jobs={jobs}"]
 
 timed(args)  # make sure everything is built and cached
 artifacts, meta = last_build()
-command = str(meta["make_command"]).split()
+command = shlex.split(str(meta["make_command"]))
 runs = 5
 hvlab = min(timed(args) for _ in range(runs))
 make = min(timed(command, env={"LC_ALL": "C"}) for _ in range(runs))

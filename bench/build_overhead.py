@@ -20,7 +20,7 @@ jobs = int(sys.argv[2]) if len(sys.argv) > 2 else (os.cpu_count() or 1)
 tree = KERNELS / "worktrees" / kernel
 
 # Settle the inputs (fetch, configure, the tree at its commit) outside the timing.
-timed([*INV, "build", "--kernel", kernel, "--no-ccache", f"--jobs={jobs}"])
+timed([*INV, "build", "--kernel", kernel, f"--jobs={jobs}"])  # settle: fetch, configure
 artifacts, meta = last_build()
 config = (artifacts / "config").read_text()
 targets = str(meta["make_command"]).split()[-2:] if "modules" in str(meta["make_command"]) \

@@ -25,7 +25,7 @@ if tuxmake is None:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "tuxmake"], check=True)
     tuxmake = str(Path(sys.executable).parent / "tuxmake")
 
-timed([*INV, "build", "--kernel", kernel, "--no-ccache", f"--jobs={jobs}"])
+timed([*INV, "build", "--kernel", kernel, f"--jobs={jobs}"])  # settle: fetch, configure
 artifacts, meta = last_build()
 targets = ["kernel", "modules"] if "modules" in str(meta["make_command"]) else ["kernel"]
 

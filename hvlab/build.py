@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import shutil
 import tarfile
 from collections.abc import Callable, Sequence
@@ -29,7 +30,8 @@ from .runner import Completed, capture, require_tool, run
 from .source import checkout_commit
 from .workspace import Workspace
 
-FORMAT = "hvlab-build-2"  # bump when the artifact layout changes (2: modules.dep)
+_KBUILD_LINK = re.compile(r"lib/modules/[^/]+/(?:build|source)")
+FORMAT = "hvlab-build-3"  # bump when the artifact layout changes (3: no build link)
 
 
 @dataclass(frozen=True)
@@ -302,8 +304,16 @@ class Artifact:
 
 
 def pack_modules(modroot: Path, target: Path) -> None:
+    """The modules_install tree as a tarball, without kbuild's ``build`` and
+    ``source`` links (they point into this machine's tree, useless on a target)."""
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        if info.issym() and _KBUILD_LINK.fullmatch(info.name.removeprefix("./")):
+            return None
+        return info
+
     with tarfile.open(target, "w:gz", compresslevel=6) as tf:
-        tf.add(modroot, arcname=".")
+        tf.add(modroot, arcname=".", filter=keep)
 
 
 def collect_artifacts(builder: Builder, tree: Path, staging: Path, config_text: str,

@@ -75,7 +75,7 @@ class PatchOutcome:
 
 
 def patch(s: Session, kernel_name: str, series_arg: str, checkpatch: bool,
-          offline: bool) -> PatchOutcome:
+          offline: bool, materialize: bool = True) -> PatchOutcome:
     kernel = s.config.kernel(kernel_name)
     spec = s.config.resolve_series(series_arg)
     series = load_series_or_raise(spec.name, spec.path, s.ws.display(spec.path))
@@ -87,7 +87,7 @@ def patch(s: Session, kernel_name: str, series_arg: str, checkpatch: bool,
     with source.worktree_lock(s.ws, kernel.name, s.progress):
         log = s.begin("patch", kernel.name, detail=f"{kernel.name} + {series.name}")
         patched, result = apply_series(s.ws, kernel.name, fetched.commit, series, checkpatch,
-                                       log, s.progress)
+                                       log, s.progress, materialize)
     s.record(result, kernel.name)
     s.run.properties["commit"] = patched.commit
     applied_all = patched.applied == len(series.patches)
@@ -151,7 +151,7 @@ def build(s: Session, kernel_name: str, series_arg: str, fragments: list[str], e
         s.run.plan(stage, kernel.name)
     base_commit: str | None = None
     if series_arg:
-        outcome = patch(s, kernel_name, series_arg, True, offline)
+        outcome = patch(s, kernel_name, series_arg, True, offline, materialize=False)
         if not outcome.ok:
             return BuildOutcome(False, None)
         commit = outcome.commit

@@ -178,6 +178,11 @@ class SshSession:
             reason = "connection timed out" if isinstance(exc, socket.timeout) else str(exc)
             raise InfraError(f"host {self.name} ({self.where}) unreachable: "
                              f"{reason or type(exc).__name__}") from None
+        transport = client.get_transport()
+        if transport is not None and isinstance(transport.sock, socket.socket):
+            # paramiko leaves Nagle on: every small request then waits for the
+            # peer's delayed ACK (~40 ms per round trip); OpenSSH turns it off too
+            transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._client = client
         return client
 
@@ -313,18 +318,25 @@ class SshSession:
     # -- files ---------------------------------------------------------------------
     def put_dir(self, local: Path, remote: str, timeout: float = 600) -> None:
         """Upload a directory as a tar stream (no temporary archive on either side)."""
-        self.check(["mkdir", "-p", remote], timeout=60)
+        self.put_tree(remote, [(local, ".")])
+
+    def put_tree(self, remote: str, items: Sequence[tuple[Path, str]]) -> None:
+        """Files and directories into ``remote`` (created) as one tar stream over one
+        channel: ``items`` are (local path, name under remote).  One command per
+        upload matters: each exec costs a round trip or more on the wire."""
+        script = 'mkdir -p "$1" && exec tar -x -f - -C "$1"'
         chan = self._channel()
-        chan.exec_command(shlex.join(["tar", "-x", "-f", "-", "-C", remote]))
+        chan.exec_command(shlex.join(["sh", "-c", script, "sh", remote]))
         writer = _ChannelWriter(chan)
         with tarfile.open(fileobj=writer, mode="w|", bufsize=256 * 1024) as tf:
-            tf.add(str(local), arcname=".")
+            for local, name in items:
+                tf.add(str(local), arcname=name)
         chan.shutdown_write()
         status = chan.recv_exit_status()
         err = chan.recv_stderr(65536).decode("utf-8", "replace").strip()
         chan.close()
         if status != 0:
-            raise InfraError(f"host {self.name}: upload of {local} to {remote} failed "
+            raise InfraError(f"host {self.name}: upload to {remote} failed "
                              f"(exit {status}): {err}")
 
     def put_file(self, local: Path, remote: str, mode: int = 0o644) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..git import IDENTITY, Git
 from ..progress import Progress
 from ..results import StageResult, Status, TestCase
-from ..source import checkout, restore_clean
+from ..source import checkout, restore_clean, worktree_path
 from ..workspace import Workspace
 from . import checkpatch
 from .discover import LoadedSeries
@@ -97,9 +97,12 @@ def _apply_one(g: Git, patch: Patch, file: Path, base_date: str, log: Path) -> t
 
 
 def apply_series(ws: Workspace, kernel: str, base: str, series: LoadedSeries,
-                 with_checkpatch: bool, log: Path, progress: Progress
-                 ) -> tuple[Patched, StageResult]:
-    """Apply ``series`` on ``base`` in the kernel's worktree (caller holds its lock)."""
+                 with_checkpatch: bool, log: Path, progress: Progress,
+                 materialize: bool = True) -> tuple[Patched, StageResult]:
+    """Apply ``series`` on ``base`` in the kernel's worktree (caller holds its lock).
+
+    A cached result only checks the worktree out when ``materialize`` is set
+    (``inv patch``); a build checks out lazily, when make has to run."""
     t0 = time.monotonic()
     key = _cache_key(base, series, with_checkpatch)
     record = ws.cache / "patch" / f"{key}.json"
@@ -112,8 +115,10 @@ def apply_series(ws: Workspace, kernel: str, base: str, series: LoadedSeries,
         data = json.loads(record.read_text())
         commit = store.rev(ref)
         if commit:
-            tree = checkout(ws, kernel, commit, progress)
-            Git(work_tree=tree).run("checkout", "--quiet", "-B", branch, commit)
+            tree = worktree_path(ws, kernel)
+            if materialize:
+                tree = checkout(ws, kernel, commit, progress)
+                Git(work_tree=tree).run("checkout", "--quiet", "-B", branch, commit)
             result = StageResult.from_cases(
                 "patch", [_case_from_json(d) for d in data["cases"]], time.monotonic() - t0, log,
                 properties={**props, "commit": commit, "cached": "true"},

@@ -49,8 +49,9 @@ def test_large_interleaved_output_does_not_deadlock(server: Sshd, tmp_path: Path
         r = ssh.run(["sh", "-c", script], timeout=120, log=log, tail_bytes=4096)
     assert r.ok, r
     assert log.stat().st_size > 20_000_000  # everything reached the log
-    # stdout and stderr are separate streams: END is among the last bytes logged
-    assert b"END\n" in log.read_bytes()[-200_000:]
+    # stdout and stderr are separate pipes that sshd reads at its own pace, so
+    # only completeness can be asserted, not where END lands among the e's
+    assert b"END\n" in log.read_bytes()
     assert len(r.output) < 200_000  # only a tail in memory
 
 

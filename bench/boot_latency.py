@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Boot requested -> first command answered: hvlab vs a plain script.
+
+Both boot the same prebuilt Debian kernel with the same initramfs and the same
+QEMU command line (TCG); the plain script polls SSH with paramiko until
+``uname -r`` answers.  hvlab's time is its whole boot call (guest image from
+cache, initrd assembly, QEMU start, console watch, SSH with host key pinned,
+release check, dmesg scan).  Goal: hvlab / plain <= 1.1 (median of 3 each).
+"""
+
+from __future__ import annotations
+
+import glob
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import paramiko
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hvlab import guest_image
+from hvlab.boot import BootTarget, boot_qemu
+from hvlab.hosts.qemu import QemuGuest, free_port
+from hvlab.model import HostSpec, QemuHost
+from hvlab.workspace import Workspace
+
+RUNS = 3
+ws = Workspace.from_env(Path(__file__).resolve().parent.parent)
+vmlinuz = Path(sorted(glob.glob("/boot/vmlinuz-*"))[-1])
+release = vmlinuz.name.removeprefix("vmlinuz-")
+image = guest_image.build_image(ws)
+host = HostSpec("bench", Path("bench.yaml"), "qemu", QemuHost(memory=1024, cpus=2),
+                boot_timeout=180)
+
+
+def hvlab_once(tmp: Path) -> float:
+    mods = guest_image.write_modules_archive(
+        guest_image.modules_from_tree(Path("/"), release, guest_image.GUEST_MODULES),
+        tmp / "mods.cpio.gz")
+    t0 = time.monotonic()
+    outcome = boot_qemu(ws, host, BootTarget(vmlinuz, release, mods, "bench"), tmp,
+                        lambda m: None)
+    took = time.monotonic() - t0
+    if outcome.session:
+        outcome.session.close()
+    outcome.guest.stop()
+    if outcome.stage.status.value != "pass":
+        sys.exit(f"hvlab boot failed: {outcome.stage}")
+    return took
+
+
+def plain_once(tmp: Path) -> float:
+    mods = guest_image.write_modules_archive(
+        guest_image.modules_from_tree(Path("/"), release, guest_image.GUEST_MODULES),
+        tmp / "mods.cpio.gz")
+    initrd = guest_image.combined_initrd(image, mods, tmp / "initrd")
+    guest = QemuGuest(host, tmp, vmlinuz, initrd, "")
+    guest.port = free_port()
+    argv = guest.argv("tcg")
+    key = paramiko.Ed25519Key.from_private_key_file(str(image.client_key))
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            client = paramiko.SSHClient()
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # plain script
+            try:
+                client.connect("127.0.0.1", guest.port, "root", pkey=key, timeout=2,
+                               banner_timeout=2, auth_timeout=2, allow_agent=False,
+                               look_for_keys=False)
+                _, out, _ = client.exec_command("uname -r")
+                if out.read().decode().strip() == release:
+                    return time.monotonic() - t0
+            except Exception:
+                time.sleep(0.25)
+            finally:
+                client.close()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+hv, raw = [], []
+for _ in range(RUNS):
+    with tempfile.TemporaryDirectory() as a:
+        raw.append(plain_once(Path(a)))
+    with tempfile.TemporaryDirectory() as b:
+        hv.append(hvlab_once(Path(b)))
+h, p = statistics.median(hv), statistics.median(raw)
+print(f"boot_latency (median of {RUNS}): hvlab {h:.2f} s {[round(x, 2) for x in hv]}, "
+      f"plain script {p:.2f} s {[round(x, 2) for x in raw]}")
+print("goal: <= 1.1")
+print(f"ratio: {h / p:.3f}")

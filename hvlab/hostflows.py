@@ -1,0 +1,232 @@
+"""Tasks about test hosts: boot a build, build the guest image, check hosts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import console, flows, guest_image
+from .boot import BootTarget, boot_qemu, host_lease, target_from_build
+from .errors import HvlabError, UserError
+from .hosts import sshhost
+from .hosts.sessions import close_chain, open_session
+from .model import HostSpec, QemuHost, SshHost
+from .results import StageResult, Status, TestCase
+from .runner import capture
+from .session import Session
+
+
+def _bootable_host(s: Session, name: str) -> HostSpec:
+    host = s.config.host(name)
+    if host.kind == "ssh":
+        return host
+    if host.kind != "qemu":
+        raise UserError(f"host '{name}' is of kind '{host.kind}': this version boots "
+                        "on qemu and ssh hosts only")
+    return host
+
+
+@dataclass(frozen=True)
+class Booted:
+    ok: bool
+    release: str
+
+
+def boot(s: Session, kernel_name: str, series: str, host_name: str, fragments: list[str],
+         force: bool, jobs: int, use_ccache: bool, offline: bool, prebuilt: str = "") -> Booted:
+    host = _bootable_host(s, host_name)
+    if prebuilt:
+        if host.kind != "qemu":
+            raise UserError("--prebuilt boots on qemu hosts only")
+        return _boot_target(s, host, prebuilt_target(s, Path(prebuilt)), "prebuilt")
+    kernel = s.config.kernel(kernel_name)
+    s.run.plan("boot", kernel.name, host.name)
+    built = flows.build(s, kernel_name, series, fragments, False, force, jobs, "", use_ccache,
+                        offline)
+    if not built.ok or built.result is None or built.result.path is None:
+        return Booted(False, "")
+    if host.kind == "ssh":
+        return _boot_ssh(s, host, built.result.path, kernel.name)
+    return _boot_target(s, host, target_from_build(built.result.path), kernel.name)
+
+
+def _boot_ssh(s: Session, host: HostSpec, build_dir: Path, kernel: str) -> Booted:
+    """Install a build on an existing machine and boot it once."""
+    release = (build_dir / "kernelrelease").read_text().strip()
+    s.run.plan("install", kernel, host.name)
+    s.run.plan("boot", kernel, host.name)
+    with host_lease(s.ws, host.name, s.progress.info):
+        session = open_session(s.config, host.name)
+        capture = sshhost.ConsoleCapture(
+            host.detail.console if isinstance(host.detail, SshHost) else (),
+            s.run.logs / f"console-{host.name}.log")
+        try:
+            log = s.begin("install", kernel, host.name, detail=f"{release} on {host.name}")
+            t0 = time.monotonic()
+            old = sshhost.boot_id(session)
+
+            def hvlab_initrd() -> Path:
+                image = guest_image.build_image(s.ws)
+                target = target_from_build(build_dir)
+                return guest_image.combined_initrd(image, target.modules,
+                                                   s.run.logs / f"initrd-{host.name}.cpio.gz")
+
+            installed = sshhost.install(session, host, build_dir, release, hvlab_initrd, log)
+            s.record(StageResult.from_cases("install", [TestCase(
+                f"install: {host.name}", Status.PASS,
+                output=f"{release} installed; one-shot boot by {installed.method}"
+                + (f"; initrd {installed.initrd}" if installed.initrd else ""),
+                duration=time.monotonic() - t0, log_path=log)], time.monotonic() - t0, log),
+                kernel, host.name)
+            log = s.begin("boot", kernel, host.name, detail=f"{release} on {host.name}")
+            t0 = time.monotonic()
+            sshhost.reboot_once(session, installed, log)
+            try:
+                waited = sshhost.wait_back(session, old, host.boot_timeout)
+            except TimeoutError:
+                cycled = sshhost.power_cycle(host, log)
+                tail = console.tail(capture.lines())
+                msg = (f"no SSH with a new boot_id within boot_timeout ({host.boot_timeout} s)"
+                       + ("; power-cycled back to the default kernel" if cycled else
+                          "; no power_cycle command configured"))
+                s.record(StageResult.from_cases("boot", [TestCase(
+                    f"boot: {host.name}", Status.FAIL, msg, output=tail,
+                    duration=time.monotonic() - t0, log_path=log)], time.monotonic() - t0, log),
+                    kernel, host.name)
+                return Booted(False, release)
+            booted = session.check(["uname", "-r"], timeout=30).strip()
+            dmesg = session.run(["dmesg"], timeout=60,
+                                log=s.run.logs / f"dmesg-{host.name}.log").output
+            cases = sshhost.boot_cases(host, release, booted, waited, capture.lines(), dmesg,
+                                       log)
+            stage = StageResult.from_cases("boot", cases, time.monotonic() - t0, log,
+                                           properties={"host_kind": "ssh",
+                                                       "kernel_release": booted,
+                                                       "expected_release": release})
+            s.record(stage, kernel, host.name)
+            return Booted(stage.status is Status.PASS, release)
+        finally:
+            capture.stop()
+            close_chain(session)
+
+
+def prebuilt_target(s: Session, image: Path) -> BootTarget:
+    """A distro kernel (``/boot/vmlinuz-<release>``) with this machine's modules."""
+    if not image.is_file():
+        raise UserError(f"--prebuilt {image}: no such kernel image")
+    release = image.name.removeprefix("vmlinuz-")
+    if release == image.name or not (Path("/lib/modules") / release / "modules.dep").is_file():
+        raise UserError(f"--prebuilt {image}: expected /boot/vmlinuz-<release> with "
+                        f"/lib/modules/<release>/modules.dep on this machine")
+    archive = s.ws.kernels / "images" / f"modules-{release}.cpio.gz"
+    if not archive.is_file():
+        guest_image.write_modules_archive(
+            guest_image.modules_from_tree(Path("/"), release, guest_image.GUEST_MODULES), archive)
+    return BootTarget(image, release, archive, f"prebuilt {release}")
+
+
+def _boot_target(s: Session, host: HostSpec, target: BootTarget, kernel: str) -> Booted:
+    s.run.plan("boot", kernel, host.name)
+    assert isinstance(host.detail, QemuHost)
+    on = host.detail.on
+    with host_lease(s.ws, host.name, s.progress.info):
+        remote = open_session(s.config, on) if on != "local" else None
+        try:
+            s.begin("boot", kernel, host.name, detail=f"{target.label} on {host.name}")
+            outcome = boot_qemu(s.ws, host, target, s.run.logs, s.progress.info, remote)
+            try:
+                s.record(outcome.stage, kernel, host.name)
+            finally:
+                if outcome.session is not None:
+                    outcome.session.close()
+                outcome.guest.stop()
+        finally:
+            if remote is not None:
+                close_chain(remote)
+    s.run.properties["kernel_release"] = target.release
+    return Booted(outcome.stage.status is Status.PASS, target.release)
+
+
+def image_build(s: Session, force: bool) -> None:
+    t0 = time.monotonic()
+    s.begin("image", "-")
+    image = guest_image.build_image(s.ws, force=force)
+    size = image.path.stat().st_size
+    s.progress.info(f"guest image {s.ws.display(image.path)} ({size // 1024} KiB), host key "
+                    f"{image.host_key_fingerprint}")
+    s.record(StageResult.from_cases("image", [TestCase(
+        "guest image", Status.PASS, output=f"{image.path}\nhost key {image.host_key_fingerprint}"
+        f"\nclient key {image.client_key}\n")], time.monotonic() - t0), "-")
+
+
+def _check_qemu(s: Session, host: HostSpec) -> TestCase:
+    assert isinstance(host.detail, QemuHost)
+    problems = []
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        problems.append("qemu-system-x86_64 is not installed (Debian package qemu-system-x86)")
+    if host.detail.accel == "kvm" and not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        problems.append("accel: kvm but /dev/kvm is not usable")
+    for tool, package in (("busybox", "busybox-static"), ("ssh-keygen", "openssh-client")):
+        if shutil.which(tool) is None:
+            problems.append(f"{tool} is missing for the guest image (Debian package {package})")
+    if not os.path.exists("/usr/sbin/sshd"):
+        problems.append("sshd is missing for the guest image (Debian package openssh-server)")
+    if problems:
+        return TestCase(f"host: {host.name}", Status.ERROR, "; ".join(problems))
+    if host.detail.on != "local":
+        return _check_ssh_named(s, host.name, host.detail.on)
+    version = capture([qemu or "qemu-system-x86_64", "--version"]).stdout.decode()
+    return TestCase(f"host: {host.name}", Status.PASS,
+                    output=f"{version.splitlines()[0]}\naccel {host.detail.accel}\n")
+
+
+def _check_ssh(s: Session, host: HostSpec) -> TestCase:
+    return _check_ssh_named(s, host.name, host.name)
+
+
+def _check_ssh_named(s: Session, label: str, name: str) -> TestCase:
+    """Connect to ssh host ``name`` (the host itself, or where a qemu host runs)."""
+    session = open_session(s.config, name)
+    t0 = time.monotonic()
+    try:
+        session.connect()
+        facts = session.check(["sh", "-c", "uname -sr; . /etc/os-release 2>/dev/null && "
+                               "echo \"$PRETTY_NAME\"; df -Pk /boot / | tail -n +2"], timeout=30)
+    except HvlabError as exc:
+        return TestCase(f"host: {label}", Status.ERROR, str(exc),
+                        duration=time.monotonic() - t0)
+    finally:
+        close_chain(session)
+    lines = facts.strip().splitlines()
+    free = [f"{cols[5]} {int(cols[3]) // 1024} MiB free" for cols in
+            (line.split() for line in lines[2:]) if len(cols) >= 6 and cols[3].isdigit()]
+    summary = f"{lines[0] if lines else '?'}; {lines[1] if len(lines) > 1 else '?'}; " + \
+        ", ".join(free)
+    return TestCase(f"host: {label}", Status.PASS, output=summary + "\n",
+                    duration=time.monotonic() - t0,
+                    properties={"host_key": "verified", "where": session.where})
+
+
+def hosts_check(s: Session, only: str) -> None:
+    names = [only] if only else sorted(s.config.hosts)
+    if only:
+        s.config.host(only)  # unknown name: a clear UserError
+    cases = []
+    for name in names:
+        host = s.config.host(name)
+        s.progress.stage("hosts.check", name)
+        if host.kind == "qemu":
+            case = _check_qemu(s, host)
+        elif host.kind == "ssh":
+            case = _check_ssh(s, host)
+        else:
+            case = TestCase(f"host: {name}", Status.SKIP,
+                            f"kind {host.kind}: not checked by this version")
+        line = case.message or (case.output.strip().splitlines() or [""])[0]
+        s.progress.info(f"{name}: {case.status.value.upper()}: {line}")
+        cases.append(case)
+    s.run.add(StageResult.from_cases("hosts", cases, 0.0), "-")

@@ -1,0 +1,1 @@
+"""Test hosts: where built kernels boot (QEMU guests, SSH machines, Hyper-V VMs)."""

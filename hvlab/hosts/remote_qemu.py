@@ -1,0 +1,114 @@
+"""A QEMU guest on another Linux machine (``on: <ssh host>``).
+
+The kernel and initrd are copied to a temporary directory there, QEMU runs
+daemonized with its serial console in that directory, and the guest's sshd
+(forwarded to the machine's 127.0.0.1:PORT) is reached through the machine
+as a jump host.  ``stop()`` kills QEMU and removes the directory.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from ..errors import InfraError
+from ..model import SshEndpoint
+from ..ssh import SshSession
+from .qemu import QEMU, GuestFiles, qemu_argv
+
+
+@dataclass
+class RemoteQemuGuest(GuestFiles):
+    """A guest on ``remote``; ``workdir`` holds the local copy of its console."""
+
+    remote: SshSession  # the machine QEMU runs on (owned by the caller)
+    port: int = 0
+    accel: str = ""
+    started: float = 0.0
+    rdir: str = ""
+    pid: str = ""
+
+    def start(self) -> None:
+        r = self.remote
+        if not r.run(["sh", "-c", f"command -v {QEMU}"], timeout=30).ok:
+            raise InfraError(f"host {r.name}: {QEMU} is not installed there "
+                             "(Debian package: qemu-system-x86)")
+        self.rdir = r.check(["mktemp", "-d", "/tmp/hvlab-qemu-XXXXXX"], timeout=30).strip()
+        r.put_file(self.kernel, f"{self.rdir}/kernel")
+        r.put_file(self.initrd, f"{self.rdir}/initrd")
+        accel = self.spec.accel
+        if accel == "auto":  # no cheap remote probe of a hanging KVM: TCG is always right
+            accel = "tcg"
+        self.accel = accel
+        for _ in range(5):
+            self.port = random.randint(20000, 60999)
+            argv = [*qemu_argv(self.spec, accel, f"{self.rdir}/kernel", f"{self.rdir}/initrd",
+                               self.append, f"{self.rdir}/console.log", self.port),
+                    "-daemonize", "-pidfile", f"{self.rdir}/qemu.pid",
+                    "-D", f"{self.rdir}/qemu.log"]
+            result = r.run(argv, timeout=60)
+            if result.ok:
+                self.pid = r.check(["cat", f"{self.rdir}/qemu.pid"], timeout=30).strip()
+                self.started = time.monotonic()
+                return
+            if "host forwarding" not in result.output:
+                raise InfraError(f"host {r.name}: QEMU did not start: "
+                                 f"{result.output.strip()[-300:]}")
+        raise InfraError(f"host {r.name}: no free port for the guest's SSH forward")
+
+    def exit_reason(self) -> str:
+        if not self.rdir:
+            return ""
+        out = self.remote.run(["tail", "-n", "1", f"{self.rdir}/qemu.log"], timeout=30)
+        return out.output.strip()
+
+    def alive(self) -> bool:
+        return bool(self.pid) and self.remote.run(["kill", "-0", self.pid], timeout=30).ok
+
+    def console_lines(self) -> list[str]:
+        if not self.rdir:
+            return []
+        result = self.remote.run(["cat", f"{self.rdir}/console.log"], timeout=30)
+        if result.ok:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.console.write_text(result.output)
+        try:
+            return self.console.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+
+    def ssh_ready(self) -> bool:
+        transport = self.remote.connect().get_transport()
+        if transport is None:
+            return False
+        try:
+            chan = transport.open_channel("direct-tcpip", ("127.0.0.1", self.port),
+                                          ("127.0.0.1", 0), timeout=3)
+        except (paramiko.SSHException, OSError):
+            return False
+        try:
+            chan.settimeout(2)
+            return chan.recv(4).startswith(b"SSH-")
+        except OSError:
+            return False
+        finally:
+            chan.close()
+
+    def session(self, key: Path, fingerprint: str) -> SshSession:
+        ep = SshEndpoint("127.0.0.1", self.port, "root", key, host_key=fingerprint,
+                         connect_timeout=5)
+        return SshSession(self.host.name, ep, jump=self.remote)
+
+    def stop(self) -> None:
+        if self.pid:
+            self.remote.run(["sh", "-c", f"kill {self.pid} 2>/dev/null; sleep 1; "
+                             f"kill -9 {self.pid} 2>/dev/null; true"], timeout=30)
+            self.console_lines()  # keep the last console output
+            self.pid = ""
+        if self.rdir:
+            self.remote.run(["rm", "-rf", self.rdir], timeout=60)
+            self.rdir = ""
