@@ -1,0 +1,1 @@
+"""Pure parsers for test output (no processes, no files)."""

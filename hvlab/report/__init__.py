@@ -1,0 +1,1 @@
+"""Reports: reading JUnit back, baseline comparison, known failures, summaries."""

@@ -1,0 +1,121 @@
+"""Compare a run with a baseline run, and apply known failures.  Pure.
+
+Cases are keyed by (classname, name).  A case that failed and then passed on
+a retry is ``flaky`` (hvlab marks it so); it is never a regression by itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+Key = tuple[str, str]  # (classname, name)
+
+REGRESSION, FIXED, STILL_FAILING, NEW, REMOVED, FLAKY, PASSING, KNOWN = (
+    "regression", "fixed", "still-failing", "new", "removed", "flaky", "passing", "known")
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    status: str  # pass | fail | error | skip
+    flaky: bool = False
+    message: str = ""
+
+    @property
+    def bad(self) -> bool:
+        return self.status in ("fail", "error")
+
+
+def read_junit(xml_text: str) -> dict[Key, CaseResult]:
+    """Statuses of every case in a JUnit document (testsuites or a single testsuite)."""
+    root = ET.fromstring(xml_text)
+    out: dict[Key, CaseResult] = {}
+    for case in root.iter("testcase"):
+        key = (case.get("classname", ""), case.get("name", ""))
+        status, message = "pass", ""
+        for tag, st in (("error", "error"), ("failure", "fail"), ("skipped", "skip")):
+            el = case.find(tag)
+            if el is not None:
+                status, message = st, el.get("message", "") or (el.text or "")
+                break
+        flaky = any(p.get("name") == "flaky" and p.get("value") == "true"
+                    for p in case.iter("property")) or case.find("rerunFailure") is not None
+        out[key] = CaseResult(status, flaky, message)
+    return out
+
+
+def classify(current: Mapping[Key, CaseResult], baseline: Mapping[Key, CaseResult]
+             ) -> dict[Key, str]:
+    out: dict[Key, str] = {}
+    for key, now in current.items():
+        before = baseline.get(key)
+        if now.flaky and not now.bad:
+            out[key] = FLAKY
+        elif before is None:
+            out[key] = NEW
+        elif now.bad and before.status == "pass":
+            out[key] = REGRESSION
+        elif now.bad and before.bad:
+            out[key] = STILL_FAILING
+        elif not now.bad and before.bad:
+            out[key] = FIXED
+        elif now.bad:
+            out[key] = REGRESSION if before.status == "pass" else NEW
+        else:
+            out[key] = PASSING
+    for key in baseline:
+        if key not in current:
+            out[key] = REMOVED
+    return out
+
+
+@dataclass(frozen=True)
+class KnownFailure:
+    pattern: str  # fnmatch over "classname::name" or just the name
+    reason: str
+    expires: dt.date | None = None
+
+    def matches(self, key: Key) -> bool:
+        return fnmatch.fnmatchcase(f"{key[0]}::{key[1]}", self.pattern) or \
+            fnmatch.fnmatchcase(key[1], self.pattern)
+
+
+@dataclass(frozen=True)
+class KnownOutcome:
+    known: dict[Key, KnownFailure]  # failing cases that a known-failure entry covers
+    expired: list[KnownFailure]  # entries past their date (no longer honoured)
+    stale: list[KnownFailure]  # entries that matched no failing case
+
+
+def apply_known(current: Mapping[Key, CaseResult], entries: Iterable[KnownFailure],
+                today: dt.date) -> KnownOutcome:
+    entries = list(entries)
+    live = [e for e in entries if e.expires is None or e.expires >= today]
+    expired = [e for e in entries if e not in live]
+    known: dict[Key, KnownFailure] = {}
+    used: set[int] = set()
+    for key, result in current.items():
+        if not result.bad:
+            continue
+        for i, entry in enumerate(live):
+            if entry.matches(key):
+                known[key] = entry
+                used.add(i)
+                break
+    stale = [e for i, e in enumerate(live) if i not in used]
+    return KnownOutcome(known, expired, stale)
+
+
+def gate(current: Mapping[Key, CaseResult], classes: Mapping[Key, str],
+         known: Mapping[Key, KnownFailure], mode: str) -> int:
+    """Exit code: ``regressions`` fails only on regressions and infrastructure errors;
+    ``all`` on any failure that is not known."""
+    unknown_bad = [k for k, r in current.items() if r.bad and k not in known]
+    if any(current[k].status == "error" for k in unknown_bad):
+        return 3
+    if mode == "regressions":
+        return 1 if any(classes.get(k) == REGRESSION for k in unknown_bad) else 0
+    return 1 if unknown_bad else 0

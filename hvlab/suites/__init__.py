@@ -1,0 +1,1 @@
+"""Driver test suites: built-in Hyper-V checks, suite runner, result parsing."""

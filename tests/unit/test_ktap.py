@@ -1,0 +1,110 @@
+"""The KTAP/TAP parser on KUnit- and kselftest-shaped output."""
+
+from __future__ import annotations
+
+import pytest
+
+from hvlab.parsers import ktap
+
+pytestmark = pytest.mark.unit
+
+KUNIT = """\
+[    0.500000] Run /init as init process
+[    1.000000] KTAP version 1
+[    1.000001] 1..2
+[    1.000002]     KTAP version 1
+[    1.000003]     # Subtest: example
+[    1.000004]     1..3
+[    1.000005]     ok 1 example_simple_test
+[    1.000006]     ok 2 example_skip_test # SKIP this test should be skipped
+[    1.000007]     # example_fail: EXPECTATION FAILED at lib/kunit/kunit-example-test.c:40
+[    1.000008]     not ok 3 example_fail
+[    1.000009] # example: pass:1 fail:1 skip:1 total:3
+[    1.000010] not ok 1 example
+[    1.000011]     KTAP version 1
+[    1.000012]     # Subtest: crashy
+[    1.000013]     1..3
+[    1.000014]     ok 1 first
+[    1.000015] BUG: kernel NULL pointer dereference, address: 0000000000000000
+"""
+
+
+def test_kunit_nesting_directives_and_a_crash() -> None:
+    doc = ktap.parse(KUNIT.splitlines())
+    assert doc.version == "KTAP 1"
+    assert [(p, n.status) for p, n in doc.leaves()] == [
+        ("example.example_simple_test", "pass"),
+        ("example.example_skip_test", "skip"),
+        ("example.example_fail", "fail"),
+        ("crashy.first", "pass"),
+        ("crashy.crashed after test 1", "error"),
+    ]
+    fail = dict(doc.leaves())["example.example_fail"]
+    assert any("EXPECTATION FAILED" in line for line in fail.output)
+    assert doc.counts() == {"pass": 2, "fail": 1, "skip": 1, "error": 1}
+    crashy = doc.tests[1]
+    assert crashy.status == "error" and "crashed" in crashy.reason
+
+
+KSELFTEST = """\
+TAP version 13
+1..3
+# selftests: net: foo
+# TAP version 13
+# 1..3
+# ok 1 a
+# not ok 2 b # TIMEOUT 30 seconds
+# ok 3 c # XFAIL known
+ok 1 selftests: net: foo
+not ok 2 selftests: net: bar # exit=1
+ok 3 selftests: net: baz # SKIP no hardware
+"""
+
+
+def test_kselftest_hash_prefixed_nesting() -> None:
+    doc = ktap.parse(KSELFTEST.splitlines())
+    assert doc.version == "TAP 13"
+    leaves = {p: (n.status, n.directive, n.reason) for p, n in doc.leaves()}
+    assert leaves == {
+        "selftests: net: foo.a": ("pass", "", ""),
+        "selftests: net: foo.b": ("error", "TIMEOUT", "30 seconds"),
+        "selftests: net: foo.c": ("pass", "XFAIL", "known"),
+        "selftests: net: bar": ("fail", "", "exit=1"),
+        "selftests: net: baz": ("skip", "SKIP", "no hardware"),
+    }
+
+
+def test_todo_directive() -> None:
+    doc = ktap.parse(["TAP version 14", "1..2", "not ok 1 later # TODO not done",
+                      "ok 2 surprise # TODO"])
+    assert [n.status for _, n in doc.leaves()] == ["skip", "pass"]
+
+
+def test_missing_plan_and_unknown_lines_kept() -> None:
+    doc = ktap.parse(["KTAP version 1", "random noise", "ok 1 one", "ok 2 - two"])
+    assert doc.plan is None
+    assert [(p, n.number) for p, n in doc.leaves()] == [("one", 1), ("two", 2)]
+    assert doc.tests[0].output == ["random noise"]
+
+
+def test_fewer_results_than_planned_is_an_error_with_the_tail() -> None:
+    doc = ktap.parse(["KTAP version 1", "1..3", "ok 1 a", "Kernel panic - not syncing: x"])
+    last = doc.tests[-1]
+    assert last.name == "crashed after test 1" and last.status == "error"
+    assert "Kernel panic - not syncing: x" in last.output
+
+
+def test_duplicate_names_made_unique() -> None:
+    doc = ktap.parse(["KTAP version 1", "1..3", "ok 1 same", "ok 2 same", "ok 3 same"])
+    assert [p for p, _ in doc.leaves()] == ["same", "same #2", "same #3"]
+
+
+def test_tap14_four_space_subtests() -> None:
+    doc = ktap.parse(["TAP version 14", "1..1", "    # Subtest: grp", "    1..1",
+                      "    ok 1 inner", "ok 1 - grp"])
+    assert [(p, n.status) for p, n in doc.leaves()] == [("grp.inner", "pass")]
+
+
+def test_nothing_before_the_version_line_is_a_test() -> None:
+    doc = ktap.parse(["ok 1 not-tap", "[ 0.1] KTAP version 1", "[ 0.1] 1..1", "[ 0.1] ok 1 x"])
+    assert [p for p, _ in doc.leaves()] == ["x"]
