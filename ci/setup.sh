@@ -12,7 +12,7 @@ PACKAGES=(
   gcc make flex bison bc libelf-dev libssl-dev cpio ccache kmod
   # test hosts: QEMU guests, SSH, guest image, kexec
   qemu-system-x86 ipxe-qemu openssh-server openssh-client busybox-static kexec-tools
-  iproute2 iperf3
+  iproute2 iperf3 procps
   # offline kernel tree and a prebuilt guest kernel
   linux-source-6.1 linux-image-amd64
   # Python
