@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import console
-from ..errors import InfraError
+from .. import console, kconfig
+from ..errors import InfraError, UserError
 from ..model import HostSpec, SshHost
 from ..results import Status, TestCase
 from ..ssh import SshSession
@@ -42,7 +42,19 @@ def install(session: SshSession, host: HostSpec, build_dir: Path, release: str,
     """Copy a build onto the machine; returns what the boot step needs."""
     assert isinstance(host.detail, SshHost)
     image = next(p for p in (build_dir / "bzImage", build_dir / "Image") if p.is_file())
-    free = session.check(["df", "-Pk", "/boot"], timeout=30, log=log).splitlines()[-1].split()
+    method = host.detail.boot_method
+    if method == "auto":
+        method = "kexec" if _has(session, "kexec") else "grub"
+    if method == "kexec" and image.name == "bzImage":
+        config = kconfig.parse_dotconfig((build_dir / "config").read_text())
+        if config.get("RELOCATABLE") != "y":
+            # kexec-tools loads such a bzImage without complaint and it dies silently
+            raise UserError(f"host {host.name}: booting by kexec needs a relocatable kernel: "
+                            "add CONFIG_RELOCATABLE=y to a fragment, or use boot_method: grub")
+    # Best effort: an initramfs root has no mount entry and df cannot size it;
+    # a real ENOSPC during the upload is still reported below.
+    df = session.run(["df", "-Pk", "/boot"], timeout=30, log=log)
+    free = df.output.strip().splitlines()[-1].split() if df.ok and df.output.strip() else []
     needed = (image.stat().st_size + (build_dir / "modules.tar.gz").stat().st_size) // 1024 \
         if (build_dir / "modules.tar.gz").is_file() else image.stat().st_size // 1024
     if len(free) >= 4 and free[3].isdigit() and int(free[3]) < needed:
@@ -70,9 +82,6 @@ def install(session: SshSession, host: HostSpec, build_dir: Path, release: str,
     elif session.run(["test", "-e", "/etc/hvlab-guest"], timeout=30).ok:
         initrd = f"/boot/initrd.img-{release}"
         session.put_file(hvlab_initrd(), initrd)
-    method = host.detail.boot_method
-    if method == "auto":
-        method = "kexec" if _has(session, "kexec") else "grub"
     if method == "grub":
         if not _has(session, "grub-reboot"):
             raise InfraError(f"host {host.name}: neither kexec nor grub-reboot is available "
@@ -124,13 +133,17 @@ def reboot_once(session: SshSession, installed: Installed, log: Path) -> None:
         if installed.initrd:
             load.append(f"--initrd={installed.initrd}")
         session.check(load, timeout=120, log=log)
-        script = "sleep 1; kexec -e"
+        jump = ["kexec", "-e"]
     else:
         entry = f"Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux {r}"
         session.check(["grub-reboot", entry], timeout=60, log=log)
-        script = "sleep 1; reboot"
-    session.run(["sh", "-c", f"nohup sh -c {shlex.quote(script)} >/dev/null 2>&1 &"],
-                timeout=30, log=log)
+        jump = ["reboot"]
+    # Run it as the command itself: the connection drops when the machine goes.
+    # (A backgrounded "sleep; kexec -e" did not survive the end of the session.)
+    result = session.run(jump, timeout=20, log=log)
+    if not result.dropped and not result.timed_out and result.exit_status != 0:
+        raise InfraError(f"host {session.name}: '{' '.join(jump)}' failed "
+                         f"(exit {result.exit_status}): {result.output.strip()[-300:]}")
     session.close()
 
 

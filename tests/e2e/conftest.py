@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,4 +18,7 @@ def real_env(tmp_path_factory: pytest.TempPathFactory) -> Env:
     if not TARBALL.is_file():
         pytest.fail(f"{TARBALL} is missing: run ci/setup.sh (apt-get install linux-source-6.1)")
     root = tmp_path_factory.mktemp("e2e")
-    return Env(root, REPO / "configs", root / "kernels", root / "reports")
+    # A developer may point HVLAB_E2E_KERNELS at a warm kernels/ to iterate quickly;
+    # CI does not set it, so CI always starts cold.
+    kernels = Path(os.environ.get("HVLAB_E2E_KERNELS") or root / "kernels")
+    return Env(root, REPO / "configs", kernels, root / "reports")
