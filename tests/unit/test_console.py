@@ -79,3 +79,17 @@ def test_a_second_banner_means_another_kernel_booted() -> None:
     log = ["[0.0] Linux version 6.1.192+ (hvlab@hvlab) #1", "...",
            "[0.0] Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org)"]
     assert console.banners(log) == ["6.1.192+", "6.1.0-56-amd64"]
+
+
+def test_recorded_warn_from_an_hvlab_build() -> None:
+    """A real WARN() at boot from a 6.1 build (the e2e WARN series), as QEMU logged it."""
+    log = lines("hvlab-6.1-warn-at-boot.log")
+    findings = console.scan(log)
+    assert [f.kind for f in findings] == ["warning"]
+    warn = findings[0]
+    assert warn.message.startswith("WARNING: CPU: 0 PID: 1 at ")
+    assert "drivers/hv/vmbus_drv.c" in warn.message
+    assert warn.excerpt.startswith("------------[ cut here ]------------")
+    assert "hvlab: test warning during boot" in warn.excerpt
+    assert "Call Trace:" in warn.excerpt
+    assert console.banners(log) == ["6.1.192+"]
