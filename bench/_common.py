@@ -46,6 +46,13 @@ def drop_build_dirs(kernel: str) -> None:
             shutil.rmtree(d)
 
 
+def hvlab_cold_build(kernel: str, jobs: int) -> float:
+    """One timed hvlab build from an empty build dir, ccache off."""
+    drop_build_dirs(kernel)
+    return timed([*INV, "build", "--kernel", kernel, "--no-ccache", "--force",
+                  f"--jobs={jobs}"])
+
+
 def report(name: str, hvlab: float, baseline: float, baseline_name: str, goal: str,
            ratio: float) -> None:
     print(f"{name}: hvlab {hvlab:.2f} s, {baseline_name} {baseline:.2f} s")

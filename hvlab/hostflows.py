@@ -21,9 +21,7 @@ from .session import Session
 
 def _bootable_host(s: Session, name: str) -> HostSpec:
     host = s.config.host(name)
-    if host.kind == "ssh":
-        return host
-    if host.kind != "qemu":
+    if host.kind not in ("qemu", "ssh"):
         raise UserError(f"host '{name}' is of kind '{host.kind}': this version boots "
                         "on qemu and ssh hosts only")
     return host
@@ -43,6 +41,8 @@ def boot(s: Session, kernel_name: str, series: str, host_name: str, fragments: l
             raise UserError("--prebuilt boots on qemu hosts only")
         return _boot_target(s, host, prebuilt_target(s, Path(prebuilt)), "prebuilt")
     kernel = s.config.kernel(kernel_name)
+    if host.kind == "ssh":
+        s.run.plan("install", kernel.name, host.name)
     s.run.plan("boot", kernel.name, host.name)
     built = flows.build(s, kernel_name, series, fragments, False, force, jobs, "", use_ccache,
                         offline)
@@ -56,8 +56,6 @@ def boot(s: Session, kernel_name: str, series: str, host_name: str, fragments: l
 def _boot_ssh(s: Session, host: HostSpec, build_dir: Path, kernel: str) -> Booted:
     """Install a build on an existing machine and boot it once."""
     release = (build_dir / "kernelrelease").read_text().strip()
-    s.run.plan("install", kernel, host.name)
-    s.run.plan("boot", kernel, host.name)
     with host_lease(s.ws, host.name, s.progress.info):
         session = open_session(s.config, host.name)
         capture = sshhost.ConsoleCapture(
