@@ -167,8 +167,8 @@ def build_image(ws: Workspace, force: bool = False) -> GuestImage:
     if not os.path.exists(sshd):
         require_tool("sshd")
     require_tool("ssh-keygen")
-    if "not a dynamic executable" not in capture(["ldd", busybox]).stdout.decode() + \
-            capture(["ldd", busybox]).stderr.decode():
+    ldd = capture(["ldd", busybox])
+    if b"not a dynamic executable" not in ldd.stdout + ldd.stderr:
         raise InfraError(f"{busybox} is not static: install busybox-static")
     binaries = {"/bin/busybox": busybox, "/usr/sbin/sshd": sshd}
     sftp = "/usr/lib/openssh/sftp-server"
