@@ -6,6 +6,7 @@ baseline, each-patch and the final build and turns them into JUnit cases.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -84,10 +85,10 @@ def tree_sha(ws: Workspace, commit: str) -> str:
 
 
 def make_step(builder: Builder, tree: Path, targets: list[str], log: Path,
-              stats: Path | None = None) -> tuple[bool, list[Diagnostic], list[str], str]:
+              stats: Path | None = None) -> tuple[bool, list[Diagnostic], list[str]]:
     """One incremental make; updates the build dir's diagnostics state.
 
-    Returns (ok, complete diagnostics, first errors, output tail)."""
+    Returns (ok, complete diagnostics, first errors)."""
     ensure_consistent_build_dir(builder)
     start = log.stat().st_size if log.exists() else 0
     step = builder.make(tree, targets, log, stats)
@@ -107,7 +108,7 @@ def make_step(builder: Builder, tree: Path, targets: list[str], log: Path,
     if not step.ok and not errors:
         errors = buildlog.make_errors(lines)[:5] or [step.output.splitlines()[-1:][0]
                                                      if step.output else "make failed"]
-    return step.ok, buildlog.flatten(state), errors, step.output
+    return step.ok, buildlog.flatten(state), errors
 
 
 def write_reproducer(path: Path, builder: Builder, tree: Path, commit: str,
@@ -153,7 +154,7 @@ def build_commit(builder: Builder, tree: Path, commit: str, configured: Configur
         stats = log.parent / f"ccache-{build_id[:16]}.stats"
         stats.unlink(missing_ok=True)
         m0 = time.monotonic()
-        ok, diags, errors, _ = make_step(builder, tree, targets, log, stats)
+        ok, diags, errors = make_step(builder, tree, targets, log, stats)
         make_seconds = time.monotonic() - m0
         cc = ccache_stats(stats) if builder.tools.ccache else {}
         if not ok:
@@ -162,7 +163,7 @@ def build_commit(builder: Builder, tree: Path, commit: str, configured: Configur
         artifacts, release = collect_artifacts(builder, tree, staging, configured.config_text,
                                                log)
         meta = metadata(builder, tree, commit, sha, build_id, targets, release, diags,
-                        artifacts, make_seconds, cc)
+                        artifacts, make_seconds, cc, configured.config_text)
         (staging / "metadata.json").write_text(json.dumps(meta, indent=1))
         if final.exists():  # --force: replace
             shutil.rmtree(final)
@@ -175,14 +176,16 @@ def build_commit(builder: Builder, tree: Path, commit: str, configured: Configur
 
 def metadata(builder: Builder, tree: Path, commit: str, sha: str, build_id: str,
              targets: list[str], release: str, diags: list[Diagnostic],
-             artifacts: list[Artifact], seconds: float, cc: dict[str, int]) -> dict[str, object]:
+             artifacts: list[Artifact], seconds: float, cc: dict[str, int],
+             config_text: str) -> dict[str, object]:
     warnings = sum(1 for d in diags if d.kind == "warning")
     return {
         "build_id": build_id,
         "kernel": builder.kernel.name,
         "source_commit": commit,
         "tree": sha,
-        "config_sha256": builder.inputs.key(builder.tools.version),
+        "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
+        "config_inputs_key": builder.config_key,
         "arch": builder.kernel.arch,
         "toolchain": {"cc": builder.tools.cc, "version": builder.tools.version,
                       "make": builder.tools.make_version,

@@ -21,7 +21,6 @@ from .buildstage import (
 from .config import loader
 from .errors import UserError
 from .git import Git
-from .kconfig import parse_fragment
 from .model import KernelSpec
 from .patches.apply import Patched, apply_series
 from .patches.discover import load_series_or_raise
@@ -106,16 +105,12 @@ def _fragment_files(s: Session, kernel: KernelSpec, extra: list[str]) -> list[tu
         path = Path(arg).expanduser()
         if not path.is_file():
             raise UserError(f"--fragment {arg}: no such file")
-        options, errors = parse_fragment(path.read_text("utf-8", "replace"))
-        if errors:
-            raise UserError(f"{arg}:{errors[0].line}: {errors[0].message}")
         files.append((str(path), path.resolve()))
     return files
 
 
-def _configure(s: Session, builder: Builder, tree: Path, commit: str, label: str
-               ) -> Configured:
-    log = s.begin("configure", builder.kernel.name, detail=f"{builder.kernel.name} {label}")
+def _configure(s: Session, builder: Builder, tree: Path, commit: str) -> Configured:
+    log = s.begin("configure", builder.kernel.name)
     t0 = time.monotonic()
     sha = tree_sha(s.ws, commit)
     configured = builder.configure_at(tree, commit, sha, log)
@@ -137,7 +132,8 @@ def build(s: Session, kernel_name: str, series_arg: str, fragments: list[str], e
           force: bool, jobs: int, warnings_baseline: str, use_ccache: bool,
           offline: bool = False) -> BuildOutcome:
     kernel = s.config.kernel(kernel_name)
-    frag_files = _fragment_files(s, kernel, fragments)
+    inputs = config_inputs(kernel, _fragment_files(s, kernel, fragments))
+    inputs.requested()  # a bad fragment line fails now (file:line), before fetch and patch
     if each_patch and not series_arg:
         raise UserError("--each-patch needs --series")
     baseline_diags: list[Diagnostic] | None = None
@@ -159,13 +155,13 @@ def build(s: Session, kernel_name: str, series_arg: str, fragments: list[str], e
         base_commit = outcome.patched.base
     else:
         commit = fetch(s, kernel_name, offline).commit
-    builder = Builder(s.ws, kernel, config_inputs(kernel, frag_files),
-                      jobs or os.cpu_count() or 1, use_ccache, s.progress.log_line)
+    builder = Builder(s.ws, kernel, inputs, jobs or os.cpu_count() or 1, use_ccache,
+                      s.progress.log_line)
     with source.worktree_lock(s.ws, kernel.name, s.progress):
         tree = source.worktree_path(s.ws, kernel.name)
         if not (tree / ".git").exists():
             tree = source.checkout(s.ws, kernel.name, commit, s.progress)
-        configured = _configure(s, builder, tree, commit, "")
+        configured = _configure(s, builder, tree, commit)
         if configured.mismatches:
             names = ", ".join(f"CONFIG_{m.symbol}" for m in configured.mismatches)
             s.progress.info(f"configuration dropped requested options ({names}): "
@@ -215,7 +211,7 @@ def each_patch_cases(s: Session, builder: Builder, tree: Path, base: str, commit
     targets = builder.targets(configured.config_text)
     checkout_commit(tree, base)
     builder.write_config(configured.config_text)
-    ok, state, _, _ = make_step(builder, tree, targets, log)
+    _, state, _ = make_step(builder, tree, targets, log)
     cases: list[TestCase] = []
     previous = state
     for i, c in enumerate(commits, start=1):
@@ -224,7 +220,7 @@ def each_patch_cases(s: Session, builder: Builder, tree: Path, base: str, commit
         s.progress.stage("build", f"after patch {i}/{len(commits)}: {subject}")
         t0 = time.monotonic()
         checkout_commit(tree, c)
-        ok, state, errors, _ = make_step(builder, tree, targets, log)
+        ok, state, errors = make_step(builder, tree, targets, log)
         name = f"build after patch {i}: {subject}"
         if not ok:
             cases.append(TestCase(name, Status.FAIL, f"build failed: {'; '.join(errors[:3])}",
