@@ -134,36 +134,48 @@ def _watch_boot(host: HostSpec, target: BootTarget, workdir: Path,
     cases.append(TestCase(f"boot: {host.name}", Status.PASS,
                           output=f"SSH answered {waited:.1f} s after QEMU started "
                                  f"({guest.accel})", duration=waited, log_path=log))
+    booted, verified = verify_booted(session, host.name, target.release,
+                                     guest.console_lines(), log,
+                                     workdir / f"dmesg-{host.name}.log")
+    cases += verified
+    return BootOutcome(StageResult.from_cases("boot", cases, time.monotonic() - t0, log,
+                                              properties=_props(guest, target, booted)),
+                       session, guest)
+
+
+def verify_booted(session: SshSession, host: str, release: str, console_lines: list[str],
+                  console_log: Path, dmesg_log: Path) -> tuple[str, list[TestCase]]:
+    """The checks every host kind makes once SSH answers: the release, console
+    and dmesg reports (a report seen in both counted once), a second banner.
+    Returns (booted release, cases)."""
+    cases: list[TestCase] = []
     result = session.run(["uname", "-r"], timeout=30)
     booted = result.output.strip()
     if not result.ok:
         cases.append(TestCase("kernel release", Status.ERROR,
-                              f"uname -r failed on {host.name}: {result.output.strip()}"))
-    elif booted != target.release:
+                              f"uname -r failed on {host}: {booted}"))
+    elif booted != release:
         cases.append(TestCase("kernel release", Status.FAIL,
-                              f"booted {booted}, expected {target.release}"))
+                              f"booted {booted}, expected {release}"))
     else:
         cases.append(TestCase("kernel release", Status.PASS, output=booted))
-    dmesg_log = workdir / f"dmesg-{host.name}.log"
     dmesg = session.run(["dmesg"], timeout=60, log=dmesg_log)
     if not dmesg.ok:
         why = ("connection dropped" if dmesg.dropped else "timed out" if dmesg.timed_out
                else f"exit {dmesg.exit_status}")
         cases.append(TestCase("dmesg", Status.ERROR, f"collecting dmesg failed: {why}",
                               output=dmesg.output, log_path=dmesg_log))
-    findings = console.scan(guest.console_lines())
+    findings = console.scan(console_lines)
     seen = {(f.kind, f.message) for f in findings}
     dmesg_findings = [f for f in console.scan(dmesg.output.splitlines())
                       if (f.kind, f.message) not in seen]
-    cases += _finding_cases(findings, "console", log)
+    cases += _finding_cases(findings, "console", console_log)
     cases += _finding_cases(dmesg_findings, "dmesg", dmesg_log)
-    banners = console.banners(guest.console_lines())
+    banners = console.banners(console_lines)
     if len(banners) > 1:
         cases.append(TestCase("single boot", Status.FAIL,
-                              f"the guest booted {len(banners)} times: {', '.join(banners)}"))
-    return BootOutcome(StageResult.from_cases("boot", cases, time.monotonic() - t0, log,
-                                              properties=_props(guest, target, booted)),
-                       session, guest)
+                              f"the machine booted {len(banners)} times: {', '.join(banners)}"))
+    return booted, cases
 
 
 def _finding_cases(findings: list[console.Finding], where: str, log: Path,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import console, flows, guest_image
-from .boot import BootTarget, boot_qemu, host_lease, target_from_build
+from .boot import BootTarget, boot_qemu, host_lease, target_from_build, verify_booted
 from .errors import HvlabError, UserError
 from .hosts import sshhost
 from .hosts.sessions import close_chain, open_session
@@ -95,11 +95,11 @@ def _boot_ssh(s: Session, host: HostSpec, build_dir: Path, kernel: str) -> Boote
                     duration=time.monotonic() - t0, log_path=log)], time.monotonic() - t0, log),
                     kernel, host.name)
                 return Booted(False, release)
-            booted = session.check(["uname", "-r"], timeout=30).strip()
-            dmesg = session.run(["dmesg"], timeout=60,
-                                log=s.run.logs / f"dmesg-{host.name}.log").output
-            cases = sshhost.boot_cases(host, release, booted, waited, capture.lines(), dmesg,
-                                       log)
+            booted, verified = verify_booted(session, host.name, release, capture.lines(),
+                                             capture.log, s.run.logs / f"dmesg-{host.name}.log")
+            cases = [TestCase(f"boot: {host.name}", Status.PASS,
+                              output=f"SSH answered with a new boot_id after {waited:.1f} s",
+                              duration=waited, log_path=log), *verified]
             stage = StageResult.from_cases("boot", cases, time.monotonic() - t0, log,
                                            properties={"host_kind": "ssh",
                                                        "kernel_release": booted,

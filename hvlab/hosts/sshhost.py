@@ -17,10 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import console, kconfig
+from .. import kconfig
 from ..errors import InfraError, UserError
 from ..model import HostSpec, SshHost
-from ..results import Status, TestCase
 from ..ssh import SshSession
 
 MARKER = "/boot/.hvlab-kernels"  # releases hvlab installed, oldest first
@@ -195,21 +194,3 @@ def power_cycle(host: HostSpec, log: Path) -> bool:
         done = subprocess.run(list(host.detail.power_cycle), stdout=fh,  # noqa: S603
                               stderr=subprocess.STDOUT, timeout=300, check=False)
     return done.returncode == 0
-
-
-def boot_cases(host: HostSpec, release: str, booted: str, waited: float,
-               console_lines: list[str], dmesg: str, log: Path) -> list[TestCase]:
-    cases = [TestCase(f"boot: {host.name}", Status.PASS,
-                      output=f"SSH answered with a new boot_id after {waited:.1f} s",
-                      duration=waited, log_path=log)]
-    if booted != release:
-        cases.append(TestCase("kernel release", Status.FAIL,
-                              f"booted {booted}, expected {release}"))
-    else:
-        cases.append(TestCase("kernel release", Status.PASS, output=booted))
-    for where, text in (("console", console_lines), ("dmesg", dmesg.splitlines())):
-        for f in console.scan(text):
-            cases.append(TestCase(f"{where}: {f.title()}", Status.FAIL,
-                                  f"{f.kind} in the {where} log: {f.message}", output=f.excerpt,
-                                  log_path=log))
-    return cases
