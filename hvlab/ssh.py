@@ -54,6 +54,7 @@ class RemoteResult:
     stderr: str  # the tail of stderr alone
     timed_out: bool = False
     dropped: bool = False
+    stdout: str = ""  # the tail of stdout alone
 
     @property
     def ok(self) -> bool:
@@ -220,14 +221,25 @@ class SshSession:
         remote = list(argv)
         if timeout is not None:
             remote = ["timeout", "-k", "5", str(max(int(timeout), 1)), *remote]
-        command = shlex.join(remote)
+        return self.run_command(shlex.join(remote), argv, shlex.join(argv),
+                                None if timeout is None else timeout + 10, log, on_line, stdin,
+                                tail_bytes, remote_timeout=timeout is not None)
+
+    def run_command(self, command: str, argv: tuple[str, ...], shown: str,
+                    timeout: float | None = None, log: Path | None = None,
+                    on_line: Callable[[str], None] | None = None, stdin: bytes | None = None,
+                    tail_bytes: int = 64 * 1024, remote_timeout: bool = False) -> RemoteResult:
+        """Run the command line ``command`` as it is (for hosts whose shell is not
+        POSIX, e.g. Windows); ``shown`` is what the log says; ``timeout`` closes
+        the channel here (the caller makes the remote side stop)."""
         t0 = time.monotonic()
         out_tail: collections.deque[bytes] = collections.deque()
         err_tail: collections.deque[bytes] = collections.deque()
-        sizes = [0, 0]
+        std_tail: collections.deque[bytes] = collections.deque()
+        sizes = [0, 0, 0]
         logf = log.open("ab") if log else None
         if logf:
-            logf.write(f"$ {shlex.join(argv)}  # on {self.name}\n".encode())
+            logf.write(f"$ {shown}  # on {self.name}\n".encode())
         pending = b""
         timed_out = dropped = False
         try:
@@ -237,7 +249,7 @@ class SshSession:
             if stdin is not None:
                 chan.sendall(stdin)
             chan.shutdown_write()
-            deadline = t0 + timeout + 10 if timeout is not None else None
+            deadline = t0 + timeout if timeout is not None else None
 
             def keep(buf: collections.deque[bytes], idx: int, data: bytes) -> None:
                 buf.append(data)
@@ -257,6 +269,8 @@ class SshSession:
                     keep(out_tail, 0, data)
                     if is_err:
                         keep(err_tail, 1, data)
+                    else:
+                        keep(std_tail, 2, data)
                     if logf:
                         logf.write(data)
                     if on_line and not is_err:
@@ -285,7 +299,7 @@ class SshSession:
             status = -1 if (timed_out or dropped) else chan.recv_exit_status()
             if status == -1 and not timed_out:  # closed without an exit status: the peer died
                 dropped = True
-            if status == 124 and timeout is not None:  # timeout(1) killed it
+            if status == 124 and remote_timeout:  # timeout(1) killed it
                 timed_out, status = True, -1
             chan.close()
         except (paramiko.SSHException, OSError, EOFError) as exc:
@@ -296,11 +310,13 @@ class SshSession:
         finally:
             if logf:
                 if timed_out:
-                    logf.write(f"[hvlab] timed out after {timeout} s: killed\n".encode())
+                    logf.write(f"[hvlab] timed out after {time.monotonic() - t0:.0f} s: "
+                               "killed\n".encode())
                 logf.close()
         return RemoteResult(argv, status, time.monotonic() - t0,
                             b"".join(out_tail).decode("utf-8", "replace"),
-                            b"".join(err_tail).decode("utf-8", "replace"), timed_out, dropped)
+                            b"".join(err_tail).decode("utf-8", "replace"), timed_out, dropped,
+                            b"".join(std_tail).decode("utf-8", "replace"))
 
     def check(self, argv: Sequence[str], timeout: float | None = 300,
               log: Path | None = None) -> str:
