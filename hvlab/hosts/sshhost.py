@@ -36,19 +36,19 @@ def _has(session: SshSession, tool: str) -> bool:
     return session.run(["sh", "-c", f"command -v {shlex.quote(tool)}"], timeout=30).ok
 
 
-def install(session: SshSession, host: HostSpec, build_dir: Path, release: str,
-            hvlab_initrd: Callable[[], Path], log: Path) -> Installed:
-    """Copy a build onto the machine; returns what the boot step needs."""
-    assert isinstance(host.detail, SshHost)
+def install(session: SshSession, name: str, boot_method: str, keep_kernels: int,
+            build_dir: Path, release: str, hvlab_initrd: Callable[[], Path],
+            log: Path) -> Installed:
+    """Copy a build onto the machine ``name``; returns what the boot step needs."""
     image = next(p for p in (build_dir / "bzImage", build_dir / "Image") if p.is_file())
-    method = host.detail.boot_method
+    method = boot_method
     if method == "auto":
         method = "kexec" if _has(session, "kexec") else "grub"
     if method == "kexec" and image.name == "bzImage":
         config = kconfig.parse_dotconfig((build_dir / "config").read_text())
         if config.get("RELOCATABLE") != "y":
             # kexec-tools loads such a bzImage without complaint and it dies silently
-            raise UserError(f"host {host.name}: booting by kexec needs a relocatable kernel: "
+            raise UserError(f"host {name}: booting by kexec needs a relocatable kernel: "
                             "add CONFIG_RELOCATABLE=y to a fragment, or use boot_method: grub")
     # Best effort: an initramfs root has no mount entry and df cannot size it;
     # a real ENOSPC during the upload is still reported below.
@@ -57,7 +57,7 @@ def install(session: SshSession, host: HostSpec, build_dir: Path, release: str,
     needed = (image.stat().st_size + (build_dir / "modules.tar.gz").stat().st_size) // 1024 \
         if (build_dir / "modules.tar.gz").is_file() else image.stat().st_size // 1024
     if len(free) >= 4 and free[3].isdigit() and int(free[3]) < needed:
-        raise InfraError(f"host {host.name}: disk full: /boot has {free[3]} KiB free, "
+        raise InfraError(f"host {name}: disk full: /boot has {free[3]} KiB free, "
                          f"the build needs {needed} KiB")
     try:
         session.put_tree("/boot", [(image, f"vmlinuz-{release}"),
@@ -69,7 +69,7 @@ def install(session: SshSession, host: HostSpec, build_dir: Path, release: str,
             session.check(["depmod", "-a", release], timeout=300, log=log)
     except InfraError as exc:
         if "No space left" in str(exc) or "No space left" in _tail(log):
-            raise InfraError(f"host {host.name}: disk full during install: {exc}") from None
+            raise InfraError(f"host {name}: disk full during install: {exc}") from None
         raise
     initrd: str | None = None
     if _has(session, "update-initramfs"):
@@ -83,10 +83,10 @@ def install(session: SshSession, host: HostSpec, build_dir: Path, release: str,
         session.put_file(hvlab_initrd(), initrd)
     if method == "grub":
         if not _has(session, "grub-reboot"):
-            raise InfraError(f"host {host.name}: neither kexec nor grub-reboot is available "
+            raise InfraError(f"host {name}: neither kexec nor grub-reboot is available "
                              "for a one-shot boot")
         session.check(["update-grub"], timeout=600, log=log)
-    _record_and_prune(session, release, host.detail.keep_kernels, log)
+    _record_and_prune(session, release, keep_kernels, log)
     return Installed(release, initrd, method)
 
 
@@ -131,7 +131,17 @@ def reboot_once(session: SshSession, installed: Installed, log: Path) -> None:
         load = ["kexec", "-l", f"/boot/vmlinuz-{r}", "--reuse-cmdline"]
         if installed.initrd:
             load.append(f"--initrd={installed.initrd}")
-        session.check(load, timeout=120, log=log)
+        loaded = session.run(load, timeout=120, log=log)
+        if not loaded.ok:
+            text = loaded.output
+            why = next((line.strip() for line in text.splitlines() if "failed" in line),
+                       text.strip().splitlines()[-1] if text.strip() else "no output")
+            hint = ("; the running kernel is locked down (Secure Boot?) and refuses an unsigned "
+                    "kernel: turn Secure Boot off (secure_boot: off for hyperv hosts) or use "
+                    "boot_method: grub with a signed kernel"
+                    if "Operation not permitted" in text else "")
+            raise InfraError(f"host {session.name}: loading the kernel with kexec failed: "
+                             f"{why}{hint}")
         jump = ["kexec", "-e"]
     else:
         entry = f"Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux {r}"

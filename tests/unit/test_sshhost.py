@@ -8,7 +8,6 @@ import pytest
 
 from hvlab.errors import UserError
 from hvlab.hosts import sshhost
-from hvlab.model import HostSpec, SshEndpoint, SshHost
 
 pytestmark = pytest.mark.unit
 
@@ -25,8 +24,6 @@ class Untouchable:
 def test_kexec_of_a_non_relocatable_kernel_is_refused_before_copying(tmp_path: Path) -> None:
     (tmp_path / "bzImage").write_bytes(b"kernel")
     (tmp_path / "config").write_text("# CONFIG_RELOCATABLE is not set\nCONFIG_64BIT=y\n")
-    host = HostSpec("m", tmp_path / "m.yaml", "ssh",
-                    SshHost(SshEndpoint("127.0.0.1"), boot_method="kexec"))
     with pytest.raises(UserError, match="needs a relocatable kernel: add CONFIG_RELOCATABLE=y"):
-        sshhost.install(Untouchable(), host, tmp_path, "6.1.0", lambda: tmp_path,  # type: ignore[arg-type]
-                        tmp_path / "log")
+        sshhost.install(Untouchable(), "m", "kexec", 2, tmp_path, "6.1.0",  # type: ignore[arg-type]
+                        lambda: tmp_path, tmp_path / "log")
