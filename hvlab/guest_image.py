@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -276,6 +277,27 @@ def write_modules_archive(entries: list[cpio.Entry], target: Path) -> Path:
     buf = io.BytesIO()
     cpio.write(buf, entries)
     tmp.write_bytes(gzip.compress(buf.getvalue(), 1, mtime=0))
+    os.replace(tmp, target)
+    return target
+
+
+def write_modules_tarball(entries: list[cpio.Entry], target: Path) -> Path:
+    """The same modules as a build's modules.tar.gz (for installing on a host)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    with tarfile.open(tmp, "w:gz", compresslevel=1) as tf:
+        for e in entries:
+            info = tarfile.TarInfo(e.path)
+            info.mode = e.mode & 0o7777
+            if stat.S_ISDIR(e.mode):
+                info.type = tarfile.DIRTYPE
+                tf.addfile(info)
+            elif stat.S_ISLNK(e.mode):
+                info.type, info.linkname = tarfile.SYMTYPE, e.data.decode()
+                tf.addfile(info)
+            else:
+                info.size = len(e.data)
+                tf.addfile(info, io.BytesIO(e.data))
     os.replace(tmp, target)
     return target
 

@@ -13,7 +13,9 @@ from .boot import BootTarget, boot_qemu, host_lease, target_from_build, verify_b
 from .errors import HvlabError, UserError
 from .hosts import sshhost
 from .hosts.sessions import close_chain, open_session
-from .model import HostSpec, QemuHost, SshHost
+from .hyperv.client import HypervClient
+from .hyperv.flow import boot_hyperv
+from .model import HostSpec, HypervHost, QemuHost, SshHost
 from .results import StageResult, Status, TestCase
 from .runner import capture
 from .session import Session
@@ -21,9 +23,9 @@ from .session import Session
 
 def _bootable_host(s: Session, name: str) -> HostSpec:
     host = s.config.host(name)
-    if host.kind not in ("qemu", "ssh"):
-        raise UserError(f"host '{name}' is of kind '{host.kind}': this version boots "
-                        "on qemu and ssh hosts only")
+    if host.kind not in ("qemu", "ssh", "hyperv"):
+        raise UserError(f"host '{name}' is of kind '{host.kind}': hvlab boots on qemu, ssh "
+                        "and hyperv hosts")
     return host
 
 
@@ -37,20 +39,30 @@ def boot(s: Session, kernel_name: str, series: str, host_name: str, fragments: l
          force: bool, jobs: int, use_ccache: bool, offline: bool, prebuilt: str = "") -> Booted:
     host = _bootable_host(s, host_name)
     if prebuilt:
-        if host.kind != "qemu":
-            raise UserError("--prebuilt boots on qemu hosts only")
-        return _boot_target(s, host, prebuilt_target(s, Path(prebuilt)), "prebuilt")
+        build_dir = prebuilt_build(s, Path(prebuilt))
+        return _boot_dir(s, host, build_dir, "prebuilt")
     kernel = s.config.kernel(kernel_name)
-    if host.kind == "ssh":
+    if host.kind != "qemu":
         s.run.plan("install", kernel.name, host.name)
     s.run.plan("boot", kernel.name, host.name)
     built = flows.build(s, kernel_name, series, fragments, False, force, jobs, "", use_ccache,
                         offline)
     if not built.ok or built.result is None or built.result.path is None:
         return Booted(False, "")
+    return _boot_dir(s, host, built.result.path, kernel.name)
+
+
+def _boot_dir(s: Session, host: HostSpec, build_dir: Path, kernel: str) -> Booted:
     if host.kind == "ssh":
-        return _boot_ssh(s, host, built.result.path, kernel.name)
-    return _boot_target(s, host, target_from_build(built.result.path), kernel.name)
+        return _boot_ssh(s, host, build_dir, kernel)
+    if host.kind == "hyperv":
+        s.run.plan("install", kernel, host.name)
+        s.run.plan("boot", kernel, host.name)
+        with boot_hyperv(s, host, build_dir, kernel) as guest:
+            if guest.properties.get("kernel_release"):
+                s.run.properties["kernel_release"] = guest.properties["kernel_release"]
+            return Booted(guest.ok, guest.release)
+    return _boot_target(s, host, target_from_build(build_dir), kernel)
 
 
 def _boot_ssh(s: Session, host: HostSpec, build_dir: Path, kernel: str) -> Booted:
@@ -72,7 +84,10 @@ def _boot_ssh(s: Session, host: HostSpec, build_dir: Path, kernel: str) -> Boote
                 return guest_image.combined_initrd(image, target.modules,
                                                    s.run.logs / f"initrd-{host.name}.cpio.gz")
 
-            installed = sshhost.install(session, host, build_dir, release, hvlab_initrd, log)
+            assert isinstance(host.detail, SshHost)
+            installed = sshhost.install(session, host.name, host.detail.boot_method,
+                                        host.detail.keep_kernels, build_dir, release,
+                                        hvlab_initrd, log)
             s.record(StageResult.from_cases("install", [TestCase(
                 f"install: {host.name}", Status.PASS,
                 output=f"{release} installed; one-shot boot by {installed.method}"
@@ -111,19 +126,43 @@ def _boot_ssh(s: Session, host: HostSpec, build_dir: Path, kernel: str) -> Boote
             close_chain(session)
 
 
-def prebuilt_target(s: Session, image: Path) -> BootTarget:
-    """A distro kernel (``/boot/vmlinuz-<release>``) with this machine's modules."""
-    if not image.is_file():
-        raise UserError(f"--prebuilt {image}: no such kernel image")
-    release = image.name.removeprefix("vmlinuz-")
-    if release == image.name or not (Path("/lib/modules") / release / "modules.dep").is_file():
-        raise UserError(f"--prebuilt {image}: expected /boot/vmlinuz-<release> with "
+def prebuilt_build(s: Session, path: Path) -> Path:
+    """A folder laid out like a build's artifacts (bzImage, kernelrelease,
+    System.map, config, modules.tar.gz): ``path`` itself when it is one (a
+    build under kernels/builds/), else made from a distro kernel
+    ``/boot/vmlinuz-<release>`` with the guest modules of this machine."""
+    if path.is_dir():
+        if not (path / "kernelrelease").is_file() or not any(
+                (path / n).is_file() for n in ("bzImage", "Image")):
+            raise UserError(f"--prebuilt {path}: a build folder needs kernelrelease and "
+                            "bzImage (or Image)")
+        return path
+    if not path.is_file():
+        raise UserError(f"--prebuilt {path}: no such kernel image or build folder")
+    release = path.name.removeprefix("vmlinuz-")
+    if release == path.name or not (Path("/lib/modules") / release / "modules.dep").is_file():
+        raise UserError(f"--prebuilt {path}: expected /boot/vmlinuz-<release> with "
                         f"/lib/modules/<release>/modules.dep on this machine")
-    archive = s.ws.kernels / "images" / f"modules-{release}.cpio.gz"
-    if not archive.is_file():
-        guest_image.write_modules_archive(
-            guest_image.modules_from_tree(Path("/"), release, guest_image.GUEST_MODULES), archive)
-    return BootTarget(image, release, archive, f"prebuilt {release}")
+    out = s.ws.kernels / "images" / f"prebuilt-{release}"
+    if (out / "kernelrelease").is_file():
+        return out
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copyfile(path, tmp / "bzImage")
+    for name, target in (("System.map", "System.map"), ("config", "config")):
+        src = path.with_name(f"{name}-{release}")
+        if src.is_file():
+            shutil.copyfile(src, tmp / target)
+        else:
+            (tmp / target).write_text("")
+    entries = guest_image.modules_from_tree(Path("/"), release, guest_image.GUEST_MODULES)
+    guest_image.write_modules_archive(entries, tmp / "modules.cpio.gz")
+    guest_image.write_modules_tarball(entries, tmp / "modules.tar.gz")
+    (tmp / "kernelrelease").write_text(release + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
 
 
 def _boot_target(s: Session, host: HostSpec, target: BootTarget, kernel: str) -> Booted:
@@ -209,6 +248,33 @@ def _check_ssh_named(s: Session, label: str, name: str) -> TestCase:
                     properties={"host_key": "verified", "where": session.where})
 
 
+def _check_hyperv(s: Session, host: HostSpec) -> TestCase:
+    """The Windows host answers SSH and PowerShell, has the Hyper-V module and the VM."""
+    assert isinstance(host.detail, HypervHost)
+    session = open_session(s.config, host.name)
+    t0 = time.monotonic()
+    client = HypervClient(session, host.name, host.detail.vm, timeout=120)
+    try:
+        facts = client.host_facts()
+        if not facts.hyperv_module:
+            return TestCase(f"host: {host.name}", Status.ERROR,
+                            f"Windows build {facts.windows_build} has no Hyper-V PowerShell "
+                            "module (Install-WindowsFeature Hyper-V-PowerShell)",
+                            duration=time.monotonic() - t0)
+        info = client.vm_info()
+    except HvlabError as exc:
+        return TestCase(f"host: {host.name}", Status.ERROR, str(exc),
+                        duration=time.monotonic() - t0)
+    finally:
+        close_chain(session)
+    return TestCase(f"host: {host.name}", Status.PASS,
+                    output=f"{facts.windows_caption} (build {facts.windows_build}), Hyper-V "
+                    f"module {facts.hyperv_module}; VM '{info.name}' {info.state}, generation "
+                    f"{info.generation}, version {info.version}\n",
+                    duration=time.monotonic() - t0,
+                    properties={"host_key": "verified", "where": session.where})
+
+
 def hosts_check(s: Session, only: str) -> None:
     names = [only] if only else sorted(s.config.hosts)
     if only:
@@ -222,8 +288,7 @@ def hosts_check(s: Session, only: str) -> None:
         elif host.kind == "ssh":
             case = _check_ssh(s, host)
         else:
-            case = TestCase(f"host: {name}", Status.SKIP,
-                            f"kind {host.kind}: not checked by this version")
+            case = _check_hyperv(s, host)
         line = case.message or (case.output.strip().splitlines() or [""])[0]
         s.progress.info(f"{name}: {case.status.value.upper()}: {line}")
         cases.append(case)

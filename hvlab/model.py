@@ -128,6 +128,8 @@ class HypervHost:
     ip_timeout: int = 300
     serial_log: bool = True
     release: str = "stop"  # stop | revert | keep
+    boot_method: str = "auto"  # auto | kexec | grub, inside the guest
+    keep_kernels: int = 2
 
 
 @dataclass(frozen=True)

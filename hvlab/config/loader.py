@@ -327,6 +327,9 @@ class _Loader:
     def _hyperv(self, r: MapReader, path: Path) -> HypervHost | None:
         host = r.nested("hyperv_host", lambda m: self._endpoint(m, path), required=True)
         vm = r.req_str("vm")
+        if vm is not None and any(c in vm for c in "*?[]"):
+            r.error("vm", f"'{vm}' has wildcard characters, which Get-VM -Name would "
+                    "expand: name exactly one VM")
         via_host = False
 
         def guest(m: MapReader) -> SshEndpoint:
@@ -343,10 +346,12 @@ class _Loader:
         release = r.enum("release", ("stop", "revert", "keep"), default="stop") or "stop"
         if release == "revert" and checkpoint is None:
             r.error("release", "'revert' needs a 'checkpoint' to revert to")
-        if host is None or g is None:
+        boot_method = r.enum("boot_method", ("auto", "kexec", "grub"), default="auto") or "auto"
+        keep = r.integer("keep_kernels", 2, 1, 100)
+        if host is None or g is None or not vm:
             return None
         return HypervHost(host, vm, g, via_host, checkpoint, secure_boot, ip_timeout, serial,
-                          release)
+                          release, boot_method, keep)
 
     # -- suites and plans --------------------------------------------------------
     def suites(self) -> None:

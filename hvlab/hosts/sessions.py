@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from ..config.loader import Config
 from ..errors import UserError
-from ..model import HostSpec, SshEndpoint, SshHost
+from ..model import HostSpec, HypervHost, SshEndpoint, SshHost
 from ..ssh import SshSession
 
 
 def endpoint_of(host: HostSpec) -> SshEndpoint:
     if isinstance(host.detail, SshHost):
         return host.detail.endpoint
+    if isinstance(host.detail, HypervHost):  # the Windows host that runs the VM
+        return host.detail.hyperv_host
     raise UserError(f"host '{host.name}' (kind {host.kind}) is not reachable over SSH itself")
 
 

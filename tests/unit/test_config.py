@@ -215,3 +215,10 @@ def test_shipped_configs_are_valid() -> None:
     config, found = loader.load(ws)
     assert [str(i) for i in found] == []
     assert "linux-6.1" in config.kernels and "hyperv-sample" in config.series
+
+
+def test_hyperv_vm_name_with_wildcards_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, "hosts/h.yaml",
+          "kind: hyperv\nhyperv_host: {address: 127.0.0.1}\nvm: 'linux-*'\nguest: {user: root}\n")
+    msg = only(tmp_path)
+    assert "h.yaml:3:" in msg and "vm: 'linux-*' has wildcard characters" in msg

@@ -1,0 +1,1 @@
+"""The hyperv host kind: Hyper-V hosts driven by PowerShell over SSH."""
