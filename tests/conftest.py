@@ -133,6 +133,14 @@ class Env:
     def suite(self, name: str) -> dict[str, Any]:
         return junit_suite(self.latest / "junit.xml", name)
 
+    def suite_properties(self, name: str) -> dict[str, str]:
+        import junitparser
+
+        for ts in junitparser.JUnitXml.fromfile(str(self.latest / "junit.xml")):
+            if ts.name == name:
+                return {p.name: p.value for p in ts.properties()}
+        raise AssertionError(f"no suite {name}")
+
 
 @pytest.fixture
 def env(tmp_path: Path) -> Env:

@@ -1,0 +1,113 @@
+"""A simulated Hyper-V host for tests: a real sshd whose ForceCommand is
+tests/hyperv_sim.py, and a VM whose QEMU guest runs in a network namespace
+made for the test, at the address the simulator reports as the VM's IP."""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import itertools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hvlab import guest_image
+from hvlab.workspace import Workspace
+from tests.hyperv_sim import new_vm
+from tests.sshd import Sshd, netns, sshd
+
+SIM = Path(__file__).with_name("hyperv_sim.py")
+_subnets = itertools.count(100 + os.getpid() % 50)
+
+
+@dataclass
+class Lab:
+    state: Path
+    server: Sshd
+    vm: str
+    ip: str
+    guest_key: Path
+    guest_host_key: str
+    kernel: Path  # the VM's default kernel (what it boots from its "disk")
+
+    @property
+    def release(self) -> str:
+        return self.kernel.name.removeprefix("vmlinuz-")
+
+    def data(self) -> dict[str, Any]:
+        return json.loads((self.state / "state.json").read_text())
+
+    def update(self, change: Callable[[dict[str, Any]], None]) -> None:
+        with (self.state / "state.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self.data()
+            change(data)
+            (self.state / "state.json").write_text(json.dumps(data, indent=1))
+
+    def vm_state(self) -> dict[str, Any]:
+        return dict(self.data()["vms"][self.vm])
+
+    def calls(self) -> list[str]:
+        return [c["cmdlet"] for c in self.data().get("calls", [])]
+
+    def host_yaml(self, **keys: object) -> str:
+        """configs/hosts/<name>.yaml for this lab; ``keys`` override or add."""
+        fields: dict[str, object] = {"boot_timeout": 120, "ip_timeout": 120}
+        fields.update(keys)
+        guest = fields.pop("guest", {})
+        assert isinstance(guest, dict)
+        g = {"user": "root", "key": str(self.guest_key), "host_key": self.guest_host_key,
+             **guest}
+        lines = ["kind: hyperv",
+                 f"hyperv_host: {{address: {self.server.address}, port: {self.server.port}, "
+                 f"user: root, key: {self.server.client_key}, "
+                 f"host_key: '{self.server.fingerprint}'}}",
+                 f"vm: {fields.pop('vm', self.vm)}",
+                 "guest: {" + ", ".join(f"{k}: {v}" for k, v in g.items()) + "}"]
+        lines += [f"{k}: {v}" for k, v in fields.items()]
+        return "\n".join(lines) + "\n"
+
+
+def default_kernel() -> Path:
+    kernels = sorted(glob.glob("/boot/vmlinuz-*"))
+    assert kernels, "no /boot/vmlinuz-*: run ci/setup.sh (linux-image-amd64)"
+    return Path(kernels[-1])
+
+
+@contextmanager
+def hyperv_lab(tmp: Path, ws: Workspace, vm: str = "linux-gen2-01",
+               **vm_keys: Any) -> Iterator[Lab]:
+    kernel = default_kernel()
+    release = kernel.name.removeprefix("vmlinuz-")
+    image = guest_image.build_image(ws)
+    mods = guest_image.write_modules_archive(
+        guest_image.modules_from_tree(Path("/"), release, guest_image.GUEST_MODULES),
+        tmp / "vm-modules.cpio.gz")
+    initrd = guest_image.combined_initrd(image, mods, tmp / "vm-initrd")
+    n = next(_subnets) % 200 + 20
+    name = f"hvsim{os.getpid() % 1000}x{n}"
+    ip = f"10.{n}.77.2"
+    state = tmp / "hvsim"
+    state.mkdir()
+    entry = new_vm(str(kernel), str(initrd), ip, name, guest_image.READY, **vm_keys)
+    entry["checkpoints"] = {"clean": {k: entry.get(k) for k in
+                                      ("kernel", "initrd", "append", "secure_boot", "com1")}}
+    (state / "state.json").write_text(json.dumps({
+        "host": {"build": "20348", "caption": "Microsoft Windows Server 2022 Datacenter",
+                 "hyperv": "2.0.0.0"},
+        "vms": {vm: entry}}, indent=1))
+    with netns(name, f"{ip}/30", f"10.{n}.77.1/30"), \
+            sshd(tmp / "windows-sshd",
+                 extra=f"ForceCommand {sys.executable} {SIM} --state {state}\n") as server:
+        try:
+            yield Lab(state, server, vm, ip, image.client_key, image.host_key_fingerprint,
+                      kernel)
+        finally:
+            subprocess.run([sys.executable, str(SIM), "--state", str(state), "cleanup"],
+                           check=False)
