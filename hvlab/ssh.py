@@ -218,17 +218,23 @@ class SshSession:
             tail_bytes: int = 64 * 1024) -> RemoteResult:
         """Run ``argv`` on the host; ``timeout`` kills it there (``timeout -k``)."""
         argv = tuple(str(a) for a in argv)
-        remote = list(argv)
+        # Under a shell that exits with the status, so that a program killed by
+        # a signal is 128+N, not a channel without exit status (paramiko ignores
+        # exit-signal); busybox timeout execs the program and kills it itself.
         if timeout is not None:
-            remote = ["timeout", "-k", "5", str(max(int(timeout), 1)), *remote]
+            remote = ["sh", "-c", 'timeout -k 5 "$@"; exit $?', "sh",
+                      str(max(int(timeout), 1)), *argv]
+        else:
+            remote = ["sh", "-c", '"$@"; exit $?', "sh", *argv]
         return self.run_command(shlex.join(remote), argv, shlex.join(argv),
                                 None if timeout is None else timeout + 10, log, on_line, stdin,
-                                tail_bytes, remote_timeout=timeout is not None)
+                                tail_bytes, remote_timeout=timeout)
 
     def run_command(self, command: str, argv: tuple[str, ...], shown: str,
                     timeout: float | None = None, log: Path | None = None,
                     on_line: Callable[[str], None] | None = None, stdin: bytes | None = None,
-                    tail_bytes: int = 64 * 1024, remote_timeout: bool = False) -> RemoteResult:
+                    tail_bytes: int = 64 * 1024, remote_timeout: float | None = None
+                    ) -> RemoteResult:
         """Run the command line ``command`` as it is (for hosts whose shell is not
         POSIX, e.g. Windows); ``shown`` is what the log says; ``timeout`` closes
         the channel here (the caller makes the remote side stop)."""
@@ -296,10 +302,15 @@ class SshSession:
                     break
                 if not got:
                     time.sleep(0.02)
+            if on_line and pending:  # the last line had no newline
+                on_line(pending.decode("utf-8", "replace"))
+                pending = b""
             status = -1 if (timed_out or dropped) else chan.recv_exit_status()
             if status == -1 and not timed_out:  # closed without an exit status: the peer died
                 dropped = True
-            if status == 124 and remote_timeout:  # timeout(1) killed it
+            killed = status in (124, 137, 143) and remote_timeout is not None and (
+                status == 124 or time.monotonic() - t0 >= remote_timeout)
+            if killed:  # timeout(1) killed it (coreutils: 124; busybox: the signal)
                 timed_out, status = True, -1
             chan.close()
         except (paramiko.SSHException, OSError, EOFError) as exc:
