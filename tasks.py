@@ -91,16 +91,19 @@ def build(c: Context, kernel: str = "", series: str = "", fragment: list[str] | 
                     force, jobs, warnings_baseline, not no_ccache, offline)
 
 
-@task(iterable=["fragment"], help={
+BOOT_HELP = {
     "kernel": "kernel name from configs/kernels/",
     "series": "series name or path (optional)",
-    "host": "host name from configs/hosts/ (kind qemu)",
+    "host": "host name from configs/hosts/",
     "fragment": "an extra Kconfig fragment file (repeatable)",
-    "prebuilt": "boot this distro kernel (/boot/vmlinuz-<release>) instead of a build",
+    "prebuilt": "boot this distro kernel (/boot/vmlinuz-<release>) or build folder",
     "force": "rebuild even when cached", "jobs": "make -j",
     "no_ccache": "do not use ccache", "offline": "use only what is cached",
     "debug": "print tracebacks", "quiet": "only errors",
-})
+}
+
+
+@task(iterable=["fragment"], help=BOOT_HELP)
 def boot(c: Context, kernel: str = "", series: str = "", host: str = "",
          fragment: list[str] | None = None, prebuilt: str = "", force: bool = False,
          jobs: int = 0, no_ccache: bool = False, offline: bool = False, debug: bool = False,
@@ -112,6 +115,24 @@ def boot(c: Context, kernel: str = "", series: str = "", host: str = "",
         hostflows.boot(s, kernel if prebuilt else _required("kernel", kernel), series,
                        _required("host", host), list(fragment or []), force, jobs,
                        not no_ccache, offline, prebuilt)
+
+
+@task(iterable=["fragment", "suite"], help={
+    **BOOT_HELP, "suite": "suite name from configs/suites/ (repeatable; run in the order given)"})
+def test(c: Context, kernel: str = "", series: str = "", host: str = "",
+         suite: list[str] | None = None, fragment: list[str] | None = None,
+         prebuilt: str = "", force: bool = False, jobs: int = 0, no_ccache: bool = False,
+         offline: bool = False, debug: bool = False, quiet: bool = False) -> None:
+    """Build and boot as needed, then run the suites on the booted guest."""
+    from hvlab import hostflows
+
+    with session("test", _argv(), debug, quiet, ROOT) as s:
+        suites = list(suite or [])
+        if not suites:
+            raise UserError("--suite is required (a name from configs/suites/; repeatable)")
+        hostflows.boot(s, kernel if prebuilt else _required("kernel", kernel), series,
+                       _required("host", host), list(fragment or []), force, jobs,
+                       not no_ccache, offline, prebuilt, suites)
 
 
 @task(help={"force": "rebuild the image", "debug": "print tracebacks", "quiet": "only errors"})
@@ -156,3 +177,4 @@ ns.add_task(fetch)
 ns.add_task(patch)
 ns.add_task(build)
 ns.add_task(boot)
+ns.add_task(test)

@@ -15,10 +15,14 @@ from .hosts import sshhost
 from .hosts.sessions import close_chain, open_session
 from .hyperv.client import HypervClient
 from .hyperv.flow import boot_hyperv
-from .model import HostSpec, HypervHost, QemuHost, SshHost
+from .model import HostSpec, HypervHost, QemuHost, SshHost, SuiteSpec
 from .results import StageResult, Status, TestCase
 from .runner import capture
 from .session import Session
+from .ssh import SshSession
+from .suites import checks
+from .suites.builtin import GuestContext
+from .suites.runner import run_suite
 
 
 def _bootable_host(s: Session, name: str) -> HostSpec:
@@ -36,36 +40,85 @@ class Booted:
 
 
 def boot(s: Session, kernel_name: str, series: str, host_name: str, fragments: list[str],
-         force: bool, jobs: int, use_ccache: bool, offline: bool, prebuilt: str = "") -> Booted:
+         force: bool, jobs: int, use_ccache: bool, offline: bool, prebuilt: str = "",
+         suites: list[str] | None = None) -> Booted:
+    """Build as needed, boot on the host; then run ``suites`` on the booted guest."""
     host = _bootable_host(s, host_name)
+    specs = [s.config.suite(name) for name in suites or []]
     if prebuilt:
         build_dir = prebuilt_build(s, Path(prebuilt))
-        return _boot_dir(s, host, build_dir, "prebuilt")
+        return _boot_dir(s, host, build_dir, "prebuilt", specs, series)
     kernel = s.config.kernel(kernel_name)
-    if host.kind != "qemu":
-        s.run.plan("install", kernel.name, host.name)
-    s.run.plan("boot", kernel.name, host.name)
+    _plan(s, kernel.name, host, specs)
     built = flows.build(s, kernel_name, series, fragments, False, force, jobs, "", use_ccache,
                         offline)
     if not built.ok or built.result is None or built.result.path is None:
         return Booted(False, "")
-    return _boot_dir(s, host, built.result.path, kernel.name)
+    return _boot_dir(s, host, built.result.path, kernel.name, specs, series)
 
 
-def _boot_dir(s: Session, host: HostSpec, build_dir: Path, kernel: str) -> Booted:
-    if host.kind == "ssh":
-        return _boot_ssh(s, host, build_dir, kernel)
-    if host.kind == "hyperv":
+def _plan(s: Session, kernel: str, host: HostSpec, suites: list[SuiteSpec]) -> None:
+    if host.kind != "qemu":
         s.run.plan("install", kernel, host.name)
-        s.run.plan("boot", kernel, host.name)
+    s.run.plan("boot", kernel, host.name)
+    for suite in suites:
+        s.run.plan(suite.name, kernel, host.name)
+
+
+def _boot_dir(s: Session, host: HostSpec, build_dir: Path, kernel: str,
+              suites: list[SuiteSpec], series: str) -> Booted:
+    _plan(s, kernel, host, suites)
+    after = Suites(s, kernel, host, suites, series)
+    if host.kind == "ssh":
+        return _boot_ssh(s, host, build_dir, kernel, after)
+    if host.kind == "hyperv":
         with boot_hyperv(s, host, build_dir, kernel) as guest:
             if guest.properties.get("kernel_release"):
                 s.run.properties["kernel_release"] = guest.properties["kernel_release"]
+            if guest.ok and guest.session is not None:
+                after.run(guest.session, guest.release)
             return Booted(guest.ok, guest.release)
-    return _boot_target(s, host, target_from_build(build_dir), kernel)
+    return _boot_target(s, host, target_from_build(build_dir), kernel, after)
 
 
-def _boot_ssh(s: Session, host: HostSpec, build_dir: Path, kernel: str) -> Booted:
+@dataclass
+class Suites:
+    """The suites to run on a guest once it booted."""
+
+    s: Session
+    kernel: str
+    host: HostSpec
+    specs: list[SuiteSpec]
+    series: str
+
+    def run(self, session: SshSession, release: str) -> None:
+        if not self.specs:
+            return
+        ctx = GuestContext(session, self.host.name, release, self.s.run.logs,
+                           self.host.iperf_server, self._dmesg_baseline(session))
+        props = {"kernel": self.kernel, "host": self.host.name, "kernel_release": release}
+        for spec in self.specs:
+            self.s.begin(spec.name, self.kernel, self.host.name)
+            self.s.record(run_suite(ctx, spec, self.s.run.logs, props), self.kernel,
+                          self.host.name)
+
+    def _dmesg_baseline(self, session: SshSession) -> list[str] | None:
+        """The error lines of this kernel's unpatched boot on this host: recorded
+        when the series is ``none``, read back otherwise (None: never recorded)."""
+        path = self.s.ws.kernels / "baselines" / self.kernel / self.host.name / "dmesg-errors"
+        if self.series in ("", "none"):
+            r = session.run(["dmesg", "-r"], timeout=60, tail_bytes=16 << 20)
+            if r.ok:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("\n".join(checks.error_lines(r.stdout)) + "\n")
+            return None if not r.ok else checks.error_lines(r.stdout)
+        if path.is_file():
+            return [line for line in path.read_text().splitlines() if line]
+        return None
+
+
+def _boot_ssh(s: Session, host: HostSpec, build_dir: Path, kernel: str,
+              after: Suites) -> Booted:
     """Install a build on an existing machine and boot it once."""
     release = (build_dir / "kernelrelease").read_text().strip()
     with host_lease(s.ws, host.name, s.progress.info):
@@ -120,6 +173,8 @@ def _boot_ssh(s: Session, host: HostSpec, build_dir: Path, kernel: str) -> Boote
                                                        "kernel_release": booted,
                                                        "expected_release": release})
             s.record(stage, kernel, host.name)
+            if stage.status is Status.PASS:
+                after.run(session, release)
             return Booted(stage.status is Status.PASS, release)
         finally:
             capture.stop()
@@ -156,7 +211,8 @@ def prebuilt_build(s: Session, path: Path) -> Path:
             shutil.copyfile(src, tmp / target)
         else:
             (tmp / target).write_text("")
-    entries = guest_image.modules_from_tree(Path("/"), release, guest_image.GUEST_MODULES)
+    entries = guest_image.modules_from_tree(Path("/"), release,
+                                            (*guest_image.GUEST_MODULES, *checks.HV_MODULES))
     guest_image.write_modules_archive(entries, tmp / "modules.cpio.gz")
     guest_image.write_modules_tarball(entries, tmp / "modules.tar.gz")
     (tmp / "kernelrelease").write_text(release + "\n")
@@ -165,8 +221,8 @@ def prebuilt_build(s: Session, path: Path) -> Path:
     return out
 
 
-def _boot_target(s: Session, host: HostSpec, target: BootTarget, kernel: str) -> Booted:
-    s.run.plan("boot", kernel, host.name)
+def _boot_target(s: Session, host: HostSpec, target: BootTarget, kernel: str,
+                 after: Suites) -> Booted:
     assert isinstance(host.detail, QemuHost)
     on = host.detail.on
     with host_lease(s.ws, host.name, s.progress.info):
@@ -176,6 +232,8 @@ def _boot_target(s: Session, host: HostSpec, target: BootTarget, kernel: str) ->
             outcome = boot_qemu(s.ws, host, target, s.run.logs, s.progress.info, remote)
             try:
                 s.record(outcome.stage, kernel, host.name)
+                if outcome.session is not None and outcome.stage.status is Status.PASS:
+                    after.run(outcome.session, target.release)
             finally:
                 if outcome.session is not None:
                     outcome.session.close()

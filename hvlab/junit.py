@@ -7,6 +7,7 @@ systems that split classnames on dots keep the three parts).
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,6 +44,9 @@ def suite_from_stage(
 ) -> Suite:
     props = dict(extra or {})
     props.update(stage.properties)
+    flaky = [c.name for c in stage.cases if c.properties.get("flaky") == "true"]
+    if flaky:  # junit-xml writes no per-case properties: the suite carries the list
+        props["flaky"] = json.dumps(flaky)
     return Suite(
         name=f"{host}.{stage.name}",
         classname=classname(kernel, host, stage.name),

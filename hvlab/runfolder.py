@@ -51,7 +51,8 @@ class RunFolder:
         return path
 
     def plan(self, stage: str, kernel: str, host: str = "local") -> None:
-        self.planned.append((stage, kernel, host))
+        if (stage, kernel, host) not in self.planned:
+            self.planned.append((stage, kernel, host))
 
     def add(self, stage: StageResult, kernel: str, host: str = "local",
             extra: Mapping[str, str] | None = None) -> StageResult:

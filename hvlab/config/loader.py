@@ -39,6 +39,7 @@ from ..model import (
     Variant,
 )
 from ..patches.discover import load_series
+from ..suites.names import BUILTIN_TESTS
 from ..workspace import Workspace
 from . import yamlnode
 from .reader import ConfigIssue, Issues, MapReader, root_map
@@ -48,6 +49,8 @@ T = TypeVar("T")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}=?")
+VMBUS_KINDS = ("network", "scsi", "ide", "shutdown", "timesync", "heartbeat", "kvp", "vss",
+               "fcopy", "dynamic-memory", "keyboard", "mouse", "video", "pci-passthrough")
 _REQUIRE = re.compile(r"vmbus|module:[A-Za-z0-9_-]+|class:[A-Za-z0-9_-]+|path:/\S*")
 
 
@@ -385,13 +388,22 @@ class _Loader:
                 t.error("requires", f"unknown requirement '{req}' (vmbus | module:<name> | "
                         "class:<vmbus class> | path:<absolute path>)", mark=mark)
             requires.append(req)
+        run = t.req_str("run")
+        if run.startswith("builtin:") and run.removeprefix("builtin:") not in BUILTIN_TESTS:
+            t.error("run", f"unknown built-in test '{run}' (builtin: "
+                    f"{' | '.join(BUILTIN_TESTS)})")
+        for req, mark in t.str_list("requires"):
+            kind, _, arg = req.partition(":")
+            if kind == "class" and arg not in VMBUS_KINDS:
+                t.error("requires", f"unknown VMBus class '{arg}' ({' | '.join(VMBUS_KINDS)})",
+                        mark=mark)
         results = t.string("results")
         if parser == "junit" and results is None:
             t.error("results", "parser 'junit' needs 'results': the path of the JUnit file "
                     "the command leaves", mark=t.mark)
         return SuiteTest(
             name=name,
-            run=t.req_str("run"),
+            run=run,
             timeout=t.integer("timeout", 300, 1, 86400),
             parser=parser,
             requires=tuple(requires),

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 PASS, FAIL, SKIP, ERROR = "pass", "fail", "skip", "error"
+OUTPUT_KEEP = 200  # lines of output kept per result, the latest ones
 
 _PREFIX = re.compile(r"^\s*(?:<\d+>)?\s*\[\s*\d+\.\d+\]\s?")  # printk level + time
 _VERSION = re.compile(r"^(?:K?TAP) version (\d+)\s*$")
@@ -168,6 +169,8 @@ class _Parser:
                 pending, output = None, []
             else:
                 output.append(tok.text)
+                if len(output) > 2 * OUTPUT_KEEP:  # a flood of noise: keep the latest
+                    del output[:OUTPUT_KEEP]
         if pending is not None:
             nodes.append(self._orphan(*pending))
         if plan is not None and len(nodes) < plan:

@@ -222,3 +222,15 @@ def test_hyperv_vm_name_with_wildcards_is_refused(tmp_path: Path) -> None:
           "kind: hyperv\nhyperv_host: {address: 127.0.0.1}\nvm: 'linux-*'\nguest: {user: root}\n")
     msg = only(tmp_path)
     assert "h.yaml:3:" in msg and "vm: 'linux-*' has wildcard characters" in msg
+
+
+def test_suite_unknown_builtin_parser_and_class(tmp_path: Path) -> None:
+    write(tmp_path, "suites/s.yaml",
+          "tests:\n  - name: a\n    run: builtin:nope\n  - name: b\n    run: x\n"
+          "    parser: xml\n  - name: c\n    run: x\n    requires: [class:gpu]\n")
+    found = issues(tmp_path)
+    assert any("s.yaml:3:5: tests[0].run: unknown built-in test 'builtin:nope'" in f
+               for f in found), found
+    assert any("s.yaml:6:13: tests[1].parser:" in f for f in found), found
+    assert any("s.yaml:9:16: tests[2].requires: unknown VMBus class 'gpu'" in f
+               for f in found), found

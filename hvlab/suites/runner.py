@@ -1,0 +1,184 @@
+"""Run a suite's tests, in order, on one booted guest.
+
+Each test: its requirements are checked first (unmet: SKIPPED with the
+reason); a ``builtin:`` test runs hvlab's own check; any other ``run`` is
+shell text run with ``sh -c`` on the guest (in the uploaded script folder
+when the suite has one), killed there after ``timeout``.  Its output
+streams to ``logs/suite-<suite>-<test>.out`` (never held whole in memory)
+and is judged by its parser: exit-code, tap, ktap or junit (a JUnit file the
+command leaves at ``results``).  A bad result is retried up to ``retries``
+times; a later pass is a pass marked flaky, never a hidden failure.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from pathlib import Path
+
+from ..model import SuiteSpec, SuiteTest
+from ..parsers import ktap
+from ..report.compare import read_junit
+from ..results import StageResult, Status, TestCase
+from ..ssh import RemoteResult
+from .builtin import BUILTINS, GuestContext
+from .ktapcases import cases_from_document
+from .vmbus import CLASSES, NOT_ON_HYPERV
+
+REMOTE_DIR = "/tmp/hvlab-suites"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80]
+
+
+# One probe per requirement: prints "ok" or the reason it is unmet.
+def _probe(req: str) -> tuple[str, list[str]]:
+    kind, _, arg = req.partition(":")
+    if kind == "vmbus":
+        return ('[ -d /sys/bus/vmbus ] && echo ok || echo "$1"', [NOT_ON_HYPERV])
+    if kind == "module":
+        name = arg.replace("-", "_")
+        return ('r=$(uname -r); grep -qE "(^|/)$2\\.ko" /lib/modules/$r/modules.dep '
+                '/lib/modules/$r/modules.builtin 2>/dev/null || [ -d "/sys/module/$1" ] '
+                '&& echo ok || echo "module $1 is not in this kernel"',
+                [name, name.replace("_", "[-_]")])
+    if kind == "class":
+        guids = " ".join(g for g, (k, _) in CLASSES.items() if k == arg)
+        return ('[ -d /sys/bus/vmbus ] || { echo "$2"; exit 0; }; '
+                'for f in /sys/bus/vmbus/devices/*/class_id; do '
+                'c=$(tr -d "{}" < "$f" 2>/dev/null); case " $1 " in *" $c "*) echo ok; '
+                'exit 0;; esac; done; echo "no VMBus $3 device"', [guids, NOT_ON_HYPERV, arg])
+    return ('[ -e "$1" ] && echo ok || echo "$1 does not exist"', [arg])
+
+
+def unmet(ctx: GuestContext, test: SuiteTest, log: Path) -> str:
+    """The reason the first unmet requirement gives, or ""."""
+    for req in test.requires:
+        script, args = _probe(req)
+        r = ctx.session.run(["sh", "-c", script, "sh", *args], timeout=30, log=log)
+        answer = r.output.strip().splitlines()[-1:] if r.output.strip() else [""]
+        if not r.ok:
+            return f"requirement {req} could not be checked (exit {r.exit_status})"
+        if answer[0] != "ok":
+            return f"requires {req}: {answer[0]}"
+    return ""
+
+
+def _verdict(test: SuiteTest, result: RemoteResult, stdout: Path) -> list[TestCase]:
+    """Cases from one run of a shell test."""
+    name = test.name
+    if result.timed_out:
+        return [TestCase(name, Status.ERROR, f"TIMEOUT: killed on the host after "
+                         f"{test.timeout} s (timeout)", output=result.output)]
+    if result.dropped:
+        return [TestCase(name, Status.ERROR, "the connection dropped during the test",
+                         output=result.output)]
+    if result.exit_status == 127 and "not found" in result.stderr:
+        return [TestCase(name, Status.ERROR, "command not found on the host: "
+                         f"{result.stderr.strip()[-300:]}", output=result.output)]
+    if test.parser in ("tap", "ktap"):
+        with stdout.open(errors="replace") as fh:
+            doc = ktap.parse(fh)
+        cases = cases_from_document(doc, name)
+        if not cases:
+            return [TestCase(name, Status.ERROR, f"no {test.parser.upper()} results in the "
+                             f"output (exit {result.exit_status})", output=result.output)]
+        if result.exit_status not in (0, 1) and not any(
+                c.status in (Status.FAIL, Status.ERROR) for c in cases):
+            cases.append(TestCase(f"{name}: exit status", Status.ERROR,
+                                  f"the test program exited {result.exit_status}",
+                                  output=result.output))
+        return cases
+    if result.exit_status == 0:
+        return [TestCase(name, Status.PASS, output=result.output)]
+    if result.exit_status == 4:  # kselftest's "skip"
+        return [TestCase(name, Status.SKIP, "exit 4 (skip)", output=result.output)]
+    return [TestCase(name, Status.FAIL, f"exit {result.exit_status}", output=result.output)]
+
+
+def _junit_cases(ctx: GuestContext, test: SuiteTest, log: Path) -> list[TestCase]:
+    assert test.results is not None
+    local = log.with_suffix(".junit.xml")
+    try:
+        ctx.session.get_file(test.results, local)
+        found = read_junit(local.read_text(errors="replace"))
+    except Exception as exc:
+        return [TestCase(test.name, Status.ERROR, f"no readable JUnit file at {test.results}: "
+                         f"{str(exc)[:300]}")]
+    status = {"pass": Status.PASS, "fail": Status.FAIL, "error": Status.ERROR,
+              "skip": Status.SKIP}
+    return [TestCase(f"{test.name}: {n}", status[r.status], r.message)
+            for (_cls, n), r in found.items()]
+
+
+def _attempt(ctx: GuestContext, suite: SuiteSpec, test: SuiteTest, log: Path,
+             remote_dir: str | None) -> list[TestCase]:
+    if test.run.startswith("builtin:"):
+        cases = BUILTINS[test.run.removeprefix("builtin:")](ctx, log)
+        return [c if c.name.startswith(test.name) else
+                TestCase(f"{test.name}: {c.name}", c.status, c.message, c.output, c.duration,
+                         c.log_path, c.properties) for c in cases]
+    stdout = log.with_suffix(".out")
+    stdout.write_text("")
+    prefix = f"cd {shlex.quote(remote_dir)} && " if remote_dir else ""
+    with stdout.open("a", encoding="utf-8", errors="replace") as out:
+
+        def keep(line: str) -> None:
+            out.write(line + "\n")
+
+        result = ctx.session.run(
+            ["env", f"HVLAB_SUITE={suite.name}", f"HVLAB_TEST={test.name}", "sh", "-c",
+             prefix + test.run], timeout=test.timeout, log=log, on_line=keep)
+    if test.parser == "junit" and not result.timed_out and not result.dropped:
+        return _junit_cases(ctx, test, log)
+    return _verdict(test, result, stdout)
+
+
+def run_test(ctx: GuestContext, suite: SuiteSpec, test: SuiteTest, log: Path,
+             remote_dir: str | None) -> list[TestCase]:
+    t0 = time.monotonic()
+    reason = unmet(ctx, test, log)
+    if reason:
+        return [TestCase(test.name, Status.SKIP, reason, log_path=log)]
+    attempts = 0
+    first_bad: list[TestCase] = []
+    while True:
+        attempts += 1
+        cases = _attempt(ctx, suite, test, log, remote_dir)
+        bad = [c for c in cases if c.status in (Status.FAIL, Status.ERROR)]
+        if not bad or attempts > test.retries:
+            break
+        first_bad = first_bad or bad
+    duration = time.monotonic() - t0
+    flaky = attempts > 1 and not bad
+    out = []
+    for c in cases:
+        props = dict(c.properties)
+        if flaky:
+            props.update(flaky="true", attempts=str(attempts))
+        output = c.output
+        if flaky and first_bad:
+            output = (f"flaky: passed on attempt {attempts}; attempt 1: "
+                      f"{first_bad[0].message}\n" + output)
+        out.append(TestCase(c.name, c.status, c.message, output,
+                            c.duration or duration / max(len(cases), 1), c.log_path or log,
+                            props))
+    return out
+
+
+def run_suite(ctx: GuestContext, suite: SuiteSpec, log_dir: Path,
+              properties: dict[str, str]) -> StageResult:
+    """All tests of ``suite`` in order; a failing test never stops the others."""
+    t0 = time.monotonic()
+    remote_dir = None
+    cases: list[TestCase] = []
+    if suite.scripts is not None:
+        remote_dir = f"{REMOTE_DIR}/{_slug(suite.name)}"
+        ctx.session.put_dir(suite.scripts, remote_dir)
+    for test in suite.tests:
+        log = log_dir / f"suite-{_slug(suite.name)}-{_slug(test.name)}.log"
+        cases += run_test(ctx, suite, test, log, remote_dir)
+    return StageResult.from_cases(suite.name, cases, time.monotonic() - t0,
+                                  properties={**properties, "suite": suite.name})

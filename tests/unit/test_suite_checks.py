@@ -1,0 +1,127 @@
+"""The built-in checks' judges on recorded or fixture output, and the suite
+collectors run for real against fixture sysfs trees."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from hvlab.results import Status
+from hvlab.suites import checks
+
+
+def test_taint_decoding() -> None:
+    assert checks.judge_taint("0\n").status is Status.PASS
+    benign = checks.judge_taint(str(1 << 12 | 1 << 13))  # O + E
+    assert benign.status is Status.PASS and "O (bit 12)" in benign.output
+    bad = checks.judge_taint(str(1 << 9 | 1 << 7))
+    assert bad.status is Status.FAIL
+    assert bad.message == "kernel tainted 640: D (kernel died recently (OOPS or BUG)), " \
+        "W (kernel issued a warning)"
+    assert checks.judge_taint("cat: no such file").status is Status.ERROR
+
+
+def test_dmesg_errors_against_a_baseline() -> None:
+    raw = ("<6>[    0.1] all fine\n<3>[    1.2] ata1: failed to resume link at 0xffff0012\n"
+           "<4>[    1.3] just a warning\n<3>[    2.0] hv_vmbus: new problem 7\n")
+    assert checks.error_lines(raw) == ["ata1: failed to resume link at 0xffff0012",
+                                       "hv_vmbus: new problem 7"]
+    base = ["ata1: failed to resume link at 0xffff0099"]  # same message, other address
+    case = checks.judge_dmesg(raw, base)
+    assert case.status is Status.FAIL
+    assert case.message == "1 error message(s) not in the baseline boot: hv_vmbus: new problem 7"
+    assert checks.judge_dmesg(raw, checks.error_lines(raw)).status is Status.PASS
+    assert "no baseline" in checks.judge_dmesg(raw, None).message
+
+
+def test_modules_off_hyperv_enodev_is_the_expected_result() -> None:
+    out = ("vmbus no\nmodule hv_vmbus builtin\nmodule hv_utils module\n"
+           "load hv_utils 1 modprobe: can't load module hv_utils: No such device\n"
+           "module hv_netvsc module\nmodule hv_sock absent\n")
+    present, mods = checks.parse_modules(out)
+    cases = {c.name: c for c in checks.judge_modules(present, mods, [])}
+    assert cases["module hv_utils"].status is Status.PASS
+    assert "refused with ENODEV" in cases["module hv_utils"].output
+    assert cases["module hv_netvsc"].status is Status.SKIP
+    assert "not on Hyper-V" in cases["module hv_netvsc"].message
+    assert cases["module hv_sock"].status is Status.SKIP
+    loaded = "vmbus no\nmodule hv_utils module\nload hv_utils 0 \nunload hv_utils 0 \n"
+    assert checks.judge_modules(*checks.parse_modules(loaded), [])[0].status is Status.FAIL
+
+
+def test_modules_on_hyperv_load_unload_and_splats() -> None:
+    out = ("vmbus yes\nmodule hv_utils module\nload hv_utils 0 \nunload hv_utils 0 \n"
+           "module hv_balloon module\nload hv_balloon 0 \nunload hv_balloon 1 rmmod: busy\n")
+    cases = checks.judge_modules(*checks.parse_modules(out), ["WARNING: at hv_balloon.c:1"])
+    by = {c.name: c for c in cases}
+    assert by["module hv_utils"].status is Status.PASS
+    assert by["module hv_balloon"].message == "rmmod hv_balloon failed: rmmod: busy"
+    assert by["modules: no kernel report"].status is Status.FAIL
+
+
+def fixture_root(tmp: Path, clocksource: str, pools: int, daemon: bool) -> Path:
+    root = tmp / "guest"
+    cs = root / "sys/devices/system/clocksource/clocksource0"
+    cs.mkdir(parents=True)
+    (cs / "current_clocksource").write_text(clocksource + "\n")
+    kvp = root / "var/lib/hyperv"
+    kvp.mkdir(parents=True)
+    for i in range(pools):
+        (kvp / f".kvp_pool_{i}").write_text("")
+    proc = root / "proc" / "4242"
+    proc.mkdir(parents=True)
+    (proc / "comm").write_text("hv_kvp_daemon\n" if daemon else "bash\n")
+    return root
+
+
+def run_collector(script: str, root: Path) -> str:
+    return subprocess.run(["sh", "-c", script, "sh", str(root)], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_hv_utils_on_a_fixture_guest(tmp_path: Path) -> None:
+    root = fixture_root(tmp_path, "hyperv_clocksource_tsc_page", 5, True)
+    cases = checks.judge_utils(run_collector(checks.COLLECT_UTILS, root),
+                               ["heartbeat", "kvp"])
+    assert all(c.status is Status.PASS for c in cases), cases
+
+
+def test_hv_utils_missing_daemon_pools_clock_and_heartbeat(tmp_path: Path) -> None:
+    root = fixture_root(tmp_path, "tsc", 3, False)
+    by = {c.name: c for c in checks.judge_utils(run_collector(checks.COLLECT_UTILS, root),
+                                                ["kvp"])}
+    assert "expected hyperv_clocksource_tsc_page" in by["hv_utils: clocksource"].message
+    assert by["hv_utils: KVP pools"].message == "3 of 5 KVP pools in /var/lib/hyperv"
+    assert "hv_kvp_daemon is not running" in by["hv_utils: KVP daemon"].message
+    assert by["hv_utils: heartbeat"].status is Status.FAIL
+
+
+def test_network_judge() -> None:
+    good = ("iface lo - unknown\niface eth0 hv_netvsc up\naddr eth0 10.0.0.5/24\n"
+            "gateway 10.0.0.1\nping ok\n")
+    assert all(c.status is Status.PASS for c in checks.judge_network(good))
+    down = "iface eth0 hv_netvsc down\ngateway -\n"
+    by = {c.name: c for c in checks.judge_network(down)}
+    assert by["network: synthetic NIC"].message == "eth0 is down, address none"
+    assert by["network: gateway ping"].message == "no default gateway"
+    assert checks.judge_network("iface eth0 virtio_net up\n")[0].status is Status.FAIL
+
+
+def test_modules_collector_on_a_fixture_tree(tmp_path: Path) -> None:
+    # the collector's module discovery (dash-named files, builtin, absent)
+    import os
+
+    release = os.uname().release
+    mods = tmp_path / "lib/modules" / release
+    (mods / "kernel/drivers/hid").mkdir(parents=True)
+    (mods / "kernel/drivers/hid/hid-hyperv.ko").write_text("")
+    (mods / "modules.dep").write_text("kernel/drivers/hid/hid-hyperv.ko:\n"
+                                      "kernel/drivers/hv/hv_utils.ko:\n")  # file missing
+    (mods / "modules.builtin").write_text("kernel/drivers/hv/hv_vmbus.ko\n")
+    script = checks.collect_modules_script().replace("modprobe", "false").replace(
+        "rmmod", "false")
+    present, states = checks.parse_modules(run_collector(script, tmp_path))
+    kinds = {m.name: m.kind for m in states}
+    assert not present
+    assert kinds["hid_hyperv"] == "module" and kinds["hv_vmbus"] == "builtin"
+    assert kinds["hv_utils"] == "absent"
