@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 PASS, FAIL, SKIP, ERROR = "pass", "fail", "skip", "error"
 OUTPUT_KEEP = 200  # lines of output kept per result, the latest ones
 
-_PREFIX = re.compile(r"^\s*(?:<\d+>)?\s*\[\s*\d+\.\d+\]\s?")  # printk level + time
+_PREFIX = re.compile(r"^(?:\s*<\d+>)?(?:\s*\[[^\]]*\])*")  # printk level, [time][T1]...
 _VERSION = re.compile(r"^(?:K?TAP) version (\d+)\s*$")
 _PLAN = re.compile(r"^1\.\.(\d+)\s*(?:#.*)?$")
 _RESULT = re.compile(r"^(not ok|ok)(?:\s+(\d+))?\s*(?:-\s*)?(.*?)\s*$")
@@ -36,6 +36,7 @@ class Node:
     reason: str = ""
     children: list[Node] = field(default_factory=list)
     output: list[str] = field(default_factory=list)
+    weight: int = 1  # tests it stands for: a crash stands for every missing planned test
 
     def walk(self, prefix: str = "") -> Iterator[tuple[str, Node]]:
         path = f"{prefix}.{self.name}" if prefix else self.name
@@ -61,7 +62,7 @@ class Document:
         """Like kunit.py: leaves counted, a parent only through its subtests."""
         totals = {PASS: 0, FAIL: 0, SKIP: 0, ERROR: 0}
         for _, node in self.leaves():
-            totals[node.status] += 1
+            totals[node.status] += node.weight
         return totals
 
 
@@ -78,32 +79,55 @@ def _structural(text: str) -> bool:
                 or _SUBTEST.match(text) or text.startswith("# "))
 
 
+def _indent(text: str) -> int:
+    """Leading whitespace as columns (a tab to the next multiple of 8)."""
+    col = 0
+    for ch in text:
+        if ch == " ":
+            col += 1
+        elif ch == "\t":
+            col = col // 8 * 8 + 8
+        else:
+            break
+    return col
+
+
 def _tokens(lines: Iterable[str]) -> list[_Line]:
+    """Lines from the version (or first plan) line on, with the log prefix taken
+    off as kunit.py does: the printk level and bracketed fields ([time][T1]) of
+    every line, plus as many spaces as preceded the version line."""
     out: list[_Line] = []
     started = False
+    pad = 0
+    depth_of_last = 0
     for raw in lines:
         line = _PREFIX.sub("", raw.rstrip("\r\n"))
         if not started:
             stripped = line.strip()
             if _VERSION.match(stripped.removeprefix("# ").strip()) or _PLAN.match(stripped):
                 started = True
+                pad = len(line) - len(line.lstrip(" "))
             else:
                 continue  # boot noise before the document
-        spaces = len(line) - len(line.lstrip(" "))
-        text = line.lstrip(" ")
-        depth = spaces // 2
+        if pad and line[:pad].strip(" ") == "":
+            line = line[pad:]
+        depth = _indent(line)
+        text = line.lstrip(" \t")
         # kselftest nests a subtest's whole TAP output behind "# "
         while text.startswith("# ") and _nested_tap(text[2:]):
-            depth += 1
+            depth += 2
             text = text[2:].lstrip(" ") if text[2:3] != "#" else text[2:]
         for kind, pattern in (("version", _VERSION), ("plan", _PLAN), ("subtest", _SUBTEST),
                               ("result", _RESULT)):
             m = pattern.match(text)
             if m:
                 out.append(_Line(depth, kind, text, m))
+                depth_of_last = depth
                 break
         else:
-            out.append(_Line(depth, "diag" if text.startswith("#") else "other", text, None))
+            # unknown lines never move the structure: they belong where they are
+            out.append(_Line(depth_of_last, "diag" if text.startswith("#") else "other", text,
+                             None))
     return out
 
 
@@ -176,7 +200,8 @@ class _Parser:
         if plan is not None and len(nodes) < plan:
             last = nodes[-1].number if nodes and nodes[-1].number else len(nodes)
             nodes.append(Node(f"crashed after test {last}", ERROR, None, "", (
-                f"{len(nodes)} of {plan} planned results; the output stopped"), [], output[-50:]))
+                f"{len(nodes)} of {plan} planned results; the output stopped"), [], output[-50:],
+                plan - len(nodes)))
             output = []
         return nodes, plan, output, own_name
 
