@@ -33,6 +33,7 @@ class Suite:
     cases: Sequence[TestCase]
     properties: Mapping[str, str] = field(default_factory=dict)
     duration: float = 0.0
+    timestamp: str = ""  # ISO 8601 start time, when known
 
 
 def classname(kernel: str, host: str, suite: str) -> str:
@@ -40,7 +41,8 @@ def classname(kernel: str, host: str, suite: str) -> str:
 
 
 def suite_from_stage(
-    stage: StageResult, kernel: str, host: str = "local", extra: Mapping[str, str] | None = None
+    stage: StageResult, kernel: str, host: str = "local", extra: Mapping[str, str] | None = None,
+    timestamp: str = "",
 ) -> Suite:
     props = dict(extra or {})
     props.update(stage.properties)
@@ -53,6 +55,7 @@ def suite_from_stage(
         cases=stage.cases,
         properties=props,
         duration=stage.duration,
+        timestamp=timestamp,
     )
 
 
@@ -97,6 +100,7 @@ def to_xml(suites: Sequence[Suite]) -> str:
                 test_cases=[_jcase(n, c, clean_line(suite.classname)) for n, c in
                             _unique_names(suite.cases)],
                 properties={clean_line(k): clean_line(v) for k, v in suite.properties.items()},
+                timestamp=suite.timestamp or None,
             )
         )
     return str(to_xml_report_string(jsuites, prettyprint=True, encoding="utf-8"))

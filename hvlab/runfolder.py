@@ -6,6 +6,7 @@ whatever happened (a failed or interrupted run still leaves valid XML).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import platform
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import junit
+from .report import html, summary, view
+from .report.compare import CaseResult, KnownFailure, KnownOutcome, apply_known
 from .results import StageResult, Status, TestCase
 from .workspace import Workspace
 
@@ -28,6 +31,15 @@ class Recorded:
     kernel: str
     host: str
     extra: Mapping[str, str] = field(default_factory=dict)
+    ended: float = 0.0  # time.time() when it was recorded
+
+    @property
+    def timestamp(self) -> str:
+        if not self.ended:
+            return ""
+        start = self.ended - self.stage.duration
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(start)) + \
+            f".{int(start % 1 * 1000):03d}"
 
 
 class RunFolder:
@@ -44,6 +56,8 @@ class RunFolder:
         self.recorded: list[Recorded] = []
         self.planned: list[tuple[str, str, str]] = []  # (stage, kernel, host)
         self.properties: dict[str, str] = {}
+        self.known: dict[tuple[str, str], str] = {}  # failing cases known failures cover
+        self.classes: dict[tuple[str, str], str] | None = None  # vs a baseline, if compared
 
     def log(self, name: str) -> Path:
         path = self.logs / f"{name}.log"
@@ -56,11 +70,30 @@ class RunFolder:
 
     def add(self, stage: StageResult, kernel: str, host: str = "local",
             extra: Mapping[str, str] | None = None) -> StageResult:
-        self.recorded.append(Recorded(stage, kernel, host, dict(extra or {})))
+        self.recorded.append(Recorded(stage, kernel, host, dict(extra or {}), time.time()))
         return stage
 
     def statuses(self) -> list[Status]:
-        return [r.stage.status for r in self.recorded]
+        """Stage statuses, with the failures known-failure entries cover left out."""
+        out = []
+        for r in self.recorded:
+            cls = junit.classname(r.kernel, r.host, r.stage.name)
+            if self.known and r.stage.cases:
+                out += [c.status for c in r.stage.cases if (cls, c.name) not in self.known]
+            else:
+                out.append(r.stage.status)
+        return out
+
+    def apply_known(self, entries: Sequence[KnownFailure], today: dt.date) -> KnownOutcome:
+        results = {(junit.classname(r.kernel, r.host, r.stage.name), c.name):
+                   CaseResult({"pass": "pass", "fail": "fail", "error": "error",
+                               "skip": "skip"}[c.status.value], False, c.message)
+                   for r in self.recorded for c in r.stage.cases}
+        outcome = apply_known(results, entries, today)
+        self.known = {k: e.reason for k, e in outcome.known.items()}
+        # only entries whose tests ran here (and passed) are stale for this run
+        ran = [e for e in outcome.stale if any(e.matches(k) for k in results)]
+        return KnownOutcome(outcome.known, outcome.expired, ran)
 
     def _missing_stages(self) -> list[Recorded]:
         done = {(r.stage.name, r.kernel, r.host) for r in self.recorded}
@@ -74,7 +107,7 @@ class RunFolder:
         out = []
         for r in self.recorded + self._missing_stages():
             extra = {**self.properties, **r.extra}
-            out.append(junit.suite_from_stage(r.stage, r.kernel, r.host, extra))
+            out.append(junit.suite_from_stage(r.stage, r.kernel, r.host, extra, r.timestamp))
         return out
 
     def finish(self, exit_code: int, error: str | None = None) -> Path:
@@ -103,8 +136,16 @@ class RunFolder:
         tmp = self.path / ".metadata.json.tmp"
         tmp.write_text(json.dumps(meta, indent=2))
         os.replace(tmp, self.path / "metadata.json")
+        write_summaries(self.path, f"hvlab {self.task}: exit {exit_code}",
+                        xml.read_text(encoding="utf-8"), self.facts(), self.classes,
+                        self.known, [f"error: {error}"] if error else [])
         self._point_latest()
         return xml
+
+    def facts(self) -> dict[str, str]:
+        keys = ("kernel", "series", "commit", "patchset_hash", "build_id", "kernel_release",
+                "baseline", "compared", "source")
+        return {"run": self.id, **{k: self.properties[k] for k in keys if k in self.properties}}
 
     def _point_latest(self) -> None:
         latest = self.ws.reports / "latest"
@@ -117,3 +158,17 @@ class RunFolder:
 def _case_meta(c: TestCase) -> dict[str, object]:
     return {"name": c.name, "status": c.status.value, "message": c.message[:500],
             "duration_s": round(c.duration, 3)}
+
+
+def write_summaries(folder: Path, title: str, xml_text: str, facts: Mapping[str, str],
+                    classes: Mapping[tuple[str, str], str] | None = None,
+                    known: Mapping[tuple[str, str], str] | None = None,
+                    notes: list[str] | None = None) -> None:
+    """summary.md and report.html beside a junit.xml (atomically, like it)."""
+    suites = view.parse(xml_text)
+    for name, text in (
+            ("summary.md", summary.render(title, suites, facts, classes, known, notes)),
+            ("report.html", html.render(title, suites, facts, str(folder), classes, known))):
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, folder / name)

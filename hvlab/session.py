@@ -7,6 +7,7 @@ is printed unless ``debug``.
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import sys
 import traceback
@@ -79,6 +80,7 @@ def session(task: str, argv: Sequence[str], debug: bool = False, quiet: bool = F
     error: str | None = None
     try:
         yield s
+        _known_failures(s)
         code = s.exit_code if s.exit_code is not None else exit_code_for(run.statuses())
     except HvlabError as exc:
         code, error = exc.exit_code, str(exc)
@@ -113,6 +115,18 @@ def session(task: str, argv: Sequence[str], debug: bool = False, quiet: bool = F
         if not quiet:
             print(f"hvlab: {task}: exit {code}; report {where}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def _known_failures(s: Session) -> None:
+    """configs/known-failures.yaml: matching failures do not gate; say which
+    entries expired or matched nothing (only when this run loaded the config)."""
+    if s._config is None or not s._config.known_failures:
+        return
+    outcome = s.run.apply_known(s._config.known_failures, dt.date.today())
+    for e in outcome.expired:
+        s.progress.info(f"known failure '{e.pattern}' expired on {e.expires}: it gates again")
+    for e in outcome.stale:
+        s.progress.info(f"known failure '{e.pattern}' ran and passed: remove it?")
 
 
 def _record_error(s: Session, exc: BaseException, message: str | None = None) -> None:

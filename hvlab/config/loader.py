@@ -6,6 +6,7 @@ All problems are collected (not just the first) and reported as
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import re
 from collections.abc import Iterable
@@ -39,6 +40,7 @@ from ..model import (
     Variant,
 )
 from ..patches.discover import load_series
+from ..report.compare import KnownFailure
 from ..suites.names import BUILTIN_TESTS
 from ..workspace import Workspace
 from . import yamlnode
@@ -73,6 +75,7 @@ class Config:
     hosts: dict[str, HostSpec] = field(default_factory=dict)
     suites: dict[str, SuiteSpec] = field(default_factory=dict)
     plans: dict[str, PlanSpec] = field(default_factory=dict)
+    known_failures: list[KnownFailure] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
 
     def _get(self, table: dict[str, T], kind: str, name: str) -> T:
@@ -437,6 +440,29 @@ class _Loader:
             self.config.plans[name] = plan
 
     # -- cross references ----------------------------------------------------------
+    def known(self) -> None:
+        """configs/known-failures.yaml: failures that do not gate (until they expire)."""
+        path = self.root / "known-failures.yaml"
+        if not path.is_file():
+            return
+        r = self._read(path)
+        if r is None:
+            return
+        for e in r.maps("known_failures", required=True):
+            pattern = e.req_str("test")
+            reason = e.req_str("reason")
+            expires = e.string("expires")
+            day = None
+            if expires is not None:
+                try:
+                    day = dt.date.fromisoformat(expires)
+                except ValueError:
+                    e.error("expires", f"'{expires}' is not a date (YYYY-MM-DD)")
+            e.done()
+            if pattern and reason:
+                self.config.known_failures.append(KnownFailure(pattern, reason, day))
+        r.done()
+
     def check_refs(self) -> None:
         tables: dict[str, dict[str, object]] = {
             "kernel": dict(self.config.kernels),
@@ -465,6 +491,7 @@ class _Loader:
         self.hosts()
         self.suites()
         self.plans()
+        self.known()
         self.check_refs()
         return self.config, sorted(self.issues.items,
                                    key=lambda i: (i.mark.file, i.mark.line, i.mark.col))

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
-import json
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from . import view
 
 Key = tuple[str, str]  # (classname, name)
 
@@ -32,42 +32,8 @@ class CaseResult:
 
 def read_junit(xml_text: str) -> dict[Key, CaseResult]:
     """Statuses of every case in a JUnit document (testsuites or a single testsuite)."""
-    root = ET.fromstring(xml_text)
-    out: dict[Key, CaseResult] = {}
-    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
-    for suite in suites:
-        marked = set(_flaky_names(suite))
-        for case in suite.iter("testcase"):
-            key, result = _case(case)
-            if key[1] in marked and not result.bad:
-                result = CaseResult(result.status, True, result.message)
-            out[key] = result
-    return out
-
-
-def _flaky_names(suite: ET.Element) -> list[str]:
-    props = suite.find("properties")
-    for p in props.iter("property") if props is not None else ():
-        if p.get("name") == "flaky":
-            try:
-                names = json.loads(p.get("value", "[]"))
-            except ValueError:
-                return []
-            return [str(n) for n in names] if isinstance(names, list) else []
-    return []
-
-
-def _case(case: ET.Element) -> tuple[Key, CaseResult]:
-    key = (case.get("classname", ""), case.get("name", ""))
-    status, message = "pass", ""
-    for tag, st in (("error", "error"), ("failure", "fail"), ("skipped", "skip")):
-        el = case.find(tag)
-        if el is not None:
-            status, message = st, el.get("message", "") or (el.text or "")
-            break
-    flaky = any(p.get("name") == "flaky" and p.get("value") == "true"
-                for p in case.iter("property")) or case.find("rerunFailure") is not None
-    return key, CaseResult(status, flaky, message)
+    return {(c.classname, c.name): CaseResult(c.status, c.flaky, c.message)
+            for suite in view.parse(xml_text) for c in suite.cases}
 
 
 def classify(current: Mapping[Key, CaseResult], baseline: Mapping[Key, CaseResult]

@@ -1,0 +1,73 @@
+"""summary.md: stages first, then regressions and failures; short enough for a
+pull-request comment or a CI step summary.  Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .view import CaseView, SuiteView, counts
+
+ICON = {"pass": "✅", "fail": "❌", "error": "⛔", "skip": "⏭️"}
+LIMIT = 30  # failures listed; the rest are counted
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def render(title: str, suites: list[SuiteView], facts: Mapping[str, str],
+           classes: Mapping[tuple[str, str], str] | None = None,
+           known: Mapping[tuple[str, str], str] | None = None,
+           notes: list[str] | None = None) -> str:
+    """``classes``: (classname, name) -> regression | fixed | ... from a comparison;
+    ``known``: failing cases a known-failures entry covers -> its reason."""
+    known = known or {}
+    total = counts(suites)
+    lines = [f"# {title}", ""]
+    shown = [f"**{k}** `{v}`" for k, v in facts.items() if v]
+    if shown:
+        lines += [" · ".join(shown), ""]
+    lines += [f"{total['pass']} passed, {total['fail']} failed, {total['error']} errors, "
+              f"{total['skip']} skipped", ""]
+    lines += ["| host | stage | status | cases | time |", "| --- | --- | --- | --- | --- |"]
+    for s in suites:
+        c = counts([s])
+        lines.append(f"| {s.host} | {s.stage} | {ICON[s.status]} {s.status} | "
+                     f"{c['pass']}/{len(s.cases)} | {s.seconds:.1f} s |")
+    lines.append("")
+    bad: list[tuple[SuiteView, CaseView]] = [(s, c) for s in suites for c in s.cases
+                                             if c.status in ("fail", "error")]
+    if classes is not None:
+        regressions = [(s, c) for s, c in bad if classes.get((c.classname, c.name)) ==
+                       "regression" and (c.classname, c.name) not in known]
+        fixed = [k for k, v in classes.items() if v == "fixed"]
+        lines += [f"## Regressions ({len(regressions)})", ""]
+        lines += [f"- {ICON[c.status]} **{s.name}** › {c.name}: {_one_line(c.message)}"
+                  for s, c in regressions[:LIMIT]] or ["none"]
+        lines.append("")
+        if fixed:
+            lines += [f"Fixed since the baseline: {len(fixed)} "
+                      f"({', '.join(n for _, n in fixed[:10])})", ""]
+    unknown_bad = [(s, c) for s, c in bad if (c.classname, c.name) not in known]
+    if unknown_bad:
+        lines += [f"## Failures and errors ({len(unknown_bad)})", ""]
+        lines += [f"- {ICON[c.status]} **{s.name}** › {c.name}: {_one_line(c.message)}"
+                  for s, c in unknown_bad[:LIMIT]]
+        if len(unknown_bad) > LIMIT:
+            lines.append(f"- … and {len(unknown_bad) - LIMIT} more (see junit.xml)")
+        lines.append("")
+    covered = [(s, c) for s, c in bad if (c.classname, c.name) in known]
+    if covered:
+        lines += [f"## Known failures ({len(covered)}, not gating)", ""]
+        lines += [f"- **{s.name}** › {c.name}: {known[(c.classname, c.name)]}"
+                  for s, c in covered[:LIMIT]]
+        lines.append("")
+    flaky = [(s, c) for s in suites for c in s.cases if c.flaky]
+    if flaky:
+        lines += [f"## Flaky ({len(flaky)}: passed on a retry)", ""]
+        lines += [f"- **{s.name}** › {c.name}" for s, c in flaky[:LIMIT]]
+        lines.append("")
+    for note in notes or []:
+        lines += [f"> {note}", ""]
+    return "\n".join(lines)

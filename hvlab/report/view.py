@@ -1,0 +1,101 @@
+"""A JUnit document as plain data for summaries, HTML, merge and compare.  Pure."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class CaseView:
+    name: str
+    classname: str
+    status: str  # pass | fail | error | skip
+    message: str = ""
+    output: str = ""
+    seconds: float = 0.0
+    log: str = ""
+    flaky: bool = False
+
+
+@dataclass(frozen=True)
+class SuiteView:
+    name: str  # "<host>.<stage or suite>"
+    cases: tuple[CaseView, ...]
+    properties: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    timestamp: str = ""  # ISO 8601 start, when known
+
+    @property
+    def host(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def stage(self) -> str:
+        return self.name.split(".", 1)[1] if "." in self.name else self.name
+
+    @property
+    def status(self) -> str:
+        order = {"skip": 0, "pass": 1, "fail": 2, "error": 3}
+        worst = max((c.status for c in self.cases), key=order.__getitem__, default="pass")
+        if all(c.status == "skip" for c in self.cases) and self.cases:
+            return "skip"
+        return worst
+
+    def start(self) -> dt.datetime | None:
+        try:
+            return dt.datetime.fromisoformat(self.timestamp)
+        except ValueError:
+            return None
+
+
+def _float(text: str | None) -> float:
+    try:
+        return float(text or 0)
+    except ValueError:
+        return 0.0
+
+
+def parse(xml_text: str) -> list[SuiteView]:
+    root = ET.fromstring(xml_text)
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    out = []
+    for s in suites:
+        own = s.find("properties")
+        props = {p.get("name", ""): p.get("value", "")
+                 for p in (own.iter("property") if own is not None else ())}
+        flaky = set()
+        try:
+            flaky = set(json.loads(props.get("flaky", "[]")))
+        except ValueError:
+            pass
+        cases = []
+        for c in s.iter("testcase"):
+            status, message = "pass", ""
+            for tag, st in (("error", "error"), ("failure", "fail"), ("skipped", "skip")):
+                el = c.find(tag)
+                if el is not None:
+                    status, message = st, el.get("message", "") or (el.text or "")
+                    break
+            out_el = c.find("system-out")
+            name = c.get("name", "")
+            marked = any(p.get("name") == "flaky" and p.get("value") == "true"
+                         for p in c.iter("property")) or c.find("rerunFailure") is not None
+            cases.append(CaseView(name, c.get("classname", ""), status, message,
+                                  out_el.text or "" if out_el is not None else "",
+                                  _float(c.get("time")), c.get("log", "") or "",
+                                  (name in flaky or marked) and status != "fail"
+                                  and status != "error"))
+        out.append(SuiteView(s.get("name", ""), tuple(cases), props, _float(s.get("time")),
+                             s.get("timestamp", "") or ""))
+    return out
+
+
+def counts(suites: list[SuiteView]) -> dict[str, int]:
+    totals = {"pass": 0, "fail": 0, "error": 0, "skip": 0}
+    for s in suites:
+        for c in s.cases:
+            totals[c.status] += 1
+    return totals
