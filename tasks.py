@@ -161,11 +161,51 @@ def _required(flag: str, value: str) -> str:
     return value
 
 
+@task(help={"format": "ktap, tap or junit", "debug": "print tracebacks",
+            "quiet": "only errors"})
+def report_import(c: Context, file: str, format: str = "ktap", debug: bool = False,
+                  quiet: bool = False) -> None:
+    """Turn a KTAP/TAP/JUnit file into a run folder (junit.xml, summary.md, report.html)."""
+    from hvlab import reportflows
+
+    with session("report.import", _argv(), debug, quiet, ROOT) as s:
+        reportflows.import_file(s, format, Path(file))
+
+
+@task(iterable=["run"], help={"run": "a run folder, CI shard output or junit.xml (repeatable)",
+                              "debug": "print tracebacks", "quiet": "only errors"})
+def report_merge(c: Context, run: list[str] | None = None, debug: bool = False,
+                 quiet: bool = False) -> None:
+    """Merge run folders or CI shard outputs into one junit.xml and summaries."""
+    from hvlab import reportflows
+
+    with session("report.merge", _argv(), debug, quiet, ROOT) as s:
+        reportflows.merge(s, [Path(p) for p in run or []])
+
+
+@task(help={"baseline": "the baseline run folder (or its junit.xml)",
+            "run": "the run to judge (default: reports/latest)",
+            "gate": "regressions (only regressions and errors fail) or all (default)",
+            "debug": "print tracebacks", "quiet": "only errors"})
+def report_compare(c: Context, baseline: str = "", run: str = "", gate: str = "all",
+                   debug: bool = False, quiet: bool = False) -> None:
+    """Classify every case against a baseline run; known failures do not gate."""
+    from hvlab import reportflows
+
+    with session("report.compare", _argv(), debug, quiet, ROOT) as s:
+        reportflows.compare_runs(s, Path(_required("baseline", baseline)),
+                                 Path(run) if run else None, gate)
+
+
 config = Collection("config")
 config.add_task(config_check, name="check", default=True)
 
 image = Collection("image")
 image.add_task(image_build, name="build", default=True)
+report = Collection("report")
+report.add_task(report_import, name="import")
+report.add_task(report_merge, name="merge")
+report.add_task(report_compare, name="compare")
 hosts = Collection("hosts")
 hosts.add_task(hosts_check, name="check", default=True)
 
@@ -173,6 +213,7 @@ ns = Collection()
 ns.add_collection(config)
 ns.add_collection(image)
 ns.add_collection(hosts)
+ns.add_collection(report)
 ns.add_task(fetch)
 ns.add_task(patch)
 ns.add_task(build)

@@ -17,6 +17,8 @@ PACKAGES=(
   linux-source-6.1 linux-image-amd64
   # Python
   python3 python3-venv
+  # the report.html rendering test (headless)
+  chromium
 )
 
 missing=()
