@@ -111,7 +111,8 @@ class RunFolder:
         return out
 
     def finish(self, exit_code: int, error: str | None = None) -> Path:
-        xml = junit.write(self.path / "junit.xml", self.suites())
+        suites = self.suites()
+        xml = junit.write(self.path / "junit.xml", suites)
         meta = {
             "run_id": self.id,
             "task": self.task,
@@ -134,10 +135,12 @@ class RunFolder:
                      "machine": platform.machine()},
         }
         tmp = self.path / ".metadata.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2))
+        # indented only when small: the pure-Python indenting encoder is slow
+        large = sum(len(r.stage.cases) for r in self.recorded) > 2000
+        tmp.write_text(json.dumps(meta, indent=None if large else 2))
         os.replace(tmp, self.path / "metadata.json")
         write_summaries(self.path, f"hvlab {self.task}: exit {exit_code}",
-                        xml.read_text(encoding="utf-8"), self.facts(), self.classes,
+                        [_view(s) for s in suites], self.facts(), self.classes,
                         self.known, [f"error: {error}"] if error else [])
         self._point_latest()
         return xml
@@ -160,12 +163,20 @@ def _case_meta(c: TestCase) -> dict[str, object]:
             "duration_s": round(c.duration, 3)}
 
 
-def write_summaries(folder: Path, title: str, xml_text: str, facts: Mapping[str, str],
+def _view(suite: junit.Suite) -> view.SuiteView:
+    return view.SuiteView(suite.name, tuple(
+        view.CaseView(c.name, suite.classname, c.status.value, c.message, c.output,
+                      c.duration, str(c.log_path) if c.log_path else "",
+                      c.properties.get("flaky") == "true") for c in suite.cases),
+        dict(suite.properties), suite.duration, suite.timestamp)
+
+
+def write_summaries(folder: Path, title: str, suites: list[view.SuiteView],
+                    facts: Mapping[str, str],
                     classes: Mapping[tuple[str, str], str] | None = None,
                     known: Mapping[tuple[str, str], str] | None = None,
                     notes: list[str] | None = None) -> None:
     """summary.md and report.html beside a junit.xml (atomically, like it)."""
-    suites = view.parse(xml_text)
     for name, text in (
             ("summary.md", summary.render(title, suites, facts, classes, known, notes)),
             ("report.html", html.render(title, suites, facts, str(folder), classes, known))):

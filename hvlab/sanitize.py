@@ -69,6 +69,9 @@ def clean(
 
 def clean_line(value: object, limit: int = 1000) -> str:
     """A single-line variant for names, messages and property values."""
+    if isinstance(value, str) and len(value) <= limit and value.isascii() and \
+            value.isprintable() and "  " not in value and value.strip() == value:
+        return value  # the common case, at C speed: nothing to clean
     text = clean(value, limit=None)
     text = " ".join(text.split())
     if len(text) > limit:

@@ -79,6 +79,14 @@ def _structural(text: str) -> bool:
                 or _SUBTEST.match(text) or text.startswith("# "))
 
 
+# Which patterns a line can match, by its first character (most lines are results).
+_CANDIDATES: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
+    "o": (("result", _RESULT),), "n": (("result", _RESULT),), "1": (("plan", _PLAN),),
+    "K": (("version", _VERSION),), "T": (("version", _VERSION),),
+    "#": (("subtest", _SUBTEST),),
+}
+
+
 def _indent(text: str) -> int:
     """Leading whitespace as columns (a tab to the next multiple of 8)."""
     col = 0
@@ -101,7 +109,9 @@ def _tokens(lines: Iterable[str]) -> list[_Line]:
     pad = 0
     depth_of_last = 0
     for raw in lines:
-        line = _PREFIX.sub("", raw.rstrip("\r\n"))
+        line = raw.rstrip("\r\n")
+        if "[" in line[:48] or "<" in line[:8]:  # the regex only when a prefix may be there
+            line = _PREFIX.sub("", line)
         if not started:
             stripped = line.strip()
             if _VERSION.match(stripped.removeprefix("# ").strip()) or _PLAN.match(stripped):
@@ -111,14 +121,14 @@ def _tokens(lines: Iterable[str]) -> list[_Line]:
                 continue  # boot noise before the document
         if pad and line[:pad].strip(" ") == "":
             line = line[pad:]
-        depth = _indent(line)
         text = line.lstrip(" \t")
+        lead = len(line) - len(text)
+        depth = _indent(line) if "\t" in line[:lead] else lead
         # kselftest nests a subtest's whole TAP output behind "# "
         while text.startswith("# ") and _nested_tap(text[2:]):
             depth += 2
             text = text[2:].lstrip(" ") if text[2:3] != "#" else text[2:]
-        for kind, pattern in (("version", _VERSION), ("plan", _PLAN), ("subtest", _SUBTEST),
-                              ("result", _RESULT)):
+        for kind, pattern in _CANDIDATES.get(text[:1], ()):
             m = pattern.match(text)
             if m:
                 out.append(_Line(depth, kind, text, m))
