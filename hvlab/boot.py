@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import console, guest_image
+from . import cancel, console, guest_image
 from .errors import InfraError
 from .hosts.base import Guest
 from .hosts.qemu import QemuGuest
@@ -108,7 +108,7 @@ def _watch_boot(host: HostSpec, target: BootTarget, workdir: Path,
                 candidate.close()
         if time.monotonic() > deadline:
             break
-        time.sleep(0.25)
+        cancel.sleep(0.25)
     waited = time.monotonic() - guest.started
     lines = guest.console_lines()
     if session is None:

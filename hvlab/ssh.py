@@ -31,6 +31,7 @@ from types import TracebackType
 
 import paramiko
 
+from . import cancel
 from .errors import InfraError, UserError
 from .model import SshEndpoint
 
@@ -301,7 +302,7 @@ class SshSession:
                     chan.close()
                     break
                 if not got:
-                    time.sleep(0.02)
+                    cancel.sleep(0.02)
             if on_line and pending:  # the last line had no newline
                 on_line(pending.decode("utf-8", "replace"))
                 pending = b""

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import kconfig
+from .. import cancel, kconfig
 from ..errors import InfraError, UserError
 from ..model import HostSpec, SshHost
 from ..ssh import SshSession
@@ -167,7 +167,7 @@ def wait_back(session: SshSession, old_boot_id: str, timeout: float) -> float:
                 return time.monotonic() - t0
         except InfraError:
             pass
-        time.sleep(1)
+        cancel.sleep(1)
     raise TimeoutError
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import cancel
 from ..errors import InfraError
 from ..ssh import SshSession
 from . import powershell as ps
@@ -222,7 +223,7 @@ $item = Get-Item -LiteralPath $file
                     return address
             if time.monotonic() + alive > deadline:
                 raise TimeoutError
-            time.sleep(alive)
+            cancel.sleep(alive)
 
 
 def _routable_ipv4(address: str) -> bool:

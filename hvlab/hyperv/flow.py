@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import console, guest_image
+from .. import cancel, console, guest_image
 from ..boot import host_lease, target_from_build, verify_booted
 from ..errors import InfraError
 from ..hosts import sshhost
@@ -98,7 +98,7 @@ class _Vm:
             except InfraError as exc:
                 last = str(exc)
                 guest.close()
-            time.sleep(1)
+            cancel.sleep(1)
         raise InfraError(f"host {self.host.name}: the guest at {address} did not answer SSH "
                          f"within {timeout:.0f} s: {last}")
 
@@ -233,7 +233,7 @@ def _heartbeat(client: HypervClient, props: dict[str, str], timeout: float = 60)
         status = beat.status if beat else "missing"
         if status == "OK" or time.monotonic() - t0 > timeout:
             break
-        time.sleep(2)
+        cancel.sleep(2)
     if status == "OK":
         return TestCase("integration: heartbeat", Status.PASS, output="Heartbeat: OK\n",
                         duration=time.monotonic() - t0)

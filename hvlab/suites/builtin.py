@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import console
+from .. import cancel, console
 from ..parsers import ktap
 from ..results import Status, TestCase
 from ..ssh import RemoteResult, SshSession
@@ -151,7 +151,7 @@ def netvsc_reload(ctx: GuestContext, log: Path, rounds: int = 3) -> list[TestCas
     deadline = time.monotonic() + 60 + 10 * rounds
     rc = ""
     while time.monotonic() < deadline and not rc:
-        time.sleep(3)
+        cancel.sleep(3)
         try:
             r = ctx.session.run(["cat", "/tmp/hvlab-reload.rc"], timeout=10, log=log)
             rc = r.output.strip() if r.ok else ""
