@@ -6,6 +6,7 @@ whatever happened (a failed or interrupted run still leaves valid XML).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -13,8 +14,10 @@ import platform
 import secrets
 import shlex
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +59,8 @@ class RunFolder:
         self.recorded: list[Recorded] = []
         self.planned: list[tuple[str, str, str]] = []  # (stage, kernel, host)
         self.properties: dict[str, str] = {}
+        self._cell = threading.local()
+        self._lock = threading.Lock()
         self.known: dict[tuple[str, str], str] = {}  # failing cases known failures cover
         self.classes: dict[tuple[str, str], str] | None = None  # vs a baseline, if compared
 
@@ -64,13 +69,33 @@ class RunFolder:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
+    @contextmanager
+    def cell(self, kernel: str, label: str, properties: dict[str, str]) -> Iterator[None]:
+        """Within it (in this thread), stages of ``kernel`` are recorded as the
+        matrix cell ``label`` and carry its ``properties``."""
+        previous = getattr(self._cell, "now", None)
+        self._cell.now = (kernel, label, properties)
+        try:
+            yield
+        finally:
+            self._cell.now = previous
+
+    def label(self, kernel: str) -> str:
+        now = getattr(self._cell, "now", None)
+        return now[1] if now is not None and now[0] == kernel else kernel
+
     def plan(self, stage: str, kernel: str, host: str = "local") -> None:
+        kernel = self.label(kernel)
         if (stage, kernel, host) not in self.planned:
             self.planned.append((stage, kernel, host))
 
     def add(self, stage: StageResult, kernel: str, host: str = "local",
             extra: Mapping[str, str] | None = None) -> StageResult:
-        self.recorded.append(Recorded(stage, kernel, host, dict(extra or {}), time.time()))
+        now = getattr(self._cell, "now", None)
+        if now is not None and now[0] == kernel:
+            kernel, extra = now[1], {**now[2], **(extra or {})}
+        with self._lock:
+            self.recorded.append(Recorded(stage, kernel, host, dict(extra or {}), time.time()))
         return stage
 
     def statuses(self) -> list[Status]:
@@ -105,9 +130,13 @@ class RunFolder:
 
     def suites(self) -> list[junit.Suite]:
         out = []
+        cells = any("+" in r.kernel for r in self.recorded)
         for r in self.recorded + self._missing_stages():
             extra = {**self.properties, **r.extra}
-            out.append(junit.suite_from_stage(r.stage, r.kernel, r.host, extra, r.timestamp))
+            suite = junit.suite_from_stage(r.stage, r.kernel, r.host, extra, r.timestamp)
+            if cells:  # a matrix: the cell names the suite too (hosts repeat across cells)
+                suite = dataclasses.replace(suite, name=f"{r.kernel}/{suite.name}")
+            out.append(suite)
         return out
 
     def finish(self, exit_code: int, error: str | None = None) -> Path:
@@ -144,6 +173,15 @@ class RunFolder:
                         self.known, [f"error: {error}"] if error else [])
         self._point_latest()
         return xml
+
+    def tally(self) -> str:
+        """"12 passed, 1 failed, 0 errors, 3 skipped" over every case of the run."""
+        n = {st: 0 for st in Status}
+        for r in self.recorded:
+            for c in r.stage.cases:
+                n[c.status] += 1
+        return (f"{n[Status.PASS]} passed, {n[Status.FAIL]} failed, {n[Status.ERROR]} errors, "
+                f"{n[Status.SKIP]} skipped")
 
     def facts(self) -> dict[str, str]:
         keys = ("kernel", "series", "commit", "patchset_hash", "build_id", "kernel_release",

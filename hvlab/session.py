@@ -45,8 +45,9 @@ class Session:
     def begin(self, stage: str, kernel: str, host: str = "local", detail: str = "") -> Path:
         """Mark ``stage`` as running; returns its log path."""
         self.current = (stage, kernel, host)
-        self.progress.stage(stage, detail or kernel)
-        return self.run.log(f"{stage}-{kernel}" + ("" if host == "local" else f"-{host}"))
+        label = self.run.label(kernel)
+        self.progress.stage(stage, detail or label)
+        return self.run.log(f"{stage}-{label}" + ("" if host == "local" else f"-{host}"))
 
     def record(self, stage: StageResult, kernel: str, host: str = "local") -> StageResult:
         self.current = None
@@ -64,7 +65,7 @@ class _Terminated(BaseException):
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated()
+    raise _Terminated("interrupted by SIGTERM")
 
 
 @contextmanager
@@ -107,13 +108,16 @@ def session(task: str, argv: Sequence[str], debug: bool = False, quiet: bool = F
         try:
             xml = run.finish(code, error)
             where = ws.display(xml)
+            if (run.path / "report.html").is_file():
+                where += f", {ws.display(run.path / 'report.html')}"
         except OSError as exc:
             where = f"(could not write the report: {exc})"
             code = 3
         if error:
             print(f"hvlab: error: {error}", file=sys.stderr)
         if not quiet:
-            print(f"hvlab: {task}: exit {code}; report {where}", file=sys.stderr)
+            print(f"hvlab: {task}: exit {code} ({run.tally()}); report {where}",
+                  file=sys.stderr)
     raise SystemExit(code)
 
 

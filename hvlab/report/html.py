@@ -67,7 +67,7 @@ def _timeline(suites: list[SuiteView]) -> list[str]:
                 continue
             left, width = 100 * begin / end, max(100 * dur / end, 0.4)
             out.append(f"<div class='s-{_e(s.status)}' style='left:{left:.2f}%;width:"
-                       f"{width:.2f}%' title='{_e(s.stage)}: {s.seconds:.1f} s'>"
+                       f"{width:.2f}%' title='{_e(s.cell)} {_e(s.stage)}: {s.seconds:.1f} s'>"
                        f"{_e(s.stage)}</div>")
         out.append("</div>")
     return out

@@ -30,11 +30,13 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str],
         lines += [" · ".join(shown), ""]
     lines += [f"{total['pass']} passed, {total['fail']} failed, {total['error']} errors, "
               f"{total['skip']} skipped", ""]
-    lines += ["| host | stage | status | cases | time |", "| --- | --- | --- | --- | --- |"]
+    cells = any(s.cell for s in suites)
+    lines += ["| cell " * cells + "| host | stage | status | cases | time |",
+              "| --- " * cells + "| --- | --- | --- | --- | --- |"]
     for s in suites:
         c = counts([s])
-        lines.append(f"| {s.host} | {s.stage} | {ICON[s.status]} {s.status} | "
-                     f"{c['pass']}/{len(s.cases)} | {s.seconds:.1f} s |")
+        lines.append(f"| {s.cell} " * cells + f"| {s.host} | {s.stage} | {ICON[s.status]} "
+                     f"{s.status} | {c['pass']}/{len(s.cases)} | {s.seconds:.1f} s |")
     lines.append("")
     bad: list[tuple[SuiteView, CaseView]] = [(s, c) for s in suites for c in s.cases
                                              if c.status in ("fail", "error")]

@@ -29,12 +29,18 @@ class SuiteView:
     timestamp: str = ""  # ISO 8601 start, when known
 
     @property
+    def cell(self) -> str:
+        """The matrix cell (``kernel+series[+variant]``) of an ``inv run``, else ""."""
+        return self.name.split("/", 1)[0] if "/" in self.name else ""
+
+    @property
     def host(self) -> str:
-        return self.name.split(".", 1)[0]
+        return self.name.rsplit("/", 1)[-1].split(".", 1)[0]
 
     @property
     def stage(self) -> str:
-        return self.name.split(".", 1)[1] if "." in self.name else self.name
+        rest = self.name.rsplit("/", 1)[-1]
+        return rest.split(".", 1)[1] if "." in rest else rest
 
     @property
     def status(self) -> str:
