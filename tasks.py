@@ -197,11 +197,78 @@ def report_compare(c: Context, baseline: str = "", run: str = "", gate: str = "a
                                  Path(run) if run else None, gate)
 
 
+@task(iterable=["kernel", "series", "host", "suite"], help={
+    "plan": "plan name from configs/plans/ (default: default)",
+    "kernel": "only these kernels (repeatable)", "series": "only these series (repeatable)",
+    "host": "only these hosts (repeatable)", "suite": "only these suites (repeatable)",
+    "shard": "I/N: run the I-th of N deterministic slices of the cells",
+    "gate": "all (any failure fails) or regressions (only regressions and errors)",
+    "dry_run": "print the cells and what is cached; run nothing",
+    "force": "rebuild even when cached", "jobs": "make -j", "no_ccache": "do not use ccache",
+    "offline": "use only what is cached", "debug": "print tracebacks", "quiet": "only errors",
+})
+def run(c: Context, plan: str = "default", kernel: list[str] | None = None,
+        series: list[str] | None = None, host: list[str] | None = None,
+        suite: list[str] | None = None, shard: str = "", gate: str = "", dry_run: bool = False,
+        force: bool = False, jobs: int = 0, no_ccache: bool = False, offline: bool = False,
+        debug: bool = False, quiet: bool = False) -> None:
+    """Fetch, patch, build, boot, test and report every cell of a plan's matrix."""
+    from hvlab import pipeline
+
+    if gate not in ("", "all", "regressions"):
+        raise SystemExit(f"hvlab: error: --gate {gate}: expected all or regressions")
+    if dry_run:
+        _dry_run(plan, kernel, series, host, suite, shard)
+        return
+    with session("run", _argv(), debug, quiet, ROOT) as s:
+        spec = s.config.plan(plan)
+        cells = pipeline.cells(spec, kernel or [], series or [], host or [], suite or [])
+        if shard:
+            cells = pipeline.shard(cells, shard)
+        try:
+            pipeline.run_plan(s, spec, cells, force, jobs, not no_ccache, offline, gate)
+        finally:
+            pipeline.reproduce(s, _argv())
+
+
+def _dry_run(plan: str, kernel: list[str] | None, series: list[str] | None,
+             host: list[str] | None, suite: list[str] | None, shard: str) -> None:
+    """Print the cells; no run folder, nothing touched."""
+    from hvlab import pipeline
+    from hvlab.config import loader
+    from hvlab.errors import HvlabError
+    from hvlab.workspace import Workspace
+
+    ws = Workspace.from_env(ROOT)
+    try:
+        config = loader.load_or_raise(ws)
+        cells = pipeline.cells(config.plan(plan), kernel or [], series or [], host or [],
+                               suite or [])
+        if shard:
+            cells = pipeline.shard(cells, shard)
+        for line in pipeline.describe(ws, config, cells):
+            print(line)
+    except HvlabError as exc:
+        print(f"hvlab: error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+
+
+@task(help={"plan": "plan name from configs/plans/", "format": "github, gitlab or json",
+            "shards": "how many jobs (default: one per cell)"})
+def ci_matrix(c: Context, plan: str = "default", format: str = "json", shards: int = 0) -> None:
+    """Print the plan's cells as a CI matrix: each job runs `inv run --shard I/N`."""
+    from hvlab import cimatrix
+
+    cimatrix.main(ROOT, plan, format, shards)
+
+
 config = Collection("config")
 config.add_task(config_check, name="check", default=True)
 
 image = Collection("image")
 image.add_task(image_build, name="build", default=True)
+ci = Collection("ci")
+ci.add_task(ci_matrix, name="matrix", default=True)
 report = Collection("report")
 report.add_task(report_import, name="import")
 report.add_task(report_merge, name="merge")
@@ -214,6 +281,8 @@ ns.add_collection(config)
 ns.add_collection(image)
 ns.add_collection(hosts)
 ns.add_collection(report)
+ns.add_collection(ci)
+ns.add_task(run)
 ns.add_task(fetch)
 ns.add_task(patch)
 ns.add_task(build)

@@ -47,17 +47,17 @@ def boot(s: Session, kernel_name: str, series: str, host_name: str, fragments: l
     specs = [s.config.suite(name) for name in suites or []]
     if prebuilt:
         build_dir = prebuilt_build(s, Path(prebuilt))
-        return _boot_dir(s, host, build_dir, "prebuilt", specs, series)
+        return boot_build(s, host, build_dir, "prebuilt", specs, series)
     kernel = s.config.kernel(kernel_name)
-    _plan(s, kernel.name, host, specs)
+    plan_cell(s, kernel.name, host, specs)
     built = flows.build(s, kernel_name, series, fragments, False, force, jobs, "", use_ccache,
                         offline)
     if not built.ok or built.result is None or built.result.path is None:
         return Booted(False, "")
-    return _boot_dir(s, host, built.result.path, kernel.name, specs, series)
+    return boot_build(s, host, built.result.path, kernel.name, specs, series)
 
 
-def _plan(s: Session, kernel: str, host: HostSpec, suites: list[SuiteSpec]) -> None:
+def plan_cell(s: Session, kernel: str, host: HostSpec, suites: list[SuiteSpec]) -> None:
     if host.kind != "qemu":
         s.run.plan("install", kernel, host.name)
     s.run.plan("boot", kernel, host.name)
@@ -65,9 +65,9 @@ def _plan(s: Session, kernel: str, host: HostSpec, suites: list[SuiteSpec]) -> N
         s.run.plan(suite.name, kernel, host.name)
 
 
-def _boot_dir(s: Session, host: HostSpec, build_dir: Path, kernel: str,
+def boot_build(s: Session, host: HostSpec, build_dir: Path, kernel: str,
               suites: list[SuiteSpec], series: str) -> Booted:
-    _plan(s, kernel, host, suites)
+    plan_cell(s, kernel, host, suites)
     after = Suites(s, kernel, host, suites, series)
     if host.kind == "ssh":
         return _boot_ssh(s, host, build_dir, kernel, after)

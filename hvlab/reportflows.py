@@ -60,7 +60,8 @@ def _read(place: Path) -> list[view.SuiteView]:
 
 def _add_suites(s: Session, suites: list[view.SuiteView], origin: str) -> None:
     for suite in suites:
-        kernel = next((c.classname.split(".")[0] for c in suite.cases if c.classname), "-")
+        kernel = suite.cell or next((c.classname.split(".")[0] for c in suite.cases
+                                     if c.classname), "-")
         cases = [TestCase(c.name, STATUS[c.status], c.message, c.output, c.seconds,
                           Path(c.log) if c.log else None,
                           {"flaky": "true"} if c.flaky else {}) for c in suite.cases]
