@@ -6,6 +6,7 @@ Every task writes reports/<run-id>/ and points reports/latest at it.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -206,14 +207,17 @@ def report_compare(c: Context, baseline: str = "", run: str = "", gate: str = "a
     "dry_run": "print the cells and what is cached; run nothing",
     "force": "rebuild even when cached", "jobs": "make -j", "no_ccache": "do not use ccache",
     "offline": "use only what is cached", "debug": "print tracebacks", "quiet": "only errors",
+    "no_wait": "fail at once when a host, worktree or build is locked by another run",
 })
 def run(c: Context, plan: str = "default", kernel: list[str] | None = None,
         series: list[str] | None = None, host: list[str] | None = None,
         suite: list[str] | None = None, shard: str = "", gate: str = "", dry_run: bool = False,
         force: bool = False, jobs: int = 0, no_ccache: bool = False, offline: bool = False,
-        debug: bool = False, quiet: bool = False) -> None:
+        debug: bool = False, quiet: bool = False, no_wait: bool = False) -> None:
     """Fetch, patch, build, boot, test and report every cell of a plan's matrix."""
-    from hvlab import pipeline
+    from hvlab import locks, pipeline
+
+    locks.WAIT_BY_DEFAULT = not no_wait
 
     if gate not in ("", "all", "regressions"):
         raise SystemExit(f"hvlab: error: --gate {gate}: expected all or regressions")
@@ -262,6 +266,53 @@ def ci_matrix(c: Context, plan: str = "default", format: str = "json", shards: i
     cimatrix.main(ROOT, plan, format, shards)
 
 
+@task(iterable=["suite"], help={
+    "kernel": "kernel name (its source must be a git repository with the history)",
+    "good": "a commit or ref that passes", "bad": "a later commit or ref that fails",
+    "host": "qemu host to boot on (--step boot or test)",
+    "suite": "suite to run (--step test; repeatable)", "test": "judge only this test",
+    "step": "build, boot or test (default)",
+    "no_skip_build_failures": "a commit that does not build counts as bad",
+    "jobs": "make -j", "no_ccache": "do not use ccache",
+    "debug": "print tracebacks", "quiet": "only errors"})
+def bisect(c: Context, kernel: str = "", good: str = "", bad: str = "", host: str = "",
+           suite: list[str] | None = None, test: str = "", step: str = "test",
+           no_skip_build_failures: bool = False, jobs: int = 0, no_ccache: bool = False,
+           debug: bool = False, quiet: bool = False) -> None:
+    """Find the first bad commit between --good and --bad by build, boot or test."""
+    from hvlab import bisect as bisecting
+
+    with session("bisect", _argv(), debug, quiet, ROOT) as s:
+        bisecting.bisect(s, _required("kernel", kernel), _required("good", good),
+                         _required("bad", bad), host, list(suite or []), test, step,
+                         not no_skip_build_failures, jobs or (os.cpu_count() or 1),
+                         not no_ccache)
+
+
+@task(help={"days": "remove builds older than this many days (default 30)",
+            "budget_gb": "then remove the oldest builds until they fit in this many GiB",
+            "worktrees": "also remove worktrees no run is using",
+            "dry_run": "only say what would be removed",
+            "debug": "print tracebacks", "quiet": "only errors"})
+def clean(c: Context, days: float = 30.0, budget_gb: float = 0.0, worktrees: bool = False,
+          dry_run: bool = False, debug: bool = False, quiet: bool = False) -> None:
+    """Remove old builds (and idle worktrees); the object store is kept."""
+    from hvlab import housekeeping
+
+    with session("clean", _argv(), debug, quiet, ROOT) as s:
+        housekeeping.clean(s, days, budget_gb, worktrees, dry_run)
+
+
+@task(help={})
+def status(c: Context) -> None:
+    """What kernels/ holds and how much space it takes."""
+    from hvlab import housekeeping
+    from hvlab.workspace import Workspace
+
+    for line in housekeeping.status_lines(Workspace.from_env(ROOT)):
+        print(line)
+
+
 config = Collection("config")
 config.add_task(config_check, name="check", default=True)
 
@@ -283,6 +334,9 @@ ns.add_collection(hosts)
 ns.add_collection(report)
 ns.add_collection(ci)
 ns.add_task(run)
+ns.add_task(clean)
+ns.add_task(status)
+ns.add_task(bisect)
 ns.add_task(fetch)
 ns.add_task(patch)
 ns.add_task(build)

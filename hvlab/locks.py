@@ -17,6 +17,9 @@ from types import TracebackType
 
 from .errors import InfraError
 
+# `inv run --no-wait`: locks that are held fail at once instead of waiting
+WAIT_BY_DEFAULT = True
+
 
 class FileLock:
     def __init__(
@@ -24,13 +27,13 @@ class FileLock:
         path: Path,
         what: str,
         timeout: float | None = None,
-        wait: bool = True,
+        wait: bool | None = None,
         notify: Callable[[str], None] | None = None,
     ) -> None:
         self.path = path
         self.what = what
         self.timeout = timeout
-        self.wait = wait
+        self.wait = WAIT_BY_DEFAULT if wait is None else wait
         self.notify = notify or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._fd: int | None = None
 
