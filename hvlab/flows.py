@@ -99,7 +99,7 @@ class BuildOutcome:
     result: BuildResult | None
 
 
-def _fragment_files(s: Session, kernel: KernelSpec, extra: list[str]) -> list[tuple[str, Path]]:
+def fragment_files(s: Session, kernel: KernelSpec, extra: list[str]) -> list[tuple[str, Path]]:
     files = [(name, s.config.fragment(name).path) for name in kernel.config.fragments]
     for arg in extra:
         path = Path(arg).expanduser()
@@ -132,7 +132,7 @@ def build(s: Session, kernel_name: str, series_arg: str, fragments: list[str], e
           force: bool, jobs: int, warnings_baseline: str, use_ccache: bool,
           offline: bool = False) -> BuildOutcome:
     kernel = s.config.kernel(kernel_name)
-    inputs = config_inputs(kernel, _fragment_files(s, kernel, fragments))
+    inputs = config_inputs(kernel, fragment_files(s, kernel, fragments))
     inputs.requested()  # a bad fragment line fails now (file:line), before fetch and patch
     if each_patch and not series_arg:
         raise UserError("--each-patch needs --series")
