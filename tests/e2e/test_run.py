@@ -127,3 +127,19 @@ def test_sigterm_during_a_boot_leaves_a_report_and_no_qemu(real_env: Env,
     health = next(s for s in suites if s.name.endswith("boot-health"))
     assert health.status == "skip"
     assert status  # the shared helper stays importable for other e2e modules
+
+
+def test_baseline_plan_compares_with_the_unpatched_tree(matrix_env: Env) -> None:
+    env = matrix_env
+    env.write("plans/base.yaml", "kernels: [linux-6.1]\nseries: [hyperv-sample]\n"
+              "hosts: [local-qemu]\nsuites: [boot-health]\nbaseline: true\n"
+              "gate: regressions\n")
+    done = env.inv("run", "--plan", "base", timeout=3600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "against the unpatched baseline: 0 regressions" in done.stderr
+    names = {s.name for s in view.parse((env.latest / "junit.xml").read_text())}
+    assert {"linux-6.1+hyperv-sample/local-qemu.boot-health",
+            "linux-6.1+none/local-qemu.boot-health"} <= names
+    summary = (env.latest / "summary.md").read_text()
+    assert "## Regressions (0)" in summary
+    assert "<th>vs baseline</th>" in (env.latest / "report.html").read_text()
