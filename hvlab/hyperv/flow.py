@@ -13,6 +13,7 @@ or keep the VM.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from .. import cancel, console, guest_image
 from ..boot import host_lease, target_from_build, verify_booted
-from ..errors import InfraError
+from ..errors import HvlabError, InfraError
 from ..hosts import sshhost
 from ..hosts.sessions import close_chain, open_session
 from ..model import HostSpec, HypervHost
@@ -212,10 +213,16 @@ def boot_hyperv(s: Session, host: HostSpec, build_dir: Path, kernel: str
         finally:
             if guest is not None:
                 guest.close()
+            ending = sys.exc_info()[1]  # the exception this run is ending with, if any
             try:
                 vm.serial_lines()  # the whole serial log, into the run folder
                 done = vm.release()
                 s.progress.info(f"{host.name}: VM '{hv.vm}' {done}")
+            except HvlabError as exc:  # never hide why the run ended; say what is left
+                s.progress.info(f"{host.name}: VM '{hv.vm}' NOT released ({hv.release}): "
+                                f"{exc}")
+                if ending is None:
+                    raise
             finally:
                 close_chain(win)
 
