@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -162,3 +163,30 @@ def test_100_mb_of_output_is_capped_with_flat_memory(env: Env, vmlinuz: str,
         if "full log: " in cases["flood"].system_out else None
     assert (env.latest / "logs" / "suite-flood-flood.out").stat().st_size >= 100_000_000
     assert log is None or log.exists()
+
+
+def test_sigterm_during_a_test_stops_everything_and_reports(env: Env, vmlinuz: str,
+                                                            validate_junit: Any) -> None:
+    env.write("hosts/q.yaml", "kind: qemu\naccel: tcg\nmemory: 512\ncpus: 1\n")
+    env.write("suites/slow.yaml", "tests:\n  - name: slow\n    run: \"sleep 300\"\n"
+              "    timeout: 600\n")
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "--search-root", str(REPO),
+                             "test", "--prebuilt", vmlinuz, "--host", "q", "--suite", "slow"],
+                            cwd=env.root, env={**os.environ, **env.vars},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(env.reports.glob("*/logs/suite-slow-slow.log")):
+        assert time.monotonic() < deadline and proc.poll() is None, "the test never started"
+        time.sleep(0.2)
+    time.sleep(1)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stderr is not None
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode == 3, err
+    left = subprocess.run(["pgrep", "-af", "qemu-system"], capture_output=True, text=True)
+    assert str(env.root) not in left.stdout
+    validate_junit(env.latest / "junit.xml")
+    case = env.suite("q.slow")["slow: prebuilt"]
+    assert status(case) == "error" and "interrupted by SIGTERM" in message(case)
