@@ -17,6 +17,7 @@ import shlex
 import time
 from pathlib import Path
 
+from ..errors import InfraError
 from ..model import SuiteSpec, SuiteTest
 from ..parsers import ktap
 from ..report.compare import read_junit
@@ -54,13 +55,17 @@ def _probe(req: str) -> tuple[str, list[str]]:
 
 
 def unmet(ctx: GuestContext, test: SuiteTest, log: Path) -> str:
-    """The reason the first unmet requirement gives, or ""."""
+    """The reason the first unmet requirement gives, or ""; an InfraError when a
+    requirement cannot be checked (that is not a reason to skip)."""
     for req in test.requires:
         script, args = _probe(req)
         r = ctx.session.run(["sh", "-c", script, "sh", *args], timeout=30, log=log)
         answer = r.output.strip().splitlines()[-1:] if r.output.strip() else [""]
         if not r.ok:
-            return f"requirement {req} could not be checked (exit {r.exit_status})"
+            why = "timed out" if r.timed_out else "connection dropped" if r.dropped \
+                else f"exit {r.exit_status}"
+            raise InfraError(f"requirement {req} of {test.name} could not be checked on "
+                             f"{ctx.host} ({why})")
         if answer[0] != "ok":
             return f"requires {req}: {answer[0]}"
     return ""
@@ -116,7 +121,10 @@ def _junit_cases(ctx: GuestContext, test: SuiteTest, log: Path) -> list[TestCase
 def _attempt(ctx: GuestContext, suite: SuiteSpec, test: SuiteTest, log: Path,
              remote_dir: str | None) -> list[TestCase]:
     if test.run.startswith("builtin:"):
-        cases = BUILTINS[test.run.removeprefix("builtin:")](ctx, log)
+        try:
+            cases = BUILTINS[test.run.removeprefix("builtin:")](ctx, log)
+        except InfraError as exc:  # this test broke; the suite goes on
+            return [TestCase(test.name, Status.ERROR, str(exc), log_path=log)]
         return [c if c.name.startswith(test.name) else
                 TestCase(f"{test.name}: {c.name}", c.status, c.message, c.output, c.duration,
                          c.log_path, c.properties) for c in cases]
@@ -139,7 +147,10 @@ def _attempt(ctx: GuestContext, suite: SuiteSpec, test: SuiteTest, log: Path,
 def run_test(ctx: GuestContext, suite: SuiteSpec, test: SuiteTest, log: Path,
              remote_dir: str | None) -> list[TestCase]:
     t0 = time.monotonic()
-    reason = unmet(ctx, test, log)
+    try:
+        reason = unmet(ctx, test, log)
+    except InfraError as exc:
+        return [TestCase(test.name, Status.ERROR, str(exc), log_path=log)]
     if reason:
         return [TestCase(test.name, Status.SKIP, reason, log_path=log)]
     attempts = 0
