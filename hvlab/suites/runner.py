@@ -17,7 +17,7 @@ import shlex
 import time
 from pathlib import Path
 
-from ..errors import InfraError
+from ..errors import InfraError, Interrupted
 from ..model import SuiteSpec, SuiteTest
 from ..parsers import ktap
 from ..report.compare import read_junit
@@ -123,6 +123,8 @@ def _attempt(ctx: GuestContext, suite: SuiteSpec, test: SuiteTest, log: Path,
     if test.run.startswith("builtin:"):
         try:
             cases = BUILTINS[test.run.removeprefix("builtin:")](ctx, log)
+        except Interrupted:
+            raise
         except InfraError as exc:  # this test broke; the suite goes on
             return [TestCase(test.name, Status.ERROR, str(exc), log_path=log)]
         return [c if c.name.startswith(test.name) else
@@ -149,6 +151,8 @@ def run_test(ctx: GuestContext, suite: SuiteSpec, test: SuiteTest, log: Path,
     t0 = time.monotonic()
     try:
         reason = unmet(ctx, test, log)
+    except Interrupted:
+        raise
     except InfraError as exc:
         return [TestCase(test.name, Status.ERROR, str(exc), log_path=log)]
     if reason:
