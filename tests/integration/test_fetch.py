@@ -7,9 +7,11 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -273,3 +275,34 @@ def test_tarball_url_unreachable_is_infrastructure(env: Env) -> None:
     done = env.inv("fetch", "--kernel", "k")
     assert done.returncode == 3
     assert "kernel 'k': cannot download http://127.0.0.1:9/linux.tar.xz" in done.stderr
+
+
+def test_sigterm_during_a_tarball_import_leaves_the_store_clean(
+        env: Env, validate_junit: Callable[[Path], None]) -> None:
+    tarball = Path("/usr/src/linux-source-6.1.tar.xz")  # ~40 s to import: time to interrupt
+    if not tarball.is_file():
+        pytest.fail(f"{tarball} is missing: run ci/setup.sh (linux-source-6.1)")
+    kernel_yaml(env, "k", f"  tarball: {tarball}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "--search-root", str(REPO),
+                             "fetch", "--kernel", "k"], cwd=env.root,
+                            env={**os.environ, **env.vars}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    store = env.kernels / "git" / "store.git"
+    while not subprocess.run(["pgrep", "-f", f"{store} fast-import"],
+                             capture_output=True).stdout:
+        assert time.monotonic() < deadline and proc.poll() is None, "the import never started"
+        time.sleep(0.1)
+    time.sleep(2)  # well inside the import
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode == 3, err
+    assert "interrupted by SIGTERM" in err
+    validate_junit(env.latest / "junit.xml")
+    assert store_git(env, "for-each-ref", "refs/hvlab/") == ""
+    assert not list((store / "objects" / "pack").glob("tmp_*"))
+    left = subprocess.run(["pgrep", "-af", "fast-import"], capture_output=True, text=True)
+    assert str(store) not in left.stdout
+    store_git(env, "fsck", "--no-progress")
