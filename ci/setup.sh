@@ -10,6 +10,8 @@ PACKAGES=(
   git perl xz-utils
   # kernel build
   gcc make flex bison bc libelf-dev libssl-dev cpio ccache kmod
+  # kselftest collections (their install rule copies with rsync)
+  rsync
   # test hosts: QEMU guests, SSH, guest image, kexec
   qemu-system-x86 ipxe-qemu openssh-server openssh-client busybox-static kexec-tools
   iproute2 iperf3 procps

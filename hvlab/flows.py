@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import buildlog, source
+from . import buildlog, kselftest, source
 from .build import Builder, Configured, config_inputs
 from .buildlog import Diagnostic
 from .buildstage import (
@@ -130,7 +131,10 @@ def _configure(s: Session, builder: Builder, tree: Path, commit: str) -> Configu
 
 def build(s: Session, kernel_name: str, series_arg: str, fragments: list[str], each_patch: bool,
           force: bool, jobs: int, warnings_baseline: str, use_ccache: bool,
-          offline: bool = False) -> BuildOutcome:
+          offline: bool = False,
+          kselftests: Sequence[tuple[str, ...]] = ()) -> BuildOutcome:
+    """Fetch, patch, configure and build; with ``kselftests`` (target lists) also
+    the kselftest collections of the same tree, as cases of the build stage."""
     kernel = s.config.kernel(kernel_name)
     inputs = config_inputs(kernel, fragment_files(s, kernel, fragments))
     inputs.requested()  # a bad fragment line fails now (file:line), before fetch and patch
@@ -188,6 +192,12 @@ def build(s: Session, kernel_name: str, series_arg: str, fragments: list[str], e
         known = [d for d in warnings if d not in new]
         cases.insert(0, build_case(f"build: {kernel.name}", result, known))
         cases += warning_cases(new, log)
+        if result.ok and result.path is not None:
+            for targets in kselftests:
+                s.progress.stage("build", f"kselftest {' '.join(targets)}")
+                cases.append(kselftest.build_collection(builder, tree, commit,
+                                                        configured.config_text, result.path,
+                                                        targets, log))
         props = {"build_id": result.build_id, "kernelrelease": result.kernelrelease,
                  "cached": str(result.cached).lower(), "warnings": str(len(warnings)),
                  "new_warnings": str(len(new))}

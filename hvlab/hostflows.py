@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import console, flows, guest_image
+from . import console, flows, guest_image, kselftest
 from .boot import BootTarget, boot_qemu, host_lease, target_from_build, verify_booted
 from .errors import HvlabError, UserError
 from .hosts import sshhost
@@ -51,7 +51,7 @@ def boot(s: Session, kernel_name: str, series: str, host_name: str, fragments: l
     kernel = s.config.kernel(kernel_name)
     plan_cell(s, kernel.name, host, specs)
     built = flows.build(s, kernel_name, series, fragments, False, force, jobs, "", use_ccache,
-                        offline)
+                        offline, kselftest.targets_of(specs))
     if not built.ok or built.result is None or built.result.path is None:
         return Booted(False, "")
     return boot_build(s, host, built.result.path, kernel.name, specs, series)
@@ -68,7 +68,7 @@ def plan_cell(s: Session, kernel: str, host: HostSpec, suites: list[SuiteSpec]) 
 def boot_build(s: Session, host: HostSpec, build_dir: Path, kernel: str,
               suites: list[SuiteSpec], series: str) -> Booted:
     plan_cell(s, kernel, host, suites)
-    after = Suites(s, kernel, host, suites, series)
+    after = Suites(s, kernel, host, suites, series, build_dir)
     if host.kind == "ssh":
         return _boot_ssh(s, host, build_dir, kernel, after)
     if host.kind == "hyperv":
@@ -90,12 +90,13 @@ class Suites:
     host: HostSpec
     specs: list[SuiteSpec]
     series: str
+    build: Path
 
     def run(self, session: SshSession, release: str) -> None:
         if not self.specs:
             return
         ctx = GuestContext(session, self.host.name, release, self.s.run.logs,
-                           self.host.iperf_server, self._dmesg_baseline(session))
+                           self.host.iperf_server, self._dmesg_baseline(session), self.build)
         props = {"kernel": self.kernel, "host": self.host.name, "kernel_release": release}
         for spec in self.specs:
             self.s.begin(spec.name, self.kernel, self.host.name)

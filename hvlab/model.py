@@ -152,6 +152,7 @@ class SuiteTest:
     requires: tuple[str, ...] = ()
     retries: int = 0
     results: str | None = None  # path of the file a junit/ktap test leaves
+    kselftest: tuple[str, ...] = ()  # kselftest TARGETS built from the tested tree
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cancel, flows, hostflows
+from . import cancel, flows, hostflows, kselftest
 from .config.loader import Config
 from .errors import HvlabError, UserError
 from .model import NO_SERIES, PlanSpec, Variant
@@ -148,7 +148,8 @@ class _Runner:
         self.offline = offline
         self.built: dict[BuildKey, tuple[Path | None, dict[str, str]]] = {}
 
-    def build(self, key: BuildKey) -> None:
+    def build(self, key: BuildKey, suites: Sequence[str]) -> None:
+        """Build ``key`` (and the kselftest collections ``suites`` need)."""
         s = self.s
         props: dict[str, str] = {"series": key.series}
         fragments = [str(s.config.fragment(f).path) for f in key.variant.fragments]
@@ -156,7 +157,8 @@ class _Runner:
             try:
                 built = flows.build(s, key.kernel, "" if key.series == NO_SERIES else key.series,
                                     fragments, False, self.force, self.jobs, "",
-                                    self.use_ccache, self.offline)
+                                    self.use_ccache, self.offline,
+                                    kselftest.targets_of(s.config.suite(n) for n in suites))
                 path = built.result.path if built.ok and built.result is not None else None
             except HvlabError as exc:
                 self._error(key.kernel, "build", "local", exc)
@@ -205,8 +207,11 @@ def run_plan(s: Session, plan: PlanSpec, plan_cells: list[Cell], force: bool, jo
                                 [s.config.suite(n) for n in cell.suites])
     s.progress.info(f"plan {plan.name}: {len(plan_cells)} cells on "
                     f"{len({c.host for c in plan_cells})} hosts")
-    for key in dict.fromkeys(c.build for c in plan_cells):
-        runner.build(key)
+    suites_of: dict[BuildKey, dict[str, None]] = {}
+    for cell in plan_cells:
+        suites_of.setdefault(cell.build, {}).update(dict.fromkeys(cell.suites))
+    for key, suites in suites_of.items():
+        runner.build(key, list(suites))
     by_host: dict[str, list[Cell]] = {}
     for cell in plan_cells:
         by_host.setdefault(cell.host, []).append(cell)

@@ -36,6 +36,7 @@ PACKAGES = {
     "ssh-keygen": "openssh-client",
     "kexec": "kexec-tools",
     "depmod": "kmod",
+    "rsync": "rsync",
     "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
 }
 

@@ -53,6 +53,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}=?")
 VMBUS_KINDS = ("network", "scsi", "ide", "shutdown", "timesync", "heartbeat", "kvp", "vss",
                "fcopy", "dynamic-memory", "keyboard", "mouse", "video", "pci-passthrough")
+_KSFT_TARGET = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
 _REQUIRE = re.compile(r"vmbus|module:[A-Za-z0-9_-]+|class:[A-Za-z0-9_-]+|path:/\S*")
 
 
@@ -391,7 +392,24 @@ class _Loader:
                 t.error("requires", f"unknown requirement '{req}' (vmbus | module:<name> | "
                         "class:<vmbus class> | path:<absolute path>)", mark=mark)
             requires.append(req)
-        run = t.req_str("run")
+        kselftest = []
+        for target, mark in t.str_list("kselftest"):
+            if not _KSFT_TARGET.fullmatch(target) or ".." in target.split("/"):
+                t.error("kselftest", f"'{target}' is not a kselftest target (a directory "
+                        "under tools/testing/selftests, e.g. size or net/forwarding)",
+                        mark=mark)
+            kselftest.append(target)
+        if t.has("kselftest"):
+            if not kselftest:
+                t.error("kselftest", "an empty list: name the targets to build and run")
+            for key in ("run", "parser", "results"):
+                if t.raw(key) is not None:
+                    t.error(key, f"'{key}' does not go with 'kselftest' (the collection's "
+                            "run_kselftest.sh runs, its TAP output is parsed)")
+            run = "kselftest:" + " ".join(kselftest)
+            parser = "tap"
+        else:
+            run = t.req_str("run")
         if run.startswith("builtin:") and run.removeprefix("builtin:") not in BUILTIN_TESTS:
             t.error("run", f"unknown built-in test '{run}' (builtin: "
                     f"{' | '.join(BUILTIN_TESTS)})")
@@ -412,6 +430,7 @@ class _Loader:
             requires=tuple(requires),
             retries=t.integer("retries", 0, 0, 10),
             results=results,
+            kselftest=tuple(kselftest),
         )
 
     def plans(self) -> None:

@@ -28,6 +28,7 @@ class GuestContext:
     workdir: Path  # the run's logs folder
     iperf_server: str | None = None
     dmesg_baseline: list[str] | None = None  # error lines of the baseline boot
+    build: Path | None = None  # the booted build's folder (kernels/builds/<id>), when known
 
 
 BIG = 16 << 20  # what a collector may print (dmesg, KTAP) and still be judged whole

@@ -15,8 +15,10 @@ from __future__ import annotations
 import re
 import shlex
 import time
+from dataclasses import replace
 from pathlib import Path
 
+from .. import kselftest
 from ..errors import InfraError, Interrupted
 from ..model import SuiteSpec, SuiteTest
 from ..parsers import ktap
@@ -118,8 +120,34 @@ def _junit_cases(ctx: GuestContext, test: SuiteTest, log: Path) -> list[TestCase
             for (_cls, n), r in found.items()]
 
 
+def _kselftest(ctx: GuestContext, test: SuiteTest) -> tuple[SuiteTest, str] | TestCase:
+    """The collection uploaded: (the test as a TAP shell test, its remote folder), or
+    the error case when this build has no collection of those targets."""
+    folder = kselftest.collection_dir(ctx.build, test.kselftest) if ctx.build else None
+    if folder is None or not (folder / "run_kselftest.sh").is_file():
+        where = f" in {folder.parent}" if folder else ""
+        return TestCase(test.name, Status.ERROR, f"no kselftest collection of "
+                        f"{' '.join(test.kselftest)} for this build{where}: it is built with "
+                        "the kernel by inv test / inv run --kernel (a --prebuilt folder has "
+                        "one only if such a run built it)")
+    remote = f"{REMOTE_DIR}/kselftest-{kselftest.key(test.kselftest)}"
+    try:
+        ctx.session.run(["rm", "-rf", remote], timeout=60)
+        ctx.session.put_dir(folder, remote)
+    except Interrupted:
+        raise
+    except InfraError as exc:
+        return TestCase(test.name, Status.ERROR, f"uploading the kselftest collection: {exc}")
+    return replace(test, run="./run_kselftest.sh", parser="tap"), remote
+
+
 def _attempt(ctx: GuestContext, suite: SuiteSpec, test: SuiteTest, log: Path,
              remote_dir: str | None) -> list[TestCase]:
+    if test.kselftest:
+        prepared = _kselftest(ctx, test)
+        if isinstance(prepared, TestCase):
+            return [prepared]
+        test, remote_dir = prepared
     if test.run.startswith("builtin:"):
         try:
             cases = BUILTINS[test.run.removeprefix("builtin:")](ctx, log)

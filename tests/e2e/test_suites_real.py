@@ -3,12 +3,14 @@ and hyperv-drivers skips every test with a reason naming Hyper-V."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Env
+from tests.conftest import Env, git
 from tests.conftest import case_status as status
+from tests.e2e.test_real_build import diff_series
 
 pytestmark = pytest.mark.e2e
 
@@ -36,3 +38,31 @@ def test_boot_health_passes_and_hyperv_drivers_skip_in_qemu(real_env: Env,
     assert props["patchset_hash"] and props["commit"]
     summary = (real_env.latest / "summary.md").read_text()
     assert "| local-qemu | boot-health | ✅ pass |" in summary
+
+
+def test_kselftest_collection_of_the_tree_runs_on_the_guest(real_env: Env, tmp_path: Path,
+                                                            validate_junit: Any) -> None:
+    done = real_env.inv("test", "--kernel", "linux-6.1", "--series", "hyperv-sample",
+                        "--host", "local-qemu", "--suite", "kselftest", timeout=3600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    validate_junit(real_env.latest / "junit.xml")
+    build = real_env.suite("local.build")
+    assert status(build["kselftest build: size vDSO"]) == "pass"
+    cases = real_env.suite("local-qemu.kselftest")
+    assert status(cases["kselftest: selftests: size: get_size.get runtime memory use"]) == "pass"
+    vdso = [n for n in cases if n.startswith("kselftest: selftests: vDSO: vdso_test_")]
+    assert len(vdso) >= 5 and all(status(cases[n]) in ("pass", "skipped") for n in vdso)
+    tree = real_env.kernels / "worktrees" / "linux-6.1"
+    assert git(tree, "status", "--porcelain") == ""  # built out of tree
+
+    # a series that breaks a selftest of the tree fails that case, and only it
+    series = diff_series(real_env, tmp_path, "size-fails",
+                         "tools/testing/selftests/size/get_size.c",
+                         '\tprint("ok 1");', '\tprint("not ok 1");')
+    done = real_env.inv("test", "--kernel", "linux-6.1", "--series", str(series),
+                        "--host", "local-qemu", "--suite", "kselftest", timeout=3600)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    validate_junit(real_env.latest / "junit.xml")
+    cases = real_env.suite("local-qemu.kselftest")
+    bad = [n for n, c in cases.items() if status(c) == "failure"]
+    assert bad == ["kselftest: selftests: size: get_size.get runtime memory use"], bad

@@ -62,6 +62,8 @@ tests:
     run: "cp out.xml /tmp/out.xml"
   - name: script-folder
     run: "sh ./check.sh"
+  - name: selftests
+    kselftest: [size]
 """
 
 
@@ -124,6 +126,9 @@ def test_every_kind_of_test_on_a_real_guest(env: Env, vmlinuz: str,
     assert message(cases["junit: b"]) == "b broke"
     assert "in /tmp/hvlab-suites/all for all/script-folder" in \
         cases["script-folder"].system_out
+    # a prebuilt distro kernel has no tree, so no kselftest collection: an error, not a pass
+    assert status(cases["selftests"]) == "error"
+    assert "no kselftest collection of size for this build" in message(cases["selftests"])
     health = env.suite("q.boot-health")
     assert status(health["taint"]) == "pass"
     assert props["kernel_release"] == Path(vmlinuz).name.removeprefix("vmlinuz-")

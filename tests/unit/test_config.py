@@ -234,3 +234,28 @@ def test_suite_unknown_builtin_parser_and_class(tmp_path: Path) -> None:
     assert any("s.yaml:6:13: tests[1].parser:" in f for f in found), found
     assert any("s.yaml:9:16: tests[2].requires: unknown VMBus class 'gpu'" in f
                for f in found), found
+
+
+def test_kselftest_test_loads_as_a_tap_test(tmp_path: Path) -> None:
+    write(tmp_path, "suites/s.yaml",
+          "tests:\n  - name: ksft\n    kselftest: [size, net/forwarding]\n    timeout: 600\n")
+    config, found = loader.load(ws_for(tmp_path))
+    assert found == []
+    test = config.suite("s").tests[0]
+    assert test.kselftest == ("size", "net/forwarding")
+    assert test.parser == "tap" and test.timeout == 600
+
+
+def test_kselftest_bad_targets_and_keys_that_do_not_go_with_it(tmp_path: Path) -> None:
+    write(tmp_path, "suites/s.yaml",
+          "tests:\n  - name: a\n    kselftest: [size, ../etc, '-x']\n    run: 'true'\n"
+          "  - name: b\n    kselftest: []\n")
+    found = issues(tmp_path)
+    assert any("s.yaml:3:23: tests[0].kselftest: '../etc' is not a kselftest target" in f
+               for f in found), found
+    assert any("s.yaml:3:31: tests[0].kselftest: '-x' is not a kselftest target" in f
+               for f in found), found
+    assert any("s.yaml:4:5: tests[0].run: 'run' does not go with 'kselftest'" in f
+               for f in found), found
+    assert any("s.yaml:6:5: tests[1].kselftest: an empty list" in f for f in found), found
+    assert not any("unknown key" in f for f in found), found
