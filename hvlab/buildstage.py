@@ -121,8 +121,8 @@ def write_reproducer(path: Path, builder: Builder, tree: Path, commit: str,
         "set -eu\n"
         f"git -C {shlex.quote(str(tree))} checkout --detach {commit}\n"
         f"mkdir -p {shlex.quote(str(builder.build_dir))}\n"
-        f"cp {shlex.quote(str(path.parent / 'config'))} "
-        f"{shlex.quote(str(builder.build_dir / '.config'))}\n"
+        # the config beside this script: the folder is renamed into place after make
+        f"cp \"$(dirname \"$0\")/config\" {shlex.quote(str(builder.build_dir / '.config'))}\n"
         f"env {env} {shlex.join(argv)}\n"
     )
     path.chmod(0o755)

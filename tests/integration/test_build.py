@@ -69,8 +69,14 @@ def test_build_artifacts_metadata_and_cache(env: Env, tmp_path: Path,
     with tarfile.open(out / "modules.tar.gz") as tf:
         names = tf.getnames()
     assert "./lib/modules/6.1.0-fake/kernel/drivers/hv/hv_util.ko" in names
-    # reproduce.sh rebuilds with the same make command
+    # reproduce.sh rebuilds with the same make command, from the build folder it lives in
     assert "bzImage modules" in (out / "reproduce.sh").read_text()
+    work = next((env.kernels / "builds" / "work").iterdir())
+    (work / ".config").unlink()
+    redo = subprocess.run(["sh", str(out / "reproduce.sh")], capture_output=True, text=True)
+    assert redo.returncode == 0, redo.stderr
+    assert (work / ".config").read_text() == (out / "config").read_text()
+    assert (work / "arch" / "x86" / "boot" / "bzImage").is_file()
     again = env.inv("build", "--kernel", "k", "--no-ccache")
     assert again.returncode == 0
     assert "build: PASS" in again.stderr and "(cached)" in again.stderr
