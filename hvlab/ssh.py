@@ -35,6 +35,10 @@ from . import cancel
 from .errors import InfraError, UserError
 from .model import SshEndpoint
 
+# Seconds a command's output may stay open after its exit status arrived (a
+# background process holding stdout) before the output counts as ended.
+EXIT_GRACE = 2.0
+
 
 def fingerprint(key: paramiko.PKey) -> str:
     """OpenSSH's ``SHA256:...`` form (as ``ssh-keygen -lf`` prints it)."""
@@ -287,12 +291,19 @@ class SshSession:
                             on_line(line.decode("utf-8", "replace"))
                 return got
 
+            exited_at: float | None = None
             while True:
                 got = pump(chan.recv_ready, chan.recv, False)
                 got = pump(chan.recv_stderr_ready, chan.recv_stderr, True) or got
+                # sshd may send the exit status before the last output: the end is EOF.
+                # A background process can hold the output open past the exit; then
+                # the output ends when nothing came for EXIT_GRACE seconds.
                 if chan.exit_status_ready() and not chan.recv_ready() and \
                         not chan.recv_stderr_ready():
-                    break
+                    now = time.monotonic()
+                    exited_at = exited_at if exited_at is not None else now
+                    if chan.eof_received or (not got and now - exited_at > EXIT_GRACE):
+                        break
                 transport = chan.get_transport()
                 if chan.closed or transport is None or not transport.is_active():
                     dropped = True
