@@ -96,7 +96,8 @@ class Suites:
         if not self.specs:
             return
         ctx = GuestContext(session, self.host.name, release, self.s.run.logs,
-                           self.host.iperf_server, self._dmesg_baseline(session), self.build)
+                           self.host.iperf_server, self._dmesg_baseline(session), self.build,
+                           self.host.scratch_disk)
         props = {"kernel": self.kernel, "host": self.host.name, "kernel_release": release}
         for spec in self.specs:
             self.s.begin(spec.name, self.kernel, self.host.name)

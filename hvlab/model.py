@@ -141,6 +141,7 @@ class HostSpec:
     boot_timeout: int = 120
     iperf_server: str | None = None
     description: str = ""
+    scratch_disk: str | None = None  # a guest block device the storage test may overwrite
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}=?")
 VMBUS_KINDS = ("network", "scsi", "ide", "shutdown", "timesync", "heartbeat", "kvp", "vss",
                "fcopy", "dynamic-memory", "keyboard", "mouse", "video", "pci-passthrough")
+_SCRATCH = re.compile(r"/dev/[A-Za-z0-9_./:-]+")
 _KSFT_TARGET = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
 _REQUIRE = re.compile(r"vmbus|module:[A-Za-z0-9_-]+|class:[A-Za-z0-9_-]+|path:/\S*")
 
@@ -291,6 +292,9 @@ class _Loader:
             kind = r.enum("kind", HOST_KINDS, required=True)
             boot_timeout = r.integer("boot_timeout", 120, 1, 86400)
             iperf = r.string("iperf_server")
+            scratch = r.string("scratch_disk")
+            if scratch is not None and not _SCRATCH.fullmatch(scratch):
+                r.error("scratch_disk", f"'{scratch}' is not a device path (/dev/<name>)")
             desc = r.string("description", default="") or ""
             detail: QemuHost | SshHost | HypervHost | None = None
             if kind == "qemu":
@@ -305,7 +309,7 @@ class _Loader:
             r.done()
             if detail is not None and kind is not None:
                 self.config.hosts[name] = HostSpec(name, path, kind, detail, boot_timeout,
-                                                   iperf, desc)
+                                                   iperf, desc, scratch)
 
     def _qemu(self, r: MapReader) -> QemuHost:
         on = r.string("on", default="local") or "local"

@@ -29,6 +29,7 @@ class GuestContext:
     iperf_server: str | None = None
     dmesg_baseline: list[str] | None = None  # error lines of the baseline boot
     build: Path | None = None  # the booted build's folder (kernels/builds/<id>), when known
+    scratch_disk: str | None = None  # a block device the storage test may overwrite
 
 
 BIG = 16 << 20  # what a collector may print (dmesg, KTAP) and still be judged whole
@@ -131,6 +132,34 @@ def hv_network(ctx: GuestContext, log: Path) -> list[TestCase]:
     return cases
 
 
+def hv_storage(ctx: GuestContext, log: Path) -> list[TestCase]:
+    """A disk on hv_storvsc; with the host's ``scratch_disk``, 64 MiB written to it and
+    read back (caches dropped) with the same checksum."""
+    r = _sh(ctx, checks.COLLECT_STORAGE, log, 60, "")
+    if not r.ok:
+        return [_error("storage", r, "listing disks")]
+    cases = [checks.judge_storvsc(r.stdout)]
+    name = f"storage: {checks.SCRATCH_MIB} MiB read back"
+    if not ctx.scratch_disk:
+        cases.append(TestCase(name, Status.SKIP, f"host {ctx.host} has no scratch_disk"))
+        return cases
+    io = _sh(ctx, checks.SCRATCH_IO, log, 600, ctx.scratch_disk, str(checks.SCRATCH_MIB))
+    if not io.ok:
+        cases.append(_error(f"{name} from {ctx.scratch_disk}", io, "the scratch disk check"))
+    else:
+        cases.append(checks.judge_scratch(io.stdout, ctx.scratch_disk))
+    return cases
+
+
+def hv_sock(ctx: GuestContext, log: Path) -> list[TestCase]:
+    before = len(_dmesg_lines(ctx, log))
+    r = _sh(ctx, checks.COLLECT_HVSOCK, log, 60, "")
+    if not r.ok:
+        return [_error("hv_sock", r, "the hv_sock check")]
+    splats = [f"{f.kind}: {f.message}" for f in console.scan(_dmesg_lines(ctx, log)[before:])]
+    return [checks.judge_hvsock(r.stdout, splats)]
+
+
 RELOAD = r"""n="$1"
 i=0
 while [ $i -lt "$n" ]; do
@@ -205,6 +234,8 @@ BUILTINS: dict[str, Callable[[GuestContext, Path], list[TestCase]]] = {
     "hv-utils": hv_utils,
     "hv-balloon": hv_balloon,
     "hv-network": hv_network,
+    "hv-storage": hv_storage,
+    "hv-sock": hv_sock,
     "netvsc-reload": netvsc_reload,
     "kunit": kunit,
 }

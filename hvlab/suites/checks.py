@@ -283,3 +283,96 @@ def judge_network(output: str) -> list[TestCase]:
                               "no default gateway" if gw == "-" else
                               f"gateway {gw} does not answer ping"))
     return cases
+
+
+# -- storage ------------------------------------------------------------------------
+# Disks and where their sysfs device lives: a storvsc disk sits below the VMBus
+# device that hv_storvsc is bound to (.../VMBUS:00/<device id>/host0/.../block/sda).
+COLLECT_STORAGE = r"""root="${1:-}"
+for d in "$root"/sys/bus/vmbus/drivers/hv_storvsc/*; do
+  [ -L "$d" ] && echo "storvsc $(basename "$d")"
+done
+for b in "$root"/sys/block/*; do
+  [ -e "$b" ] || continue
+  echo "disk $(basename "$b") $(readlink -f "$b")"
+done
+exit 0
+"""
+
+SCRATCH_MIB = 64
+# 64 MiB of random data onto the scratch disk, caches dropped, read back: both
+# checksums are printed for the judge.  Refuses a disk that is mounted.
+SCRATCH_IO = r"""dev="$1"; mib="$2"
+[ -b "$dev" ] || { echo "error $dev is not a block device"; exit 0; }
+if grep -q "^$dev " /proc/mounts; then echo "error $dev is mounted"; exit 0; fi
+sectors=$(cat "/sys/class/block/$(basename "$dev")/size" 2>/dev/null || echo 0)
+if [ "$sectors" -lt $((mib * 2048)) ]; then
+  echo "error $dev has $((sectors / 2048)) MiB, fewer than $mib"; exit 0
+fi
+tmp=/tmp/hvlab-scratch.$$
+trap 'rm -f "$tmp"' EXIT
+if ! dd if=/dev/urandom of="$tmp" bs=1048576 count="$mib" 2>/dev/null; then
+  echo "error no room for $mib MiB in /tmp"; exit 0
+fi
+set -- $(sha256sum < "$tmp"); echo "wrote $1"
+if ! dd if="$tmp" of="$dev" bs=1048576 count="$mib" conv=fsync 2>/dev/null; then
+  echo "error writing $dev failed"; exit 0
+fi
+sync; echo 3 > /proc/sys/vm/drop_caches
+set -- $(dd if="$dev" bs=1048576 count="$mib" 2>/dev/null | sha256sum); echo "read $1"
+"""
+
+
+def judge_storvsc(output: str) -> TestCase:
+    lines = [line.split(maxsplit=2) for line in output.splitlines()]
+    devices = {f[1] for f in lines if len(f) == 2 and f[0] == "storvsc"}
+    disks = [(f[1], f[2]) for f in lines if len(f) == 3 and f[0] == "disk"]
+    on = sorted(name for name, path in disks if any(f"/{d}/" in path for d in devices))
+    if on:
+        return TestCase("storage: storvsc disk", Status.PASS,
+                        output=f"on hv_storvsc: {', '.join(on)}\n")
+    why = ("no VMBus device is bound to hv_storvsc" if not devices else
+           f"no block device below the hv_storvsc devices {', '.join(sorted(devices))}")
+    return TestCase("storage: storvsc disk", Status.FAIL, why,
+                    output="\n".join(f"{n} -> {p}" for n, p in disks) + "\n")
+
+
+def judge_scratch(output: str, device: str) -> TestCase:
+    name = f"storage: {SCRATCH_MIB} MiB read back from {device}"
+    fields = dict(line.split(" ", 1) for line in output.splitlines() if " " in line)
+    if "error" in fields:
+        return TestCase(name, Status.ERROR, f"scratch disk: {fields['error']}")
+    wrote, read = fields.get("wrote", ""), fields.get("read", "")
+    if not wrote or not read:
+        return TestCase(name, Status.ERROR, "the scratch disk check printed no checksums",
+                        output=output)
+    if wrote != read:
+        return TestCase(name, Status.FAIL, f"read back sha256 {read[:16]}... differs from "
+                        f"the {wrote[:16]}... written", output=output)
+    return TestCase(name, Status.PASS, output=f"sha256 {wrote}\n")
+
+
+# -- hv_sock ------------------------------------------------------------------------
+COLLECT_HVSOCK = r"""root="${1:-}"
+if [ -z "$root" ]; then modprobe hv_sock 2>&1; echo "modprobe $?"; fi
+[ -d "$root/sys/module/hv_sock" ] && echo "module hv_sock"
+[ -e "$root/dev/vsock" ] && echo "dev vsock"
+exit 0
+"""
+
+
+def judge_hvsock(output: str, splats: list[str]) -> TestCase:
+    lines = output.splitlines()
+    rc = next((line.split()[1] for line in lines if line.startswith("modprobe ")), "0")
+    if rc != "0":
+        return TestCase("hv_sock", Status.FAIL, f"modprobe hv_sock failed (exit {rc})",
+                        output=output)
+    missing = [what for what, line in (("/sys/module/hv_sock", "module hv_sock"),
+                                       ("/dev/vsock", "dev vsock")) if line not in lines]
+    if missing:
+        return TestCase("hv_sock", Status.FAIL, f"hv_sock loaded but {', '.join(missing)} "
+                        "missing", output=output)
+    if splats:
+        return TestCase("hv_sock", Status.FAIL, f"loading hv_sock: {splats[0]}",
+                        output="\n".join(splats) + "\n")
+    return TestCase("hv_sock", Status.PASS, output="hv_sock transport registered, /dev/vsock\n")

@@ -195,3 +195,36 @@ def test_sigterm_during_a_test_stops_everything_and_reports(env: Env, vmlinuz: s
     validate_junit(env.latest / "junit.xml")
     case = env.suite("q.slow")["slow: prebuilt"]
     assert status(case) == "error" and "interrupted by SIGTERM" in message(case)
+
+
+def test_storage_check_writes_and_reads_back_a_scratch_disk(env: Env, vmlinuz: str,
+                                                            tmp_path: Path,
+                                                            validate_junit: Any) -> None:
+    disks = {}
+    for name, mib in (("big", 96), ("small", 16)):
+        disks[name] = tmp_path / f"{name}.img"
+        with disks[name].open("wb") as fh:
+            fh.truncate(mib << 20)
+        env.write(f"hosts/{name}.yaml",
+                  "kind: qemu\naccel: tcg\nmemory: 512\ncpus: 1\nscratch_disk: /dev/vda\n"
+                  f"qemu_args: [-drive, 'file={disks[name]},if=virtio,format=raw']\n")
+    # no requirements: the storvsc part fails off Hyper-V, the disk I/O is real
+    env.write("suites/storage.yaml", "tests:\n  - name: storage\n    run: builtin:hv-storage\n")
+    done = env.inv("test", "--prebuilt", vmlinuz, "--host", "big", "--suite", "storage",
+                   timeout=600)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    validate_junit(env.latest / "junit.xml")
+    cases = env.suite("big.storage")
+    assert status(cases["storage: storvsc disk"]) == "failure"
+    assert message(cases["storage: storvsc disk"]) == "no VMBus device is bound to hv_storvsc"
+    scratch = cases["storage: 64 MiB read back from /dev/vda"]
+    assert status(scratch) == "pass", message(scratch)
+    written = disks["big"].read_bytes()[: 64 << 20]
+    import hashlib
+    assert scratch.system_out.strip() == f"sha256 {hashlib.sha256(written).hexdigest()}"
+    done = env.inv("test", "--prebuilt", vmlinuz, "--host", "small", "--suite", "storage",
+                   timeout=600)
+    assert done.returncode == 3  # the check could not run: an error, never a pass
+    small = env.suite("small.storage")["storage: 64 MiB read back from /dev/vda"]
+    assert status(small) == "error"
+    assert message(small) == "scratch disk: /dev/vda has 16 MiB, fewer than 64"

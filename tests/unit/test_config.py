@@ -259,3 +259,12 @@ def test_kselftest_bad_targets_and_keys_that_do_not_go_with_it(tmp_path: Path) -
                for f in found), found
     assert any("s.yaml:6:5: tests[1].kselftest: an empty list" in f for f in found), found
     assert not any("unknown key" in f for f in found), found
+
+
+def test_scratch_disk_must_be_a_device_path(tmp_path: Path) -> None:
+    write(tmp_path, "hosts/q.yaml", "kind: qemu\nscratch_disk: /dev/sdb\n")
+    config, found = loader.load(ws_for(tmp_path))
+    assert found == [] and config.host("q").scratch_disk == "/dev/sdb"
+    write(tmp_path, "hosts/q.yaml", "kind: qemu\nscratch_disk: 'sdb; rm -rf /'\n")
+    assert only(tmp_path).endswith(
+        "hosts/q.yaml:2:1: scratch_disk: 'sdb; rm -rf /' is not a device path (/dev/<name>)")

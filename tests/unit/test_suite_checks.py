@@ -125,3 +125,71 @@ def test_modules_collector_on_a_fixture_tree(tmp_path: Path) -> None:
     assert not present
     assert kinds["hid_hyperv"] == "module" and kinds["hv_vmbus"] == "builtin"
     assert kinds["hv_utils"] == "absent"
+
+
+STORVSC = "f8b3781b-1e82-4818-a1c3-63d806ec15bb"
+VMBUS_DEVICES = "sys/devices/LNXSYSTM:00/LNXSYBUS:00/ACPI0004:00/VMBUS:00"
+
+
+def storage_root(tmp: Path, disk_on_storvsc: bool, bound: bool) -> Path:
+    """/sys as on a Hyper-V guest: sda below the storvsc VMBus device, vda on virtio."""
+    root = tmp / "guest"
+    dev = root / VMBUS_DEVICES / STORVSC
+    sda = dev / "host0/target0:0:0/0:0:0:0/block/sda"
+    vda = root / "sys/devices/pci0000:00/0000:00:04.0/virtio1/block/vda"
+    for d in (sda, vda, root / "sys/block", root / "sys/bus/vmbus/drivers/hv_storvsc"):
+        d.mkdir(parents=True, exist_ok=True)
+    if bound:
+        (root / "sys/bus/vmbus/drivers/hv_storvsc" / STORVSC).symlink_to(
+            f"../../../../devices/LNXSYSTM:00/LNXSYBUS:00/ACPI0004:00/VMBUS:00/{STORVSC}")
+    if disk_on_storvsc:
+        (root / "sys/block/sda").symlink_to(
+            f"../devices/LNXSYSTM:00/LNXSYBUS:00/ACPI0004:00/VMBUS:00/{STORVSC}"
+            "/host0/target0:0:0/0:0:0:0/block/sda")
+    (root / "sys/block/vda").symlink_to("../devices/pci0000:00/0000:00:04.0/virtio1/block/vda")
+    return root
+
+
+def test_storvsc_disk_found_below_the_bound_vmbus_device(tmp_path: Path) -> None:
+    case = checks.judge_storvsc(run_collector(checks.COLLECT_STORAGE,
+                                              storage_root(tmp_path, True, True)))
+    assert case.status is Status.PASS and case.output == "on hv_storvsc: sda\n"
+
+
+def test_storvsc_without_a_disk_or_unbound_fails(tmp_path: Path) -> None:
+    no_disk = checks.judge_storvsc(run_collector(checks.COLLECT_STORAGE,
+                                                 storage_root(tmp_path / "a", False, True)))
+    assert no_disk.status is Status.FAIL
+    assert no_disk.message == f"no block device below the hv_storvsc devices {STORVSC}"
+    assert "vda -> " in no_disk.output  # the disks that exist are listed
+    unbound = checks.judge_storvsc(run_collector(checks.COLLECT_STORAGE,
+                                                 storage_root(tmp_path / "b", True, False)))
+    assert unbound.message == "no VMBus device is bound to hv_storvsc"
+
+
+def test_scratch_judge() -> None:
+    same = checks.judge_scratch("wrote abc\nread abc\n", "/dev/sdb")
+    assert same.status is Status.PASS and same.name == "storage: 64 MiB read back from /dev/sdb"
+    differs = checks.judge_scratch("wrote abc\nread abd\n", "/dev/sdb")
+    assert differs.status is Status.FAIL and "differs" in differs.message
+    refused = checks.judge_scratch("error /dev/sda1 is mounted\n", "/dev/sda1")
+    assert refused.status is Status.ERROR
+    assert refused.message == "scratch disk: /dev/sda1 is mounted"
+    assert checks.judge_scratch("", "/dev/sdb").status is Status.ERROR
+
+
+def test_hv_sock_on_fixture_trees(tmp_path: Path) -> None:
+    root = tmp_path / "guest"
+    (root / "sys/module/hv_sock").mkdir(parents=True)
+    (root / "dev").mkdir()
+    (root / "dev/vsock").write_text("")
+    assert checks.judge_hvsock(run_collector(checks.COLLECT_HVSOCK, root), []).status \
+        is Status.PASS
+    (root / "dev/vsock").unlink()
+    missing = checks.judge_hvsock(run_collector(checks.COLLECT_HVSOCK, root), [])
+    assert missing.status is Status.FAIL and missing.message.endswith("/dev/vsock missing")
+    refused = checks.judge_hvsock("modprobe: FATAL: Module hv_sock not found\nmodprobe 1\n", [])
+    assert refused.message == "modprobe hv_sock failed (exit 1)"
+    splat = checks.judge_hvsock("modprobe 0\nmodule hv_sock\ndev vsock\n",
+                                ["WARNING: at net/vmw_vsock/hyperv_transport.c:1"])
+    assert splat.status is Status.FAIL and "hyperv_transport.c" in splat.message
