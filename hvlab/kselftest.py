@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .build import Builder
 from .buildlog import make_errors
-from .errors import InfraError
+from .errors import InfraError, Interrupted
 from .model import SuiteSpec
 from .results import Status, TestCase
 from .runner import require_tool
@@ -53,8 +53,21 @@ def collection_dir(build_artifacts: Path, targets: Sequence[str]) -> Path:
 def build_collection(builder: Builder, tree: Path, commit: str, config_text: str,
                      build_artifacts: Path, targets: Sequence[str], log: Path) -> TestCase:
     """The case ``kselftest build: <targets>``; the collection is in
-    ``collection_dir`` when it passes."""
+    ``collection_dir`` when it passes.  The infrastructure failing (a missing
+    tool, a full disk) is an error case: the kernel's build cases still count."""
     name = f"kselftest build: {' '.join(targets)}"
+    t0 = time.monotonic()
+    try:
+        return _build(builder, tree, commit, config_text, build_artifacts, targets, log, name)
+    except Interrupted:
+        raise
+    except InfraError as exc:
+        return TestCase(name, Status.ERROR, str(exc), duration=time.monotonic() - t0,
+                        log_path=log)
+
+
+def _build(builder: Builder, tree: Path, commit: str, config_text: str,
+           build_artifacts: Path, targets: Sequence[str], log: Path, name: str) -> TestCase:
     final = collection_dir(build_artifacts, targets)
     if (final / "run_kselftest.sh").is_file():
         return TestCase(name, Status.PASS, output=f"cached: {final}\n", log_path=log)
@@ -67,8 +80,6 @@ def build_collection(builder: Builder, tree: Path, commit: str, config_text: str
     try:
         step = builder.make(tree, ["kselftest-install", f"TARGETS={' '.join(targets)}",
                                    f"KSFT_INSTALL_PATH={staging}"], log)
-        if step.timed_out:
-            raise InfraError(f"kselftest build: make timed out (see {log})")
         if "No space left on device" in step.output:
             raise InfraError(f"kselftest build: no space left on device (see {log})")
         lines = step.output.splitlines()
