@@ -13,6 +13,9 @@ from hvlab.errors import UserError
 from hvlab.model import PlanSpec, Variant
 from hvlab.pipeline import cells, shard
 
+pytestmark = pytest.mark.unit
+
+
 PLAN = PlanSpec("p", Path("p.yaml"), ("k1", "k2"), ("s1", "none"), ("h1", "h2"), ("t",),
                 (Variant("default"), Variant("debug", ("debug",))))
 

@@ -14,6 +14,8 @@ from hvlab.hyperv.client import READER, HypervClient, pipe_name, serial_file
 from hvlab.ssh import RemoteResult
 from tests import hyperv_sim as sim
 
+pytestmark = pytest.mark.unit
+
 
 def test_encoded_command_is_base64_of_utf16le() -> None:
     text = "Get-VM -Name 'Ünïcode – VM'"

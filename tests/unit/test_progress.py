@@ -5,8 +5,12 @@ from __future__ import annotations
 import io
 import re
 
+import pytest
+
 from hvlab.progress import Progress
 from hvlab.results import Status
+
+pytestmark = pytest.mark.unit
 
 
 def test_terminal_shows_stage_elapsed_and_a_live_tail() -> None:

@@ -6,8 +6,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from hvlab.results import Status
 from hvlab.suites import checks
+
+pytestmark = pytest.mark.unit
 
 
 def test_taint_decoding() -> None:
