@@ -301,10 +301,11 @@ exit 0
 
 SCRATCH_MIB = 64
 # 64 MiB of random data onto the scratch disk, caches dropped, read back: both
-# checksums are printed for the judge.  Refuses a disk that is mounted.
-SCRATCH_IO = r"""dev="$1"; mib="$2"
-[ -b "$dev" ] || { echo "error $dev is not a block device"; exit 0; }
-if grep -q "^$dev " /proc/mounts; then echo "error $dev is mounted"; exit 0; fi
+# checksums are printed for the judge.  Refuses a disk that is mounted, or one of
+# whose partitions is.
+SCRATCH_IO = r"""dev=$(readlink -f "$1"); mib="$2"
+[ -b "$dev" ] || { echo "error $1 is not a block device"; exit 0; }
+if grep -q "^$dev" /proc/mounts; then echo "error $dev or a partition of it is mounted"; exit 0; fi
 sectors=$(cat "/sys/class/block/$(basename "$dev")/size" 2>/dev/null || echo 0)
 if [ "$sectors" -lt $((mib * 2048)) ]; then
   echo "error $dev has $((sectors / 2048)) MiB, fewer than $mib"; exit 0
@@ -354,7 +355,7 @@ def judge_scratch(output: str, device: str) -> TestCase:
 
 # -- hv_sock ------------------------------------------------------------------------
 COLLECT_HVSOCK = r"""root="${1:-}"
-if [ -z "$root" ]; then modprobe hv_sock 2>&1; echo "modprobe $?"; fi
+if [ -z "$root" ]; then modprobe hv_sock 2>&1; echo "hvlab-modprobe-exit $?"; fi
 [ -d "$root/sys/module/hv_sock" ] && echo "module hv_sock"
 [ -e "$root/dev/vsock" ] && echo "dev vsock"
 exit 0
@@ -363,7 +364,8 @@ exit 0
 
 def judge_hvsock(output: str, splats: list[str]) -> TestCase:
     lines = output.splitlines()
-    rc = next((line.split()[1] for line in lines if line.startswith("modprobe ")), "0")
+    rc = next((line.split()[1] for line in lines
+               if line.startswith("hvlab-modprobe-exit ")), "0")
     if rc != "0":
         return TestCase("hv_sock", Status.FAIL, f"modprobe hv_sock failed (exit {rc})",
                         output=output)

@@ -176,9 +176,10 @@ def test_scratch_judge() -> None:
     assert same.status is Status.PASS and same.name == "storage: 64 MiB read back from /dev/sdb"
     differs = checks.judge_scratch("wrote abc\nread abd\n", "/dev/sdb")
     assert differs.status is Status.FAIL and "differs" in differs.message
-    refused = checks.judge_scratch("error /dev/sda1 is mounted\n", "/dev/sda1")
+    refused = checks.judge_scratch("error /dev/sda or a partition of it is mounted\n",
+                                   "/dev/sda")
     assert refused.status is Status.ERROR
-    assert refused.message == "scratch disk: /dev/sda1 is mounted"
+    assert refused.message == "scratch disk: /dev/sda or a partition of it is mounted"
     assert checks.judge_scratch("", "/dev/sdb").status is Status.ERROR
 
 
@@ -192,8 +193,9 @@ def test_hv_sock_on_fixture_trees(tmp_path: Path) -> None:
     (root / "dev/vsock").unlink()
     missing = checks.judge_hvsock(run_collector(checks.COLLECT_HVSOCK, root), [])
     assert missing.status is Status.FAIL and missing.message.endswith("/dev/vsock missing")
-    refused = checks.judge_hvsock("modprobe: FATAL: Module hv_sock not found\nmodprobe 1\n", [])
+    refused = checks.judge_hvsock("modprobe 2 FATAL: Module hv_sock not found\n"
+                                  "hvlab-modprobe-exit 1\n", [])
     assert refused.message == "modprobe hv_sock failed (exit 1)"
-    splat = checks.judge_hvsock("modprobe 0\nmodule hv_sock\ndev vsock\n",
+    splat = checks.judge_hvsock("hvlab-modprobe-exit 0\nmodule hv_sock\ndev vsock\n",
                                 ["WARNING: at net/vmw_vsock/hyperv_transport.c:1"])
     assert splat.status is Status.FAIL and "hyperv_transport.c" in splat.message
