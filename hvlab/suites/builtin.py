@@ -77,13 +77,17 @@ def _dmesg_lines(ctx: GuestContext, log: Path) -> list[str]:
     return r.stdout.splitlines() if r.ok else []
 
 
+def _reports_since(ctx: GuestContext, log: Path, before: int) -> list[str]:
+    """Kernel reports (panic, Oops, WARN, ...) in dmesg after its first ``before`` lines."""
+    return [f"{f.kind}: {f.message}" for f in console.scan(_dmesg_lines(ctx, log)[before:])]
+
+
 def hyperv_modules(ctx: GuestContext, log: Path) -> list[TestCase]:
     before = len(_dmesg_lines(ctx, log))
     r = _sh(ctx, checks.collect_modules_script(), log, 300, "")
     if not r.ok:
         return [_error("modules", r, "the module check")]
-    after = _dmesg_lines(ctx, log)[before:]
-    splats = [f"{f.kind}: {f.message}" for f in console.scan(after)]
+    splats = _reports_since(ctx, log, before)
     present, mods = checks.parse_modules(r.stdout)
     return checks.judge_modules(present, mods, splats)
 
@@ -156,7 +160,7 @@ def hv_sock(ctx: GuestContext, log: Path) -> list[TestCase]:
     r = _sh(ctx, checks.COLLECT_HVSOCK, log, 60, "")
     if not r.ok:
         return [_error("hv_sock", r, "the hv_sock check")]
-    splats = [f"{f.kind}: {f.message}" for f in console.scan(_dmesg_lines(ctx, log)[before:])]
+    splats = _reports_since(ctx, log, before)
     return [checks.judge_hvsock(r.stdout, splats)]
 
 
@@ -190,7 +194,7 @@ def netvsc_reload(ctx: GuestContext, log: Path, rounds: int = 3) -> list[TestCas
     if not rc:
         return [TestCase("hv_netvsc reload", Status.ERROR,
                          "the guest did not come back on the network after the reload loop")]
-    splats = [f"{f.kind}: {f.message}" for f in console.scan(_dmesg_lines(ctx, log)[before:])]
+    splats = _reports_since(ctx, log, before)
     if rc != "0" or splats:
         return [TestCase("hv_netvsc reload", Status.FAIL,
                          f"reload loop exit {rc}" + (f"; {splats[0]}" if splats else ""),
