@@ -83,15 +83,15 @@ def _build(builder: Builder, tree: Path, commit: str, config_text: str,
         if "No space left on device" in step.output:
             raise InfraError(f"kselftest build: no space left on device (see {log})")
         lines = step.output.splitlines()
+        missing = [t for t in targets if not (staging / t).is_dir()]
+        why = ""
         if not step.ok or not (staging / "run_kselftest.sh").is_file():
             errors = make_errors(lines)[:5] or lines[-5:]
-            return TestCase(name, Status.FAIL, "the kselftest collection did not build: "
-                            + "; ".join(errors)[:1500], output=step.output,
-                            duration=time.monotonic() - t0, log_path=log)
-        missing = [t for t in targets if not (staging / t).is_dir()]
-        if missing:
-            return TestCase(name, Status.FAIL, f"no such kselftest target in this tree: "
-                            f"{', '.join(missing)}", output=step.output,
+            why = "the kselftest collection did not build: " + "; ".join(errors)[:1500]
+        elif missing:
+            why = f"no such kselftest target in this tree: {', '.join(missing)}"
+        if why:
+            return TestCase(name, Status.FAIL, why, output=step.output,
                             duration=time.monotonic() - t0, log_path=log)
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)

@@ -4,6 +4,7 @@ hostile and huge output, retries, requirements, script folders, built-ins."""
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import signal
@@ -220,7 +221,6 @@ def test_storage_check_writes_and_reads_back_a_scratch_disk(env: Env, vmlinuz: s
     scratch = cases["storage: 64 MiB read back from /dev/vda"]
     assert status(scratch) == "pass", message(scratch)
     written = disks["big"].read_bytes()[: 64 << 20]
-    import hashlib
     assert scratch.system_out.strip() == f"sha256 {hashlib.sha256(written).hexdigest()}"
     done = env.inv("test", "--prebuilt", vmlinuz, "--host", "small", "--suite", "storage",
                    timeout=600)
