@@ -1,8 +1,8 @@
 """The one sanitiser every string passes through before it reaches JUnit.
 
-junit-xml 1.9 writes bytes as ``b'...'``, silently drops control characters
-and crashes on lone surrogates; XML 1.0 itself forbids most C0 controls,
-surrogates and U+FFFE/U+FFFF.  ``clean`` turns anything into valid XML text.
+XML 1.0 forbids most C0 controls, surrogates and U+FFFE/U+FFFF; subprocess
+output brings bytes, ANSI colour and invalid UTF-8.  ``clean`` turns anything
+into valid XML text (hvlab/junit.py then only escapes markup characters).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ _ANSI = re.compile(
     r"|\x1b[@-Z\\-_]"  # 7-bit C1
 )
 # Characters XML 1.0 does not allow (tab, LF and CR are allowed).
-# C1 controls and Unicode non-characters are legal XML but junit-xml drops
-# them silently; dropping them here keeps what we write and what it writes equal.
+# C1 controls and Unicode non-characters are legal XML but junit-xml (the
+# reference our writer is tested against) drops them: dropped here as well.
 _XML_INVALID = re.compile(
     "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff"
     "\U0001fffe\U0001ffff\U0002fffe\U0002ffff\U0003fffe\U0003ffff\U0004fffe\U0004ffff"

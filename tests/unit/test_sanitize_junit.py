@@ -114,3 +114,68 @@ def test_status_order_and_exit_codes() -> None:
 def test_stage_of_only_skips_is_skipped() -> None:
     stage = StageResult.from_cases("s", [TestCase("a", Status.SKIP, "why")], 0.0)
     assert stage.status is Status.SKIP and stage.ok
+
+
+def _shape(xml_text: str) -> list[tuple[object, ...]]:
+    """What a JUnit consumer reads: suites, counts, properties, cases and outcomes."""
+    import xml.etree.ElementTree as ET
+
+    out: list[tuple[object, ...]] = []
+    for ts in ET.fromstring(xml_text).iter("testsuite"):
+        out.append(("suite", ts.get("name"), ts.get("tests"), ts.get("failures"),
+                    ts.get("errors"), ts.get("skipped"),
+                    tuple((p.get("name"), p.get("value")) for p in ts.iter("property"))))
+        for tc in ts.iter("testcase"):
+            out.append(("case", tc.get("name"), tc.get("classname"), float(tc.get("time") or 0),
+                        tc.get("log"),
+                        tuple((el.tag, el.get("type") if el.tag != "skipped" else None,
+                               el.get("message"), el.text or None) for el in tc)))
+    return out
+
+
+def test_writer_reads_back_as_junit_xml_writes(tmp_path: Path,
+                                               validate_junit: Callable[[Path], None]) -> None:
+    """hvlab streams its own XML; a consumer must see what junit-xml 1.9 would write
+    for the same (sanitised) cases."""
+    import junit_xml
+
+    cases = [
+        TestCase("pass", Status.PASS, duration=1.25),
+        TestCase("fail & <b>", Status.FAIL, 'expected "1" got 2', output="line 1\nline\t2",
+                 log_path=Path("/r/logs/t.log")),
+        TestCase("error", Status.ERROR, "timed out after 30 s", output="partial", duration=30),
+        TestCase("skip", Status.SKIP, "not on Hyper-V"),
+        TestCase("dup", Status.PASS), TestCase("dup", Status.PASS),
+    ]
+    ours = junit.write(tmp_path / "ours.xml", [junit.Suite(
+        "local.boot", "k.local.boot", cases, {"kernel": "6.1 <rc>", "host": "local"})])
+    validate_junit(ours)
+    theirs = []
+    for name, c in zip(["pass", "fail & <b>", "error", "skip", "dup", "dup #2"], cases,
+                       strict=True):
+        jc = junit_xml.TestCase(name, "k.local.boot", c.duration or None,
+                                c.output or None, log=str(c.log_path) if c.log_path else None)
+        if c.status is Status.FAIL:
+            jc.add_failure_info(message=c.message, failure_type="failure")
+        elif c.status is Status.ERROR:
+            jc.add_error_info(message=c.message, error_type="error")
+        elif c.status is Status.SKIP:
+            jc.add_skipped_info(message=c.message)
+        theirs.append(jc)
+    reference = junit_xml.to_xml_report_string([junit_xml.TestSuite(
+        "local.boot", theirs, properties={"kernel": "6.1 <rc>", "host": "local"})])
+    assert _shape(ours.read_text()) == _shape(reference)
+
+
+def test_writer_streams_a_large_suite_in_flat_memory(tmp_path: Path) -> None:
+    output = "a line of test output that the case printed\n" * 5
+    cases = [TestCase(f"suite.case_{i}", Status.PASS if i % 7 else Status.FAIL, "not ok",
+                      output=output) for i in range(50_000)]
+    tracemalloc.start()
+    path = junit.write(tmp_path / "big.xml", [junit.Suite("s", "c", cases)])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert path.stat().st_size > 12_000_000
+    assert peak < path.stat().st_size // 3  # never the whole document (or a tree of it)
+    ts = list(junitparser.JUnitXml.fromfile(str(path)))[0]
+    assert ts.tests == 50_000 and ts.failures == len(range(0, 50_000, 7))
