@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import junit
+from .bulk import gc_paused
 from .report import html, summary, view
 from .report.compare import CaseResult, KnownFailure, KnownOutcome, apply_known
 from .results import StageResult, Status, TestCase
@@ -140,6 +141,10 @@ class RunFolder:
         return out
 
     def finish(self, exit_code: int, error: str | None = None) -> Path:
+        with gc_paused():  # a row per case in junit.xml, metadata.json and the summaries
+            return self._finish(exit_code, error)
+
+    def _finish(self, exit_code: int, error: str | None) -> Path:
         suites = self.suites()
         xml = junit.write(self.path / "junit.xml", suites)
         meta = {

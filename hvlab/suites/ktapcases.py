@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..bulk import gc_paused
 from ..parsers import ktap
 from ..results import Status, TestCase
 
@@ -12,6 +13,11 @@ STATUS = {ktap.PASS: Status.PASS, ktap.FAIL: Status.FAIL, ktap.SKIP: Status.SKIP
 def cases_from_document(doc: ktap.Document, prefix: str = "") -> list[TestCase]:
     """One case per leaf, named ``prefix: suite.case``; TIMEOUT and crashes are
     errors, SKIP and TODO-not-ok are skipped, XFAIL passes."""
+    with gc_paused():
+        return _cases(doc, prefix)
+
+
+def _cases(doc: ktap.Document, prefix: str) -> list[TestCase]:
     cases = []
     for path, node in doc.leaves():
         name = f"{prefix}: {path}" if prefix else path
