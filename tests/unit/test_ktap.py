@@ -109,3 +109,27 @@ def test_tap14_four_space_subtests() -> None:
 def test_nothing_before_the_version_line_is_a_test() -> None:
     doc = ktap.parse(["ok 1 not-tap", "[ 0.1] KTAP version 1", "[ 0.1] 1..1", "[ 0.1] ok 1 x"])
     assert [p for p, _ in doc.leaves()] == ["x"]
+
+
+def test_parse_leaves_the_collector_as_it_found_it() -> None:
+    import gc
+
+    from hvlab.bulk import gc_paused
+
+    assert gc.isenabled()
+    ktap.parse(["KTAP version 1", "1..1", "ok 1 a"])
+    assert gc.isenabled()
+    with gc_paused():
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the inner block found it off: leaves it off
+    assert gc.isenabled()
+    with pytest.raises(ValueError), gc_paused():
+        raise ValueError("a parse error")
+    assert gc.isenabled()
+
+
+def test_result_names_keep_inner_spaces_and_lose_trailing_ones() -> None:
+    doc = ktap.parse(["TAP version 13", "1..2", "ok 1 - a  name \t ", "not ok 2 b # a note  "])
+    assert [(n.name, n.status, n.reason) for n in doc.tests] == [
+        ("a  name", ktap.PASS, ""), ("b", ktap.FAIL, "a note")]
