@@ -239,11 +239,8 @@ class Builder:
 
     def _make_failure(self, what: str, step: Completed) -> Exception:
         tail = "\n".join(step.output.splitlines()[-5:])
-        if "No space left on device" in step.output:
-            return InfraError(f"{what}: no space left on device (see {step.log_path})")
-        if step.timed_out:
-            return InfraError(f"{what}: make timed out (see {step.log_path})")
-        return UserError(f"{what} failed for kernel '{self.kernel.name}': {tail}")
+        return step.machine_failure(what) or UserError(
+            f"{what} failed for kernel '{self.kernel.name}': {tail}")
 
     def write_config(self, text: str) -> None:
         """Put ``text`` in the build dir's .config, leaving it untouched when equal

@@ -18,7 +18,6 @@ from pathlib import Path
 from . import buildlog
 from .build import Artifact, Builder, Configured, ccache_stats, collect_artifacts
 from .buildlog import Diagnostic
-from .errors import InfraError
 from .git import Git
 from .results import Status, TestCase
 from .source import checkout_commit
@@ -100,10 +99,9 @@ def make_step(builder: Builder, tree: Path, targets: list[str], log: Path,
     state = buildlog.update_state(load_state(builder.build_dir),
                                   buildlog.compiled_units(lines), diags)
     save_state(builder.build_dir, state)
-    if "No space left on device" in step.output:
-        raise InfraError(f"build: no space left on device (see {log})")
-    if step.timed_out:
-        raise InfraError(f"build: make timed out (see {log})")
+    problem = step.machine_failure("build")
+    if problem is not None:
+        raise problem
     errors = [d.describe() for d in buildlog.unique(diags) if d.kind == "error"]
     if not step.ok and not errors:
         errors = buildlog.make_errors(lines)[:5] or [step.output.splitlines()[-1:][0]

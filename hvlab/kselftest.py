@@ -80,8 +80,9 @@ def _build(builder: Builder, tree: Path, commit: str, config_text: str,
     try:
         step = builder.make(tree, ["kselftest-install", f"TARGETS={' '.join(targets)}",
                                    f"KSFT_INSTALL_PATH={staging}"], log)
-        if "No space left on device" in step.output:
-            raise InfraError(f"kselftest build: no space left on device (see {log})")
+        problem = step.machine_failure("kselftest build")
+        if problem is not None:
+            raise problem
         lines = step.output.splitlines()
         missing = [t for t in targets if not (staging / t).is_dir()]
         why = ""

@@ -64,6 +64,15 @@ class Completed:
     def ok(self) -> bool:
         return self.returncode == 0 and not self.timed_out
 
+    def machine_failure(self, what: str) -> InfraError | None:
+        """The machine, not the input, made it fail: a full disk or a timeout."""
+        where = f" (see {self.log_path})" if self.log_path else ""
+        if "No space left on device" in self.output:
+            return InfraError(f"{what}: no space left on device{where}")
+        if self.timed_out:
+            return InfraError(f"{what}: {Path(self.argv[0]).name} timed out{where}")
+        return None
+
 
 def _stop_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     """SIGTERM the process group, then SIGKILL after ``grace`` seconds."""
