@@ -89,9 +89,6 @@ _CANDIDATES: dict[str, tuple[tuple[str, re.Pattern[str]], ...]] = {
 }
 
 
-_new_line = tuple.__new__  # NamedTuple's own __new__ is a Python function: skipped
-
-
 def _indent(text: str) -> int:
     """Leading whitespace as columns (a tab to the next multiple of 8)."""
     col = 0
@@ -136,13 +133,13 @@ def _tokens(lines: Iterable[str]) -> list[_Line]:
         for kind, pattern in _CANDIDATES.get(text[:1], ()):
             m = pattern.match(text)
             if m:
-                out.append(_new_line(_Line, (depth, kind, text, m)))
+                out.append(_Line(depth, kind, text, m))
                 depth_of_last = depth
                 break
         else:
             # unknown lines never move the structure: they belong where they are
-            out.append(_new_line(_Line, (depth_of_last, "diag" if text[:1] == "#" else "other",
-                                         text, None)))
+            out.append(_Line(depth_of_last, "diag" if text[:1] == "#" else "other", text,
+                             None))
     return out
 
 
