@@ -148,15 +148,15 @@ def stream(suites: Sequence[Suite], out: TextIO) -> None:
     """Write the whole document to ``out``, a chunk of cases at a time."""
     counts = [_counts(s.cases) for s in suites]
     total = {st: sum(n[st] for n in counts) for st in Status}
-    seconds = sum(_suite_time(s) for s in suites)
+    times = [_suite_time(s) for s in suites]
     out.write('<?xml version="1.0" encoding="utf-8"?>\n')
     # the schema allows no skipped count on <testsuites>
     out.write(f'<testsuites tests="{sum(total.values())}" failures="{total[Status.FAIL]}" '
-              f'errors="{total[Status.ERROR]}" time="{_seconds(seconds)}">\n')
-    for suite, n in zip(suites, counts, strict=True):
+              f'errors="{total[Status.ERROR]}" time="{_seconds(sum(times))}">\n')
+    for suite, n, seconds in zip(suites, counts, times, strict=True):
         stamp = f' timestamp="{_attr(clean_line(suite.timestamp))}"' if suite.timestamp else ""
         out.write(f'<testsuite name="{_attr(clean_line(suite.name))}" {_totals(n)} '
-                  f'time="{_seconds(_suite_time(suite))}"{stamp}>\n')
+                  f'time="{_seconds(seconds)}"{stamp}>\n')
         if suite.properties:
             out.write("  <properties>\n")
             out.writelines(
