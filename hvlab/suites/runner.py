@@ -143,11 +143,6 @@ def _kselftest(ctx: GuestContext, test: SuiteTest) -> tuple[SuiteTest, str] | Te
 
 def _attempt(ctx: GuestContext, suite: SuiteSpec, test: SuiteTest, log: Path,
              remote_dir: str | None) -> list[TestCase]:
-    if test.kselftest:
-        prepared = _kselftest(ctx, test)
-        if isinstance(prepared, TestCase):
-            return [prepared]
-        test, remote_dir = prepared
     if test.run.startswith("builtin:"):
         try:
             cases = BUILTINS[test.run.removeprefix("builtin:")](ctx, log)
@@ -185,6 +180,11 @@ def run_test(ctx: GuestContext, suite: SuiteSpec, test: SuiteTest, log: Path,
         return [TestCase(test.name, Status.ERROR, str(exc), log_path=log)]
     if reason:
         return [TestCase(test.name, Status.SKIP, reason, log_path=log)]
+    if test.kselftest:  # uploaded once; a retry runs it again
+        prepared = _kselftest(ctx, test)
+        if isinstance(prepared, TestCase):
+            return [prepared]
+        test, remote_dir = prepared
     attempts = 0
     first_bad: list[TestCase] = []
     while True:
