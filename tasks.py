@@ -15,7 +15,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from hvlab.errors import UserError
-from hvlab.session import session
+from hvlab.tasks.session import session
 
 # The flows are imported inside each task: a cached build must not pay for
 # paramiko and the host code at start-up.
@@ -31,7 +31,7 @@ def _argv() -> list[str]:
 @task(help={"debug": "print tracebacks", "quiet": "only errors"})
 def config_check(c: Context, debug: bool = False, quiet: bool = False) -> None:
     """Load and validate every file under configs/ (HVLAB_CONFIGS); list all errors."""
-    from hvlab import flows
+    from hvlab.tasks import stages as flows
 
     with session("config.check", _argv(), debug, quiet, ROOT) as s:
         flows.config_check(s)
@@ -45,7 +45,7 @@ def config_check(c: Context, debug: bool = False, quiet: bool = False) -> None:
 def fetch(c: Context, kernel: str = "", offline: bool = False, debug: bool = False,
           quiet: bool = False) -> None:
     """Fetch a kernel source into the shared git store and record its commit."""
-    from hvlab import flows
+    from hvlab.tasks import stages as flows
 
     with session("fetch", _argv(), debug, quiet, ROOT) as s:
         flows.fetch(s, _required("kernel", kernel), offline)
@@ -61,7 +61,7 @@ def fetch(c: Context, kernel: str = "", offline: bool = False, debug: bool = Fal
 def patch(c: Context, kernel: str = "", series: str = "", no_checkpatch: bool = False,
           offline: bool = False, debug: bool = False, quiet: bool = False) -> None:
     """Apply a patch series with git am -3 on a fresh branch; one case per patch."""
-    from hvlab import flows
+    from hvlab.tasks import stages as flows
 
     with session("patch", _argv(), debug, quiet, ROOT) as s:
         flows.patch(s, _required("kernel", kernel), _required("series", series),
@@ -85,7 +85,7 @@ def build(c: Context, kernel: str = "", series: str = "", fragment: list[str] | 
           warnings_baseline: str = "", no_ccache: bool = False, offline: bool = False,
           debug: bool = False, quiet: bool = False) -> None:
     """Configure (verified fragments) and build a kernel, optionally patched; gate warnings."""
-    from hvlab import flows
+    from hvlab.tasks import stages as flows
 
     with session("build", _argv(), debug, quiet, ROOT) as s:
         flows.build(s, _required("kernel", kernel), series, list(fragment or []), each_patch,
@@ -110,7 +110,7 @@ def boot(c: Context, kernel: str = "", series: str = "", host: str = "",
          jobs: int = 0, no_ccache: bool = False, offline: bool = False, debug: bool = False,
          quiet: bool = False) -> None:
     """Build as needed, boot on a host, verify the release, scan console and dmesg."""
-    from hvlab import hostflows
+    from hvlab.tasks import boot as hostflows
 
     with session("boot", _argv(), debug, quiet, ROOT) as s:
         hostflows.boot(s, kernel if prebuilt else _required("kernel", kernel), series,
@@ -125,7 +125,7 @@ def test(c: Context, kernel: str = "", series: str = "", host: str = "",
          prebuilt: str = "", force: bool = False, jobs: int = 0, no_ccache: bool = False,
          offline: bool = False, debug: bool = False, quiet: bool = False) -> None:
     """Build and boot as needed, then run the suites on the booted guest."""
-    from hvlab import hostflows
+    from hvlab.tasks import boot as hostflows
 
     with session("test", _argv(), debug, quiet, ROOT) as s:
         suites = list(suite or [])
@@ -140,7 +140,7 @@ def test(c: Context, kernel: str = "", series: str = "", host: str = "",
 def image_build(c: Context, force: bool = False, debug: bool = False,
                 quiet: bool = False) -> None:
     """Build the QEMU guest initramfs (busybox, sshd, keys) from this machine's binaries."""
-    from hvlab import hostflows
+    from hvlab.tasks import boot as hostflows
 
     with session("image.build", _argv(), debug, quiet, ROOT) as s:
         hostflows.image_build(s, force)
@@ -150,7 +150,7 @@ def image_build(c: Context, force: bool = False, debug: bool = False,
             "quiet": "only errors"})
 def hosts_check(c: Context, host: str = "", debug: bool = False, quiet: bool = False) -> None:
     """Check each host: reachability, auth, host key, OS, kernel, free disk (exit 3 if unusable)."""
-    from hvlab import hostflows
+    from hvlab.tasks import boot as hostflows
 
     with session("hosts.check", _argv(), debug, quiet, ROOT) as s:
         hostflows.hosts_check(s, host)
@@ -167,7 +167,7 @@ def _required(flag: str, value: str) -> str:
 def report_import(c: Context, file: str, format: str = "ktap", debug: bool = False,
                   quiet: bool = False) -> None:
     """Turn a KTAP/TAP/JUnit file into a run folder (junit.xml, summary.md, report.html)."""
-    from hvlab import reportflows
+    from hvlab.tasks import report as reportflows
 
     with session("report.import", _argv(), debug, quiet, ROOT) as s:
         reportflows.import_file(s, format, Path(file))
@@ -178,7 +178,7 @@ def report_import(c: Context, file: str, format: str = "ktap", debug: bool = Fal
 def report_merge(c: Context, run: list[str] | None = None, debug: bool = False,
                  quiet: bool = False) -> None:
     """Merge run folders or CI shard outputs into one junit.xml and summaries."""
-    from hvlab import reportflows
+    from hvlab.tasks import report as reportflows
 
     with session("report.merge", _argv(), debug, quiet, ROOT) as s:
         reportflows.merge(s, [Path(p) for p in run or []])
@@ -191,7 +191,7 @@ def report_merge(c: Context, run: list[str] | None = None, debug: bool = False,
 def report_compare(c: Context, baseline: str = "", run: str = "", gate: str = "all",
                    debug: bool = False, quiet: bool = False) -> None:
     """Classify every case against a baseline run; known failures do not gate."""
-    from hvlab import reportflows
+    from hvlab.tasks import report as reportflows
 
     with session("report.compare", _argv(), debug, quiet, ROOT) as s:
         reportflows.compare_runs(s, Path(_required("baseline", baseline)),
@@ -215,7 +215,8 @@ def run(c: Context, plan: str = "default", kernel: list[str] | None = None,
         force: bool = False, jobs: int = 0, no_ccache: bool = False, offline: bool = False,
         debug: bool = False, quiet: bool = False, no_wait: bool = False) -> None:
     """Fetch, patch, build, boot, test and report every cell of a plan's matrix."""
-    from hvlab import locks, pipeline
+    from hvlab import locks
+    from hvlab.tasks import run as pipeline
 
     locks.WAIT_BY_DEFAULT = not no_wait
 
@@ -238,9 +239,9 @@ def run(c: Context, plan: str = "default", kernel: list[str] | None = None,
 def _dry_run(plan: str, kernel: list[str] | None, series: list[str] | None,
              host: list[str] | None, suite: list[str] | None, shard: str) -> None:
     """Print the cells; no run folder, nothing touched."""
-    from hvlab import pipeline
     from hvlab.config import loader
     from hvlab.errors import HvlabError
+    from hvlab.tasks import run as pipeline
     from hvlab.workspace import Workspace
 
     ws = Workspace.from_env(ROOT)
@@ -261,7 +262,7 @@ def _dry_run(plan: str, kernel: list[str] | None, series: list[str] | None,
             "shards": "how many jobs (default: one per cell)"})
 def ci_matrix(c: Context, plan: str = "default", format: str = "json", shards: int = 0) -> None:
     """Print the plan's cells as a CI matrix: each job runs `inv run --shard I/N`."""
-    from hvlab import cimatrix
+    from hvlab.tasks import cimatrix
 
     cimatrix.main(ROOT, plan, format, shards)
 
@@ -280,7 +281,7 @@ def bisect(c: Context, kernel: str = "", good: str = "", bad: str = "", host: st
            no_skip_build_failures: bool = False, jobs: int = 0, no_ccache: bool = False,
            debug: bool = False, quiet: bool = False) -> None:
     """Find the first bad commit between --good and --bad by build, boot or test."""
-    from hvlab import bisect as bisecting
+    from hvlab.tasks import bisect as bisecting
 
     with session("bisect", _argv(), debug, quiet, ROOT) as s:
         bisecting.bisect(s, _required("kernel", kernel), _required("good", good),
@@ -297,7 +298,7 @@ def bisect(c: Context, kernel: str = "", good: str = "", bad: str = "", host: st
 def clean(c: Context, days: float = 30.0, budget_gb: float = 0.0, worktrees: bool = False,
           dry_run: bool = False, debug: bool = False, quiet: bool = False) -> None:
     """Remove old builds (and idle worktrees); the object store is kept."""
-    from hvlab import housekeeping
+    from hvlab.tasks import housekeeping
 
     with session("clean", _argv(), debug, quiet, ROOT) as s:
         housekeeping.clean(s, days, budget_gb, worktrees, dry_run)
@@ -306,7 +307,7 @@ def clean(c: Context, days: float = 30.0, budget_gb: float = 0.0, worktrees: boo
 @task(help={})
 def status(c: Context) -> None:
     """What kernels/ holds and how much space it takes."""
-    from hvlab import housekeeping
+    from hvlab.tasks import housekeeping
     from hvlab.workspace import Workspace
 
     for line in housekeeping.status_lines(Workspace.from_env(ROOT)):

@@ -22,8 +22,8 @@ import paramiko
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hvlab import guest_image
-from hvlab.boot import BootTarget, boot_qemu
+from hvlab.boot import guest_image
+from hvlab.boot.verify import BootTarget, boot_qemu
 from hvlab.hosts.qemu import QemuGuest, free_port
 from hvlab.model import HostSpec, QemuHost
 from hvlab.workspace import Workspace

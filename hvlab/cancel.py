@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 
-from .errors import Interrupted
+from hvlab.errors import Interrupted
 
 _EVENT = threading.Event()
 _reason = "interrupted"

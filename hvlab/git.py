@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .errors import InfraError
-from .runner import capture, require_tool
+from hvlab.errors import InfraError
+from hvlab.proc import capture, require_tool
 
 # Fixed identity and dates make the commits hvlab creates reproducible: the
 # same tarball or the same series on the same base gives the same sha.

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from .errors import InfraError
+from hvlab.errors import InfraError
 
 # `inv run --no-wait`: locks that are held fail at once instead of waiting
 WAIT_BY_DEFAULT = True

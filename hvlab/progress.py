@@ -12,8 +12,8 @@ import sys
 import time
 from typing import TextIO
 
-from .results import Status
-from .sanitize import clean_line
+from hvlab.report.sanitize import clean_line
+from hvlab.results import Status
 
 
 class Progress:

@@ -31,9 +31,9 @@ from types import TracebackType
 
 import paramiko
 
-from . import cancel
-from .errors import InfraError, UserError
-from .model import SshEndpoint
+from hvlab import cancel
+from hvlab.errors import InfraError, UserError
+from hvlab.model import SshEndpoint
 
 # Seconds a command's output may stay open after its exit status arrived (a
 # background process holding stdout) before the output counts as ended.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hvlab import guest_image
+from hvlab.boot import guest_image
 from hvlab.workspace import Workspace
 from tests.hyperv_sim import new_vm
 from tests.sshd import Sshd, netns, sshd

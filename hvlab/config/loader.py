@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from ..errors import UserError
-from ..kconfig import parse_fragment
-from ..model import (
+from hvlab.build.kconfig import parse_fragment
+from hvlab.config import yamlnode
+from hvlab.config.reader import ConfigIssue, Issues, MapReader, root_map
+from hvlab.config.yamlnode import Mark
+from hvlab.errors import UserError
+from hvlab.model import (
     ARCHES,
     BASE_TARGETS,
     HOST_KINDS,
@@ -39,13 +42,10 @@ from ..model import (
     TarballSource,
     Variant,
 )
-from ..patches.discover import load_series
-from ..report.compare import KnownFailure
-from ..suites.names import BUILTIN_TESTS
-from ..workspace import Workspace
-from . import yamlnode
-from .reader import ConfigIssue, Issues, MapReader, root_map
-from .yamlnode import Mark
+from hvlab.patch.discover import load_series
+from hvlab.report.compare import KnownFailure
+from hvlab.suites.names import BUILTIN_TESTS
+from hvlab.workspace import Workspace
 
 T = TypeVar("T")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")

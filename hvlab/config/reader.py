@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .yamlnode import Map, Mark, Node, Scalar, Seq
+from hvlab.config.yamlnode import Map, Mark, Node, Scalar, Seq
 
 T = TypeVar("T")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from ..model import HostSpec
-from ..ssh import SshSession
+from hvlab.model import HostSpec
+from hvlab.ssh import SshSession
 
 
 class Guest(Protocol):

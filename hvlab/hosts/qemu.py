@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InfraError
-from ..model import HostSpec, QemuHost, SshEndpoint
-from ..runner import require_tool
-from ..ssh import SshSession
+from hvlab.errors import InfraError
+from hvlab.model import HostSpec, QemuHost, SshEndpoint
+from hvlab.proc import require_tool
+from hvlab.ssh import SshSession
 
 QEMU = "qemu-system-x86_64"
 KVM_PROBE_SECONDS = 10.0

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import paramiko
 
-from ..errors import InfraError
-from ..model import SshEndpoint
-from ..ssh import SshSession
-from .qemu import QEMU, GuestFiles, qemu_argv
+from hvlab.errors import InfraError
+from hvlab.hosts.qemu import QEMU, GuestFiles, qemu_argv
+from hvlab.model import SshEndpoint
+from hvlab.ssh import SshSession
 
 
 @dataclass

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..config.loader import Config
-from ..errors import UserError
-from ..model import HostSpec, HypervHost, SshEndpoint, SshHost
-from ..ssh import SshSession
+from hvlab.config.loader import Config
+from hvlab.errors import UserError
+from hvlab.model import HostSpec, HypervHost, SshEndpoint, SshHost
+from hvlab.ssh import SshSession
 
 
 def endpoint_of(host: HostSpec) -> SshEndpoint:

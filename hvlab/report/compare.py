@@ -11,7 +11,7 @@ import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from . import view
+from hvlab.report import view
 
 Key = tuple[str, str]  # (classname, name)
 

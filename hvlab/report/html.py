@@ -7,7 +7,7 @@ import html
 import os
 from collections.abc import Mapping
 
-from .view import SuiteView, counts
+from hvlab.report.view import SuiteView, counts
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1b1f24;max-width:1200px}

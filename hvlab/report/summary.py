@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .view import CaseView, SuiteView, counts
+from hvlab.report.view import CaseView, SuiteView, counts
 
 ICON = {"pass": "✅", "fail": "❌", "error": "⛔", "skip": "⏭️"}
 LIMIT = 30  # failures listed; the rest are counted

@@ -10,12 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import cancel, console
-from ..parsers import ktap
-from ..results import Status, TestCase
-from ..ssh import RemoteResult, SshSession
-from . import checks, vmbus
-from .ktapcases import cases_from_document
+from hvlab import cancel
+from hvlab.boot import console
+from hvlab.results import Status, TestCase
+from hvlab.ssh import RemoteResult, SshSession
+from hvlab.suites import checks, ktap, vmbus
+from hvlab.suites.ktapcases import cases_from_document
 
 
 @dataclass

@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..results import Status, TestCase
-from .vmbus import NOT_ON_HYPERV
+from hvlab.results import Status, TestCase
+from hvlab.suites.vmbus import NOT_ON_HYPERV
 
 # -- taint ------------------------------------------------------------------------
 # Documentation/admin-guide/tainted-kernels.rst: bit -> (letter, meaning, bad?)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..bulk import gc_paused
-from ..parsers import ktap
-from ..results import Status, TestCase
+from hvlab.bulk import gc_paused
+from hvlab.results import Status, TestCase
+from hvlab.suites import ktap
 
 STATUS = {ktap.PASS: Status.PASS, ktap.FAIL: Status.FAIL, ktap.SKIP: Status.SKIP,
           ktap.ERROR: Status.ERROR}

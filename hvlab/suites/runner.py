@@ -18,16 +18,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .. import kselftest
-from ..errors import InfraError, Interrupted
-from ..model import SuiteSpec, SuiteTest
-from ..parsers import ktap
-from ..report.compare import read_junit
-from ..results import StageResult, Status, TestCase
-from ..ssh import RemoteResult
-from .builtin import BUILTINS, GuestContext
-from .ktapcases import cases_from_document
-from .vmbus import CLASSES, NOT_ON_HYPERV
+from hvlab.build import kselftest
+from hvlab.errors import InfraError, Interrupted
+from hvlab.model import SuiteSpec, SuiteTest
+from hvlab.report.compare import read_junit
+from hvlab.results import StageResult, Status, TestCase
+from hvlab.ssh import RemoteResult
+from hvlab.suites import ktap
+from hvlab.suites.builtin import BUILTINS, GuestContext
+from hvlab.suites.ktapcases import cases_from_document
+from hvlab.suites.vmbus import CLASSES, NOT_ON_HYPERV
 
 REMOTE_DIR = "/tmp/hvlab-suites"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..results import Status, TestCase
+from hvlab.results import Status, TestCase
 
 # class GUID -> (what it is, drivers that may serve it)
 CLASSES: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hvlab import guest_image
+from hvlab.boot import guest_image
 from hvlab.hosts.qemu import QemuGuest
 from hvlab.model import HostSpec, QemuHost, SshEndpoint
 from hvlab.ssh import SshSession

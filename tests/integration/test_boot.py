@@ -123,7 +123,7 @@ def test_missing_qemu_names_the_package(env: Env, vmlinuz: str, tmp_path: Path) 
 
 
 def test_host_lease_makes_a_second_run_wait(env: Env, vmlinuz: str) -> None:
-    from hvlab.boot import host_lease
+    from hvlab.boot.verify import host_lease
     from hvlab.errors import InfraError
     from hvlab.workspace import Workspace
 

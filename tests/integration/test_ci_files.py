@@ -62,7 +62,7 @@ def test_github_workflow_passes_actionlint() -> None:
 
 
 def test_gitlab_pipeline_has_what_gitlab_requires(tmp_path: Path) -> None:
-    from hvlab.cimatrix import render
+    from hvlab.tasks.cimatrix import render
 
     parent = yaml.safe_load(GITLAB.read_text())
     # the child pipeline as hvlab-matrix assembles it

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from hvlab.parsers import ktap
+from hvlab.suites import ktap
 from tests.conftest import Env
 from tests.conftest import case_status as status
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hvlab import buildlog, kconfig
-from hvlab.build import ConfigInputs, ccache_stats
+from hvlab.build import diagnostics as buildlog
+from hvlab.build import kconfig
+from hvlab.build.builder import ConfigInputs, ccache_stats
 from hvlab.model import FragmentOption
 
 pytestmark = pytest.mark.unit

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from hvlab import junit
 from hvlab.report import compare as C
+from hvlab.report import junit
 from hvlab.results import Status, TestCase
 
 pytestmark = pytest.mark.unit

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hvlab import console
+from hvlab.boot import console
 
 pytestmark = pytest.mark.unit
 

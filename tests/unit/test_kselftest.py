@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hvlab import kselftest
+from hvlab.build import kselftest
 from hvlab.model import SuiteSpec, SuiteTest
 
 pytestmark = pytest.mark.unit

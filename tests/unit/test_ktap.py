@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hvlab.parsers import ktap
+from hvlab.suites import ktap
 
 pytestmark = pytest.mark.unit
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from hvlab.kconfig import parse_fragment
-from hvlab.patches.apply import conflicting_files
-from hvlab.patches.checkpatch import parse
-from hvlab.tarimport import check_member, common_prefix
+from hvlab.build.kconfig import parse_fragment
+from hvlab.fetch.tarimport import check_member, common_prefix
+from hvlab.patch.apply import conflicting_files
+from hvlab.patch.checkpatch import parse
 
 pytestmark = pytest.mark.unit
 

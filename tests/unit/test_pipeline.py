@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hvlab.cimatrix import render
 from hvlab.errors import UserError
 from hvlab.model import PlanSpec, Variant
-from hvlab.pipeline import cells, shard
+from hvlab.tasks.cimatrix import render
+from hvlab.tasks.run import cells, shard
 
 pytestmark = pytest.mark.unit
 

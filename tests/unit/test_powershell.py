@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from hvlab.hyperv import powershell as ps
-from hvlab.hyperv.client import READER, HypervClient, pipe_name, serial_file
+from hvlab.hosts.hyperv import powershell as ps
+from hvlab.hosts.hyperv.client import READER, HypervClient, pipe_name, serial_file
 from hvlab.ssh import RemoteResult
 from tests import hyperv_sim as sim
 

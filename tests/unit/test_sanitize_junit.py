@@ -9,9 +9,9 @@ from pathlib import Path
 import junitparser
 import pytest
 
-from hvlab import junit
+from hvlab.report import junit
+from hvlab.report.sanitize import clean, clean_line
 from hvlab.results import StageResult, Status, TestCase, exit_code_for
-from hvlab.sanitize import clean, clean_line
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hvlab.patches import series as S
-from hvlab.patches.discover import load_series
+from hvlab.patch import series as S
+from hvlab.patch.discover import load_series
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hvlab.errors import UserError
-from hvlab.hosts import sshhost
+from hvlab.hosts import oneshot as sshhost
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,345 @@
+"""Configure and build a kernel: verified Kconfig, O= build dirs, ccache, artifacts.
+
+* The build directory is kept per (kernel, configuration inputs), so the
+  baseline, each patch and the patched tree build incrementally in it.
+* The final .config is cached per (tree, configuration inputs, toolchain):
+  a repeated build knows its build id without running make.
+* Build id = sha256(tree after patches, final .config, toolchain, arch, make
+  variables, targets).  ``kernels/builds/<id>/`` holds the artifacts and
+  ``metadata.json``; it appears atomically after a successful build, so an
+  interrupted or failed build is never taken for a cached one.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import shutil
+import tarfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hvlab.build import kconfig
+from hvlab.digest import sha256_file, sha256_text
+from hvlab.errors import InfraError, UserError
+from hvlab.model import FragmentOption, KernelSpec
+from hvlab.proc import Completed, capture, require_tool, run
+from hvlab.fetch.source import checkout_commit
+from hvlab.workspace import Workspace
+
+_KBUILD_LINK = re.compile(r"lib/modules/[^/]+/(?:build|source)")
+FORMAT = "hvlab-build-3"  # bump when the artifact layout changes (3: no build link)
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    make_arch: str
+    image_target: str
+    image_path: str  # relative to the build dir
+    cross_compile: str  # "" when native
+
+
+def arch_info(arch: str) -> ArchInfo:
+    native = os.uname().machine
+    if arch == "x86_64":
+        cross = "" if native == "x86_64" else "x86_64-linux-gnu-"
+        return ArchInfo("x86_64", "bzImage", "arch/x86/boot/bzImage", cross)
+    if arch == "arm64":
+        cross = "" if native == "aarch64" else "aarch64-linux-gnu-"
+        return ArchInfo("arm64", "Image", "arch/arm64/boot/Image", cross)
+    raise UserError(f"unsupported arch '{arch}'")
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    cc: str  # the compiler command (cross prefix included)
+    version: str  # first line of cc --version
+    make_version: str
+    ccache: str | None  # path of ccache when used
+
+
+def toolchain(info: ArchInfo, use_ccache: bool) -> Toolchain:
+    cc = f"{info.cross_compile}gcc"
+    require_tool(cc)
+    for tool in ("make", "flex", "bison", "bc", "perl", "depmod"):
+        require_tool(tool)
+    version = capture([cc, "--version"]).stdout.decode().splitlines()[0].strip()
+    make_version = capture(["make", "--version"]).stdout.decode().splitlines()[0].strip()
+    ccache = shutil.which("ccache") if use_ccache else None
+    return Toolchain(cc, version, make_version, ccache)
+
+
+@dataclass(frozen=True)
+class ConfigInputs:
+    """Everything that decides the .config besides the tree itself."""
+
+    base: str  # target name, or a file path
+    base_text: str  # the file's content when base is a file
+    fragments: tuple[tuple[str, str], ...]  # (name, content), in order
+    arch: str
+    make_vars: tuple[tuple[str, str], ...]
+
+    def key(self, toolchain_version: str) -> str:
+        frag = "".join(f"{n}\n{c}\n" for n, c in self.fragments)
+        mv = "".join(f"{k}={v}\n" for k, v in self.make_vars)
+        return sha256_text(self.base, self.base_text, frag, self.arch, mv, toolchain_version)
+
+    def requested(self) -> list[tuple[str, FragmentOption]]:
+        """The effective request per symbol: a later fragment overrides an earlier one."""
+        last: dict[str, tuple[str, FragmentOption]] = {}
+        for name, content in self.fragments:
+            options, errors = kconfig.parse_fragment(content)
+            if errors:
+                e = errors[0]
+                raise UserError(f"fragment {name}:{e.line}: {e.message}")
+            for o in options:
+                last.pop(o.symbol, None)  # re-insert: keep the order of the final request
+                last[o.symbol] = (name, o)
+        return list(last.values())
+
+
+def config_inputs(kernel: KernelSpec, fragment_files: Sequence[tuple[str, Path]]) -> ConfigInputs:
+    frags = []
+    for name, path in fragment_files:
+        try:
+            frags.append((name, path.read_text()))
+        except OSError as exc:
+            raise UserError(f"fragment {name}: cannot read {path}: {exc.strerror}") from None
+    base = kernel.config.base
+    base_text = ""
+    if kernel.config.base_is_file:
+        try:
+            base_text = Path(base).read_text()
+        except OSError as exc:
+            raise UserError(f"kernel '{kernel.name}': base config {base}: {exc.strerror}") from None
+    return ConfigInputs(base, base_text, tuple(frags), kernel.arch,
+                        tuple(sorted(kernel.make_vars.items())))
+
+
+@dataclass(frozen=True)
+class Configured:
+    config_text: str
+    mismatches: tuple[kconfig.Mismatch, ...]
+    requested: int
+    cached: bool
+
+
+@dataclass
+class Builder:
+    """Builds one kernel (one KernelSpec + config inputs) in its build directory."""
+
+    ws: Workspace
+    kernel: KernelSpec
+    inputs: ConfigInputs
+    jobs: int
+    use_ccache: bool = True
+    on_line: Callable[[str], None] | None = None
+    info: ArchInfo = field(init=False)
+    tools: Toolchain = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.info = arch_info(self.kernel.arch)
+        self.tools = toolchain(self.info, self.use_ccache)
+
+    # -- paths -------------------------------------------------------------------
+    @property
+    def config_key(self) -> str:
+        return self.inputs.key(self.tools.version)
+
+    @property
+    def build_dir(self) -> Path:
+        return self.ws.builds / "work" / f"{self.kernel.name}-{self.config_key[:16]}"
+
+    def make_argv(self, tree: Path, *targets: str, quiet: bool = False) -> list[str]:
+        argv = ["make", "-C", str(tree), f"O={self.build_dir}", f"ARCH={self.info.make_arch}"]
+        if quiet:
+            argv.append("-s")
+        if self.info.cross_compile:
+            argv.append(f"CROSS_COMPILE={self.info.cross_compile}")
+        if self.tools.ccache:
+            argv.append(f"CC={self.tools.ccache} {self.tools.cc}")
+        argv += [f"{k}={v}" for k, v in self.inputs.make_vars]
+        return argv + list(targets)
+
+    def make_env(self, stats_log: Path | None = None) -> dict[str, str]:
+        env = {"LC_ALL": "C", "KBUILD_BUILD_USER": "hvlab", "KBUILD_BUILD_HOST": "hvlab",
+               "KBUILD_BUILD_TIMESTAMP": "@0"}
+        if self.tools.ccache:
+            env.setdefault("CCACHE_DIR", os.environ.get("CCACHE_DIR",
+                                                        str(self.ws.kernels / "ccache")))
+            env["CCACHE_BASEDIR"] = str(self.ws.kernels)
+            if stats_log is not None:
+                env["CCACHE_STATSLOG"] = str(stats_log)
+        return env
+
+    def make(self, tree: Path, targets: Sequence[str], log: Path,
+              stats_log: Path | None = None, timeout: float | None = None) -> Completed:
+        return run(self.make_argv(tree, f"-j{self.jobs}", *targets), log=log,
+                   env=self.make_env(stats_log), on_line=self.on_line, timeout=timeout)
+
+    # -- configure ---------------------------------------------------------------
+    def configure_at(self, tree: Path, commit: str, tree_sha: str, log: Path) -> Configured:
+        """The final .config for ``commit``: cached per (tree, inputs, toolchain);
+        otherwise the worktree is switched to ``commit`` and kconfig runs."""
+        requested = self.inputs.requested()
+        key = sha256_text(self.config_key, tree_sha)
+        cache = self.ws.cache / "config" / f"{key}.json"
+        if cache.is_file():
+            data = json.loads(cache.read_text())
+            mism = tuple(kconfig.Mismatch(**m) for m in data["mismatches"])
+            return Configured(data["config"], mism, len(requested), True)
+        checkout_commit(tree, commit)
+        self.build_dir.mkdir(parents=True, exist_ok=True)
+        dotconfig = self.build_dir / ".config"
+        if self.inputs.base_text:
+            dotconfig.write_text(self.inputs.base_text)
+            step = self.make(tree, ["olddefconfig"], log)
+        else:
+            step = self.make(tree, [self.inputs.base], log)
+        if not step.ok:
+            raise self._make_failure("configure", step)
+        merged = kconfig.merge(dotconfig.read_text(),
+                               [[o for _, o in requested]])
+        dotconfig.write_text(merged)
+        step = self.make(tree, ["olddefconfig"], log)
+        if not step.ok:
+            raise self._make_failure("olddefconfig", step)
+        text = dotconfig.read_text()
+        final = kconfig.parse_dotconfig(text)
+        mismatches = kconfig.verify(requested, final)
+        explained = tuple(self._explain(tree, m, final) for m in mismatches)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"config": text, "mismatches": [
+            {"symbol": m.symbol, "requested": m.requested, "got": m.got, "fragment": m.fragment,
+             "line": m.line, "why": m.why} for m in explained]}))
+        os.replace(tmp, cache)
+        return Configured(text, explained, len(requested), False)
+
+    def _explain(self, tree: Path, m: kconfig.Mismatch, final: dict[str, str]
+                 ) -> kconfig.Mismatch:
+        for path in _kconfig_files(tree):
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            if f"config {m.symbol}\n" not in text and f"config {m.symbol} " not in text:
+                continue
+            deps = kconfig.find_depends(text, m.symbol)
+            if deps:
+                return kconfig.Mismatch(m.symbol, m.requested, m.got, m.fragment, m.line,
+                                        kconfig.explain(deps, final))
+        if not any(_symbol_defined(p, m.symbol) for p in _kconfig_files(tree)):
+            return kconfig.Mismatch(m.symbol, m.requested, m.got, m.fragment, m.line,
+                                    "no such symbol in this tree's Kconfig files")
+        return m
+
+    def _make_failure(self, what: str, step: Completed) -> Exception:
+        tail = "\n".join(step.output.splitlines()[-5:])
+        return step.machine_failure(what) or UserError(
+            f"{what} failed for kernel '{self.kernel.name}': {tail}")
+
+    def write_config(self, text: str) -> None:
+        """Put ``text`` in the build dir's .config, leaving it untouched when equal
+        (kbuild watches its mtime)."""
+        self.build_dir.mkdir(parents=True, exist_ok=True)
+        dotconfig = self.build_dir / ".config"
+        if not dotconfig.is_file() or dotconfig.read_text() != text:
+            dotconfig.write_text(text)
+
+    # -- build -------------------------------------------------------------------
+    def targets(self, config_text: str) -> list[str]:
+        final = kconfig.parse_dotconfig(config_text)
+        targets = [self.info.image_target]
+        if final.get("MODULES") == "y":
+            targets.append("modules")
+        return targets
+
+    def build_id(self, tree_sha: str, config_text: str) -> str:
+        mv = "".join(f"{k}={v}\n" for k, v in self.inputs.make_vars)
+        return sha256_text(FORMAT, tree_sha, config_text, self.tools.version, self.kernel.arch,
+                           mv, " ".join(self.targets(config_text)))
+
+
+def _kconfig_files(tree: Path) -> list[Path]:
+    out = []
+    for root, dirs, files in os.walk(tree):
+        dirs[:] = [d for d in dirs if d not in (".git", "Documentation", "tools")]
+        out += [Path(root) / f for f in files if f.startswith("Kconfig")]
+    return out
+
+
+def _symbol_defined(path: Path, symbol: str) -> bool:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    return f"config {symbol}\n" in text or f"config {symbol} " in text
+
+
+def ccache_stats(stats_log: Path) -> dict[str, int]:
+    """Hits and misses from a ccache stats log (CCACHE_STATSLOG), pure counting."""
+    counts: collections.Counter[str] = collections.Counter()
+    try:
+        lines = stats_log.read_text().splitlines()
+    except OSError:
+        return {"hits": 0, "misses": 0}
+    for line in lines:
+        counts[line.strip()] += 1
+    hits = counts["direct_cache_hit"] + counts["preprocessed_cache_hit"]
+    return {"hits": hits, "misses": counts["cache_miss"]}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    size: int
+    sha256: str
+
+
+def pack_modules(modroot: Path, target: Path) -> None:
+    """The modules_install tree as a tarball, without kbuild's ``build`` and
+    ``source`` links (they point into this machine's tree, useless on a target)."""
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        if info.issym() and _KBUILD_LINK.fullmatch(info.name.removeprefix("./")):
+            return None
+        return info
+
+    with tarfile.open(target, "w:gz", compresslevel=6) as tf:
+        tf.add(modroot, arcname=".", filter=keep)
+
+
+def collect_artifacts(builder: Builder, tree: Path, staging: Path, config_text: str,
+                      log: Path) -> tuple[list[Artifact], str]:
+    """Copy image, System.map, .config, modules tarball and kernelrelease into ``staging``."""
+    bd = builder.build_dir
+    image = bd / builder.info.image_path
+    if not image.is_file():
+        raise InfraError(f"make succeeded but {image} is missing")
+    shutil.copy2(image, staging / Path(builder.info.image_path).name)
+    shutil.copy2(bd / "System.map", staging / "System.map")
+    (staging / "config").write_text(config_text)
+    release = run(builder.make_argv(tree, "kernelrelease", quiet=True),
+                  env=builder.make_env()).output.strip().splitlines()
+    kernelrelease = release[-1].strip() if release else ""
+    if not kernelrelease:
+        raise InfraError("make kernelrelease printed nothing")
+    (staging / "kernelrelease").write_text(kernelrelease + "\n")
+    if "modules" in builder.targets(config_text):
+        modroot = staging / ".modroot"
+        step = run(builder.make_argv(tree, "modules_install",
+                                     f"INSTALL_MOD_PATH={modroot}", "INSTALL_MOD_STRIP=1"),
+                   log=log, env=builder.make_env())
+        if not step.ok:
+            raise InfraError(f"make modules_install failed (see {log})")
+        pack_modules(modroot, staging / "modules.tar.gz")
+        shutil.rmtree(modroot)
+    arts = []
+    for p in sorted(staging.iterdir()):
+        if p.is_file() and p.name not in ("metadata.json", "reproduce.sh"):
+            arts.append(Artifact(p.name, p.stat().st_size, sha256_file(p)))
+    return arts, kernelrelease

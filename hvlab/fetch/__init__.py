@@ -1,0 +1,1 @@
+"""Fetch stage: kernel sources into one shared git object store."""

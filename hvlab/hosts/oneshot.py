@@ -1,0 +1,207 @@
+"""An existing Linux machine reached over SSH: install a build, boot it once.
+
+Install: image, System.map and config into /boot, the modules tarball
+streamed into /, depmod, and an initramfs from the machine's own
+update-initramfs or dracut (or, on an hvlab guest, hvlab's image with the
+build's modules).  Boot once: ``kexec`` when configured or present, else a
+one-shot ``grub-reboot`` entry, so that a hard reset returns to the default
+kernel.  Success is a new ``boot_id`` answering SSH with the expected release.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hvlab import cancel
+from hvlab.build import kconfig
+from hvlab.errors import InfraError, UserError
+from hvlab.model import HostSpec, SshHost
+from hvlab.ssh import SshSession
+
+MARKER = "/boot/.hvlab-kernels"  # releases hvlab installed, oldest first
+
+
+@dataclass(frozen=True)
+class Installed:
+    release: str
+    initrd: str | None
+    method: str  # kexec | grub
+
+
+def _has(session: SshSession, tool: str) -> bool:
+    return session.run(["sh", "-c", f"command -v {shlex.quote(tool)}"], timeout=30).ok
+
+
+def install(session: SshSession, name: str, boot_method: str, keep_kernels: int,
+            build_dir: Path, release: str, hvlab_initrd: Callable[[], Path],
+            log: Path) -> Installed:
+    """Copy a build onto the machine ``name``; returns what the boot step needs."""
+    image = next(p for p in (build_dir / "bzImage", build_dir / "Image") if p.is_file())
+    method = boot_method
+    if method == "auto":
+        method = "kexec" if _has(session, "kexec") else "grub"
+    if method == "kexec" and image.name == "bzImage":
+        config = kconfig.parse_dotconfig((build_dir / "config").read_text())
+        if config.get("RELOCATABLE") != "y":
+            # kexec-tools loads such a bzImage without complaint and it dies silently
+            raise UserError(f"host {name}: booting by kexec needs a relocatable kernel: "
+                            "add CONFIG_RELOCATABLE=y to a fragment, or use boot_method: grub")
+    # Best effort: an initramfs root has no mount entry and df cannot size it;
+    # a real ENOSPC during the upload is still reported below.
+    df = session.run(["df", "-Pk", "/boot"], timeout=30, log=log)
+    free = df.output.strip().splitlines()[-1].split() if df.ok and df.output.strip() else []
+    needed = (image.stat().st_size + (build_dir / "modules.tar.gz").stat().st_size) // 1024 \
+        if (build_dir / "modules.tar.gz").is_file() else image.stat().st_size // 1024
+    if len(free) >= 4 and free[3].isdigit() and int(free[3]) < needed:
+        raise InfraError(f"host {name}: disk full: /boot has {free[3]} KiB free, "
+                         f"the build needs {needed} KiB")
+    try:
+        session.put_tree("/boot", [(image, f"vmlinuz-{release}"),
+                                   (build_dir / "System.map", f"System.map-{release}"),
+                                   (build_dir / "config", f"config-{release}")])
+        modules = build_dir / "modules.tar.gz"
+        if modules.is_file():
+            _stream_modules(session, modules, log)
+            session.check(["depmod", "-a", release], timeout=300, log=log)
+    except InfraError as exc:
+        if "No space left" in str(exc) or "No space left" in _tail(log):
+            raise InfraError(f"host {name}: disk full during install: {exc}") from None
+        raise
+    initrd: str | None = None
+    if _has(session, "update-initramfs"):
+        session.check(["update-initramfs", "-c", "-k", release], timeout=900, log=log)
+        initrd = f"/boot/initrd.img-{release}"
+    elif _has(session, "dracut"):
+        initrd = f"/boot/initramfs-{release}.img"
+        session.check(["dracut", "-f", initrd, release], timeout=900, log=log)
+    elif session.run(["test", "-e", "/etc/hvlab-guest"], timeout=30).ok:
+        initrd = f"/boot/initrd.img-{release}"
+        session.put_file(hvlab_initrd(), initrd)
+    if method == "grub":
+        if not _has(session, "grub-reboot"):
+            raise InfraError(f"host {name}: neither kexec nor grub-reboot is available "
+                             "for a one-shot boot")
+        session.check(["update-grub"], timeout=600, log=log)
+    _record_and_prune(session, release, keep_kernels, log)
+    return Installed(release, initrd, method)
+
+
+def _tail(log: Path) -> str:
+    try:
+        return log.read_text(errors="replace")[-2000:]
+    except OSError:
+        return ""
+
+
+def _stream_modules(session: SshSession, tarball: Path, log: Path) -> None:
+    """The modules tarball, streamed into tar on the machine (no temporary copy)."""
+    data = tarball.read_bytes()
+    result = session.run(["tar", "-xz", "-f", "-", "-C", "/"], timeout=600, log=log, stdin=data)
+    if not result.ok:
+        raise InfraError(f"host {session.name}: installing modules failed: "
+                         f"{result.stderr.strip()[-300:]}")
+
+
+def _record_and_prune(session: SshSession, release: str, keep: int, log: Path) -> None:
+    """Remember what hvlab installed; remove the oldest beyond ``keep``."""
+    listed = session.run(["cat", MARKER], timeout=30).output.split() \
+        if session.run(["test", "-f", MARKER], timeout=30).ok else []
+    releases = [r for r in listed if r != release] + [release]
+    while len(releases) > keep:
+        old = releases.pop(0)
+        session.run(["rm", "-rf", f"/boot/vmlinuz-{old}", f"/boot/System.map-{old}",
+                     f"/boot/config-{old}", f"/boot/initrd.img-{old}",
+                     f"/boot/initramfs-{old}.img", f"/lib/modules/{old}"], timeout=120, log=log)
+    session.run(["sh", "-c", f"printf '%s\\n' {' '.join(map(shlex.quote, releases))} > {MARKER}"],
+                timeout=30, log=log)
+
+
+def boot_id(session: SshSession) -> str:
+    return session.check(["cat", "/proc/sys/kernel/random/boot_id"], timeout=30).strip()
+
+
+def reboot_once(session: SshSession, installed: Installed, log: Path) -> None:
+    """Start the one-shot boot; the connection drops while it happens."""
+    r = installed.release
+    if installed.method == "kexec":
+        load = ["kexec", "-l", f"/boot/vmlinuz-{r}", "--reuse-cmdline"]
+        if installed.initrd:
+            load.append(f"--initrd={installed.initrd}")
+        loaded = session.run(load, timeout=120, log=log)
+        if not loaded.ok:
+            text = loaded.output
+            why = next((line.strip() for line in text.splitlines() if "failed" in line),
+                       text.strip().splitlines()[-1] if text.strip() else "no output")
+            hint = ("; the running kernel is locked down (Secure Boot?) and refuses an unsigned "
+                    "kernel: turn Secure Boot off (secure_boot: off for hyperv hosts) or use "
+                    "boot_method: grub with a signed kernel"
+                    if "Operation not permitted" in text else "")
+            raise InfraError(f"host {session.name}: loading the kernel with kexec failed: "
+                             f"{why}{hint}")
+        jump = ["kexec", "-e"]
+    else:
+        entry = f"Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux {r}"
+        session.check(["grub-reboot", entry], timeout=60, log=log)
+        jump = ["reboot"]
+    # Run it as the command itself: the connection drops when the machine goes.
+    # (A backgrounded "sleep; kexec -e" did not survive the end of the session.)
+    result = session.run(jump, timeout=20, log=log)
+    if not result.dropped and not result.timed_out and result.exit_status != 0:
+        raise InfraError(f"host {session.name}: '{' '.join(jump)}' failed "
+                         f"(exit {result.exit_status}): {result.output.strip()[-300:]}")
+    session.close()
+
+
+def wait_back(session: SshSession, old_boot_id: str, timeout: float) -> float:
+    """Wait until SSH answers with a new boot_id; returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            session.close()
+            session.connect()
+            if boot_id(session) != old_boot_id:
+                return time.monotonic() - t0
+        except InfraError:
+            pass
+        cancel.sleep(1)
+    raise TimeoutError
+
+
+class ConsoleCapture:
+    """The host's ``console`` command (run locally, as ktest does), into a log."""
+
+    def __init__(self, command: tuple[str, ...], log: Path) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = log
+        if command:
+            self.proc = subprocess.Popen(list(command), stdout=log.open("ab"),  # noqa: S603
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def lines(self) -> list[str]:
+        try:
+            return self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def power_cycle(host: HostSpec, log: Path) -> bool:
+    assert isinstance(host.detail, SshHost)
+    if not host.detail.power_cycle:
+        return False
+    with log.open("ab") as fh:
+        done = subprocess.run(list(host.detail.power_cycle), stdout=fh,  # noqa: S603
+                              stderr=subprocess.STDOUT, timeout=300, check=False)
+    return done.returncode == 0

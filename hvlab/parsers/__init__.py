@@ -1,1 +1,0 @@
-"""Pure parsers for test output (no processes, no files)."""

@@ -1,0 +1,1 @@
+"""Patch stage: series discovery, git am, checkpatch."""

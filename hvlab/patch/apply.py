@@ -1,0 +1,196 @@
+"""The patch stage: apply a series with ``git am -3``, one JUnit case per patch.
+
+A failing patch's case names the conflicting files and carries the ``git am``
+output; later patches are SKIPPED; the worktree is never left mid-apply.
+Results are cached by (base commit, patchset hash, checkpatch on/off).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hvlab.fetch.source import checkout, restore_clean, worktree_path
+from hvlab.git import IDENTITY, Git
+from hvlab.patch import checkpatch
+from hvlab.patch.discover import LoadedSeries
+from hvlab.patch.series import Patch
+from hvlab.progress import Progress
+from hvlab.results import StageResult, Status, TestCase
+from hvlab.workspace import Workspace
+
+_CONFLICT_PATTERNS = (
+    re.compile(r"^CONFLICT \([^)]*\): Merge conflict in (\S+)", re.M),
+    re.compile(r"^error: patch failed: (\S+?):\d+", re.M),
+    re.compile(r"^error: (\S+): patch does not apply", re.M),
+    re.compile(r"^error: (\S+): does not exist in index", re.M),
+    re.compile(r"^error: (\S+): already exists in (?:index|working directory)", re.M),
+)
+
+
+def conflicting_files(output: str) -> list[str]:
+    """Files named by git am/apply as failing, in order, without duplicates."""
+    found: list[tuple[int, str]] = []
+    for pattern in _CONFLICT_PATTERNS:
+        found += [(m.start(), m.group(1)) for m in pattern.finditer(output)]
+    out: list[str] = []
+    for _, name in sorted(found):
+        if name not in out:
+            out.append(name)
+    return out
+
+
+@dataclass(frozen=True)
+class Patched:
+    tree: Path
+    base: str
+    commit: str
+    patchset_hash: str
+    applied: int
+    cached: bool
+
+
+def _cache_key(base: str, series: LoadedSeries, with_checkpatch: bool) -> str:
+    text = f"{base}\n{series.patchset_hash}\n{with_checkpatch}\n"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _case_to_json(c: TestCase) -> dict[str, object]:
+    return {"name": c.name, "status": c.status.value, "message": c.message,
+            "output": c.output, "duration": c.duration}
+
+
+def _case_from_json(d: dict[str, object]) -> TestCase:
+    return TestCase(str(d["name"]), Status(d["status"]), str(d["message"]), str(d["output"]),
+                    float(str(d["duration"])))
+
+
+def _apply_one(g: Git, patch: Patch, file: Path, base_date: str, log: Path) -> tuple[bool, str]:
+    with log.open("a") as fh:
+        fh.write(f"\n=== [{patch.index}] {patch.subject} ({patch.source})\n")
+    if patch.kind == "mail":
+        code, out, err = g.run("am", "-3", "--committer-date-is-author-date", "--keep-cr",
+                               str(file), env=IDENTITY, check=False)
+        text = (out + err).strip()
+        if code != 0:
+            g.run("am", "--abort", check=False)
+    else:
+        code, out, err = g.run("apply", "--index", "--whitespace=nowarn", str(file),
+                               check=False)
+        text = (out + err).strip()
+        if code == 0:
+            env = {**IDENTITY, "GIT_AUTHOR_DATE": base_date, "GIT_COMMITTER_DATE": base_date}
+            c2, o2, e2 = g.run("commit", "--quiet", "--no-verify", "-m", patch.subject, "-m",
+                               f"Applied by hvlab from {patch.source}.", env=env, check=False)
+            text = (text + "\n" + o2 + e2).strip()
+            code = c2
+        if code != 0:
+            g.run("reset", "--quiet", "--hard", "HEAD", check=False)
+    with log.open("a") as fh:
+        fh.write(text + "\n")
+    return code == 0, text
+
+
+def apply_series(ws: Workspace, kernel: str, base: str, series: LoadedSeries,
+                 with_checkpatch: bool, log: Path, progress: Progress,
+                 materialize: bool = True) -> tuple[Patched, StageResult]:
+    """Apply ``series`` on ``base`` in the kernel's worktree (caller holds its lock).
+
+    A cached result only checks the worktree out when ``materialize`` is set
+    (``inv patch``); a build checks out lazily, when make has to run."""
+    t0 = time.monotonic()
+    key = _cache_key(base, series, with_checkpatch)
+    record = ws.cache / "patch" / f"{key}.json"
+    ref = f"refs/hvlab/patched/{key}"
+    store = Git(ws.store)
+    props = {"patchset_hash": series.patchset_hash, "base_commit": base,
+             "series": series.name, "patches": str(len(series.patches))}
+    branch = f"hvlab/{kernel}/{series.name}"
+    if record.is_file():
+        data = json.loads(record.read_text())
+        commit = store.rev(ref)
+        if commit:
+            tree = worktree_path(ws, kernel)
+            if materialize:
+                tree = checkout(ws, kernel, commit, progress)
+                Git(work_tree=tree).run("checkout", "--quiet", "-B", branch, commit)
+            result = StageResult.from_cases(
+                "patch", [_case_from_json(d) for d in data["cases"]], time.monotonic() - t0, log,
+                properties={**props, "commit": commit, "cached": "true"},
+                facts={"commit": commit})
+            return Patched(tree, base, commit, series.patchset_hash, int(data["applied"]),
+                           True), result
+
+    tree = checkout(ws, kernel, base, progress)
+    g = Git(work_tree=tree)
+    g.run("checkout", "--quiet", "-B", branch, base)
+    base_date = g.out("log", "-1", "--format=@%ct +0000", base)
+    cases: list[TestCase] = []
+    check_cases: list[TestCase] = []
+    failed: Patch | None = None
+    applied = 0
+    try:
+        with tempfile.TemporaryDirectory(prefix="hvlab-patch-") as tmp:
+            for patch in series.patches:
+                # named after its source so checkpatch and git name it recognisably
+                file = Path(tmp) / f"{patch.index:04d}-{Path(patch.source).name}"
+                file.write_bytes(patch.data)
+                label = f"[{patch.index}/{len(series.patches)}] {patch.subject}"
+                if failed is not None:
+                    cases.append(TestCase(patch.subject, Status.SKIP,
+                                          f"not applied: patch {failed.index} "
+                                          f"'{failed.subject}' failed before it"))
+                else:
+                    progress.stage("patch", label)
+                    p0 = time.monotonic()
+                    ok, text = _apply_one(g, patch, file, base_date, log)
+                    if ok:
+                        applied += 1
+                        cases.append(TestCase(patch.subject, Status.PASS, output=text,
+                                              duration=time.monotonic() - p0, log_path=log))
+                    else:
+                        failed = patch
+                        files = conflicting_files(text) or list(patch.files)
+                        msg = (f"patch {patch.index} ({patch.source}) does not apply: "
+                               f"conflicts in {', '.join(files) or 'unknown files'}")
+                        cases.append(TestCase(patch.subject, Status.FAIL, msg, output=text,
+                                              duration=time.monotonic() - p0, log_path=log))
+                if with_checkpatch:
+                    check_cases.append(_checkpatch_case(tree, patch, file, log))
+    finally:
+        if failed is not None or applied < len(series.patches):
+            restore_clean(tree)
+    commit = g.rev("HEAD") or base
+    all_cases = cases + check_cases
+    if failed is None:
+        store.run("update-ref", ref, commit)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"commit": commit, "applied": applied,
+                                      "cases": [_case_to_json(c) for c in all_cases]}, indent=1))
+    result = StageResult.from_cases(
+        "patch", all_cases, time.monotonic() - t0, log,
+        properties={**props, "commit": commit, "cached": "false"},
+        facts={"commit": commit} if failed is None else {})
+    return Patched(tree, base, commit, series.patchset_hash, applied, False), result
+
+
+def _checkpatch_case(tree: Path, patch: Patch, file: Path, log: Path) -> TestCase:
+    t0 = time.monotonic()
+    report, output = checkpatch.check(tree, file, patch.kind == "diff", log)
+    name = f"checkpatch: {patch.subject}"
+    duration = time.monotonic() - t0
+    if not report.parsed:
+        return TestCase(name, Status.ERROR, "checkpatch.pl did not finish (no total line)",
+                        output=output, duration=duration, log_path=log)
+    summary = f"{report.errors} errors, {report.warnings} warnings, {report.checks} checks"
+    if report.errors:
+        first = next((f for f in report.findings if f.startswith("ERROR")), "")
+        return TestCase(name, Status.FAIL, f"{summary}; {first}", output=output,
+                        duration=duration, log_path=log)
+    return TestCase(name, Status.PASS, summary if report.warnings else "", output=output,
+                    duration=duration, log_path=log)

@@ -1,0 +1,69 @@
+"""Read a series from disk: a directory (``series`` file or name order) or a file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hvlab.errors import UserError
+from hvlab.patch import series as S
+
+
+@dataclass(frozen=True)
+class LoadedSeries:
+    name: str
+    path: Path
+    patches: tuple[S.Patch, ...]
+    problems: tuple[str, ...]  # "file:line: message", empty when usable
+
+    @property
+    def patchset_hash(self) -> str:
+        return S.patchset_hash(self.patches)
+
+
+def _files(path: Path, display: str) -> tuple[list[tuple[Path, str]], list[str]]:
+    problems: list[str] = []
+    series_file = path / "series"
+    if series_file.is_file():
+        entries, issues = S.parse_series_file(series_file.read_text("utf-8", "replace"))
+        problems += [f"{display}/series:{i.line}: {i.message}" for i in issues]
+        files = []
+        for e in entries:
+            f = path / e.name
+            if not f.is_file():
+                problems.append(f"{display}/series:{e.line}: patch '{e.name}' does not exist")
+            else:
+                files.append((f, f"{display}/{e.name}"))
+        return files, problems
+    files = sorted(
+        (f, f"{display}/{f.name}") for f in path.iterdir()
+        if f.is_file() and S.is_patch_file_name(f.name)
+    )
+    return files, problems
+
+
+def load_series(name: str, path: Path, display: str | None = None) -> LoadedSeries:
+    """Load and parse; problems are returned, not raised (config.check lists them all)."""
+    display = display or str(path)
+    if path.is_dir():
+        files, problems = _files(path, display)
+    elif path.is_file():
+        files, problems = [(path, display)], []
+    else:
+        return LoadedSeries(name, path, (), (f"{display}: no such patch directory or file",))
+    patches: list[S.Patch] = []
+    for f, shown in files:
+        found = S.parse_patch_file(shown, f.read_bytes())
+        if not found:
+            problems.append(f"{shown}:1: no patch found (neither a mail with a diff nor a diff)")
+        patches.extend(found)
+    if not files and not problems:
+        problems.append(f"{display}: the series is empty")
+    return LoadedSeries(name, path, tuple(S.number(patches)), tuple(problems))
+
+
+def load_series_or_raise(name: str, path: Path, display: str | None = None) -> LoadedSeries:
+    loaded = load_series(name, path, display)
+    if loaded.problems:
+        raise UserError(f"series '{name}': " + "; ".join(loaded.problems))
+    return loaded

@@ -1,1 +1,0 @@
-"""Patch series: discovery and parsing (pure) and application (git)."""

@@ -1,0 +1,213 @@
+"""Local process execution: argument lists only, timeouts, logs streamed to files.
+
+Every child runs in its own session so a timeout or an interrupt stops the
+whole process group (make's children included), never only the parent.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hvlab.errors import InfraError
+
+# tool -> the Debian package that provides it (named in "missing tool" errors)
+PACKAGES = {
+    "git": "git",
+    "perl": "perl",
+    "make": "make",
+    "gcc": "gcc",
+    "flex": "flex",
+    "bison": "bison",
+    "bc": "bc",
+    "cpio": "cpio",
+    "ccache": "ccache",
+    "xz": "xz-utils",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "busybox": "busybox-static",
+    "sshd": "openssh-server",
+    "ssh-keygen": "openssh-client",
+    "kexec": "kexec-tools",
+    "depmod": "kmod",
+    "rsync": "rsync",
+    "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
+}
+
+
+def require_tool(name: str) -> str:
+    """The absolute path of ``name`` or an InfraError naming its Debian package."""
+    path = shutil.which(name)
+    if path is None:
+        package = PACKAGES.get(name, name)
+        raise InfraError(f"'{name}' is not installed (Debian package: {package}; "
+                         "run ci/setup.sh)")
+    return path
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    duration: float
+    output: str  # the last lines (all of them when short), stdout and stderr merged
+    log_path: Path | None
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+    def machine_failure(self, what: str) -> InfraError | None:
+        """The machine, not the input, made it fail: a full disk or a timeout."""
+        where = f" (see {self.log_path})" if self.log_path else ""
+        if "No space left on device" in self.output:
+            return InfraError(f"{what}: no space left on device{where}")
+        if self.timed_out:
+            return InfraError(f"{what}: {Path(self.argv[0]).name} timed out{where}")
+        return None
+
+
+def _stop_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM the process group, then SIGKILL after ``grace`` seconds."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    log: Path | None = None,
+    timeout: float | None = None,
+    stdin_data: bytes | None = None,
+    tail_lines: int = 400,
+    on_line: Callable[[str], None] | None = None,
+) -> Completed:
+    """Run ``argv``; merge stdout and stderr into ``log`` (appended) as they come.
+
+    Never raises for a non-zero exit; raises InfraError when the program
+    cannot be started.  ``KeyboardInterrupt`` and other exceptions stop the
+    process group before they propagate.
+    """
+    argv = tuple(str(a) for a in argv)
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    started = time.monotonic()
+    tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+    logf = None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        logf = log.open("ab")
+        logf.write(f"$ {' '.join(argv)}\n".encode())
+        logf.flush()
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
+            argv,
+            cwd=cwd,
+            env=full_env,
+            stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        if logf:
+            logf.close()
+        package = PACKAGES.get(Path(argv[0]).name)
+        hint = f" (Debian package: {package})" if package else ""
+        raise InfraError(f"cannot run '{argv[0]}': not found{hint}") from None
+    except OSError as exc:
+        if logf:
+            logf.close()
+        raise InfraError(f"cannot run '{argv[0]}': {exc.strerror}") from None
+    timed_out = False
+    try:
+        if stdin_data is not None and proc.stdin is not None:
+            try:
+                proc.stdin.write(stdin_data)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        assert proc.stdout is not None
+        deadline = started + timeout if timeout else None
+        if deadline is not None:
+            _arm_timeout(proc, deadline)
+        for raw in iter(proc.stdout.readline, b""):
+            if logf:
+                logf.write(raw)
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            tail.append(line)
+            if on_line:
+                on_line(line)
+        proc.wait()
+        timed_out = getattr(proc, "_hvlab_timed_out", False)
+    except BaseException:
+        _stop_group(proc)
+        raise
+    finally:
+        if logf:
+            if timed_out:
+                logf.write(f"[hvlab] timed out after {timeout} s; process group killed\n".encode())
+            logf.close()
+    return Completed(argv, proc.returncode, time.monotonic() - started, "\n".join(tail), log,
+                     timed_out)
+
+
+def _arm_timeout(proc: subprocess.Popen[bytes], deadline: float) -> None:
+    import threading
+
+    def watch() -> None:
+        while proc.poll() is None:
+            if time.monotonic() >= deadline:
+                proc._hvlab_timed_out = True  # type: ignore[attr-defined]
+                _stop_group(proc)
+                return
+            time.sleep(0.2)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def capture(
+    argv: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin_data: bytes | None = None,
+    timeout: float | None = 600,
+) -> subprocess.CompletedProcess[bytes]:
+    """A short command whose output we parse (git plumbing).  Never raises on exit code."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    try:
+        return subprocess.run(  # noqa: S603 - argument list, no shell
+            [str(a) for a in argv], cwd=cwd, env=full_env, input=stdin_data,
+            capture_output=True, timeout=timeout, check=False,
+            stdin=None if stdin_data is not None else subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        package = PACKAGES.get(Path(str(argv[0])).name)
+        hint = f" (Debian package: {package})" if package else ""
+        raise InfraError(f"cannot run '{argv[0]}': not found{hint}") from None
+    except subprocess.TimeoutExpired:
+        raise InfraError(f"'{' '.join(map(str, argv[:3]))}' timed out after {timeout} s") from None
