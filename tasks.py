@@ -6,9 +6,11 @@ Every task writes reports/<run-id>/ and points reports/latest at it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -16,6 +18,9 @@ from invoke.tasks import task
 
 from hvlab.errors import UserError
 from hvlab.tasks.session import session
+
+if TYPE_CHECKING:
+    from hvlab.tasks.boot import BootRequest
 
 # The flows are imported inside each task: a cached build must not pay for
 # paramiko and the host code at start-up.
@@ -31,10 +36,10 @@ def _argv() -> list[str]:
 @task(help={"debug": "print tracebacks", "quiet": "only errors"})
 def config_check(c: Context, debug: bool = False, quiet: bool = False) -> None:
     """Load and validate every file under configs/ (HVLAB_CONFIGS); list all errors."""
-    from hvlab.tasks import stages as flows
+    from hvlab.tasks import stages
 
     with session("config.check", _argv(), debug, quiet, ROOT) as s:
-        flows.config_check(s)
+        stages.config_check(s)
 
 
 @task(help={
@@ -45,10 +50,12 @@ def config_check(c: Context, debug: bool = False, quiet: bool = False) -> None:
 def fetch(c: Context, kernel: str = "", offline: bool = False, debug: bool = False,
           quiet: bool = False) -> None:
     """Fetch a kernel source into the shared git store and record its commit."""
-    from hvlab.tasks import stages as flows
+    from hvlab.tasks import stages
+    from hvlab.tasks.session import Scope
 
     with session("fetch", _argv(), debug, quiet, ROOT) as s:
-        flows.fetch(s, _required("kernel", kernel), offline)
+        spec = s.config.kernel(_required("kernel", kernel))
+        stages.fetch(s, Scope(spec.name), spec, offline)
 
 
 @task(help={
@@ -61,11 +68,13 @@ def fetch(c: Context, kernel: str = "", offline: bool = False, debug: bool = Fal
 def patch(c: Context, kernel: str = "", series: str = "", no_checkpatch: bool = False,
           offline: bool = False, debug: bool = False, quiet: bool = False) -> None:
     """Apply a patch series with git am -3 on a fresh branch; one case per patch."""
-    from hvlab.tasks import stages as flows
+    from hvlab.tasks import stages
+    from hvlab.tasks.session import Scope
 
     with session("patch", _argv(), debug, quiet, ROOT) as s:
-        flows.patch(s, _required("kernel", kernel), _required("series", series),
-                    not no_checkpatch, offline)
+        spec = s.config.kernel(_required("kernel", kernel))
+        stages.patch(s, Scope(spec.name), spec, _required("series", series),
+                     not no_checkpatch, offline)
 
 
 @task(iterable=["fragment"], help={
@@ -85,11 +94,14 @@ def build(c: Context, kernel: str = "", series: str = "", fragment: list[str] | 
           warnings_baseline: str = "", no_ccache: bool = False, offline: bool = False,
           debug: bool = False, quiet: bool = False) -> None:
     """Configure (verified fragments) and build a kernel, optionally patched; gate warnings."""
-    from hvlab.tasks import stages as flows
+    from hvlab.tasks import stages
+    from hvlab.tasks.session import Scope
 
     with session("build", _argv(), debug, quiet, ROOT) as s:
-        flows.build(s, _required("kernel", kernel), series, list(fragment or []), each_patch,
-                    force, jobs, warnings_baseline, not no_ccache, offline)
+        req = stages.BuildRequest(_required("kernel", kernel), series, tuple(fragment or ()),
+                                  each_patch, force, jobs, warnings_baseline, not no_ccache,
+                                  offline)
+        stages.build(s, Scope(s.config.kernel(req.kernel).name), req)
 
 
 BOOT_HELP = {
@@ -110,12 +122,11 @@ def boot(c: Context, kernel: str = "", series: str = "", host: str = "",
          jobs: int = 0, no_ccache: bool = False, offline: bool = False, debug: bool = False,
          quiet: bool = False) -> None:
     """Build as needed, boot on a host, verify the release, scan console and dmesg."""
-    from hvlab.tasks import boot as hostflows
+    from hvlab.tasks import boot as booting
 
     with session("boot", _argv(), debug, quiet, ROOT) as s:
-        hostflows.boot(s, kernel if prebuilt else _required("kernel", kernel), series,
-                       _required("host", host), list(fragment or []), force, jobs,
-                       not no_ccache, offline, prebuilt)
+        booting.boot(s, _boot_request(kernel, series, host, fragment, prebuilt, force, jobs,
+                                      no_ccache, offline, ()))
 
 
 @task(iterable=["fragment", "suite"], help={
@@ -125,35 +136,46 @@ def test(c: Context, kernel: str = "", series: str = "", host: str = "",
          prebuilt: str = "", force: bool = False, jobs: int = 0, no_ccache: bool = False,
          offline: bool = False, debug: bool = False, quiet: bool = False) -> None:
     """Build and boot as needed, then run the suites on the booted guest."""
-    from hvlab.tasks import boot as hostflows
+    from hvlab.tasks import boot as booting
 
     with session("test", _argv(), debug, quiet, ROOT) as s:
-        suites = list(suite or [])
-        if not suites:
+        if not suite:
             raise UserError("--suite is required (a name from configs/suites/; repeatable)")
-        hostflows.boot(s, kernel if prebuilt else _required("kernel", kernel), series,
-                       _required("host", host), list(fragment or []), force, jobs,
-                       not no_ccache, offline, prebuilt, suites)
+        req = _boot_request(kernel, series, host, fragment, prebuilt, force, jobs, no_ccache,
+                            offline, booting.kselftest_targets(s, suite))
+        booting.boot(s, dataclasses.replace(req, suites=tuple(suite)))
 
 
 @task(help={"force": "rebuild the image", "debug": "print tracebacks", "quiet": "only errors"})
 def image_build(c: Context, force: bool = False, debug: bool = False,
                 quiet: bool = False) -> None:
     """Build the QEMU guest initramfs (busybox, sshd, keys) from this machine's binaries."""
-    from hvlab.tasks import boot as hostflows
+    from hvlab.tasks import boot as booting
 
     with session("image.build", _argv(), debug, quiet, ROOT) as s:
-        hostflows.image_build(s, force)
+        booting.image_build(s, force)
 
 
 @task(help={"host": "check only this host", "debug": "print tracebacks",
             "quiet": "only errors"})
 def hosts_check(c: Context, host: str = "", debug: bool = False, quiet: bool = False) -> None:
     """Check each host: reachability, auth, host key, OS, kernel, free disk (exit 3 if unusable)."""
-    from hvlab.tasks import boot as hostflows
+    from hvlab.tasks import boot as booting
 
     with session("hosts.check", _argv(), debug, quiet, ROOT) as s:
-        hostflows.hosts_check(s, host)
+        booting.hosts_check(s, host)
+
+
+def _boot_request(kernel: str, series: str, host: str, fragment: list[str] | None,
+                  prebuilt: str, force: bool, jobs: int, no_ccache: bool, offline: bool,
+                  kselftests: tuple[tuple[str, ...], ...]) -> BootRequest:
+    from hvlab.tasks.boot import BootRequest
+    from hvlab.tasks.stages import BuildRequest
+
+    build = BuildRequest(kernel if prebuilt else _required("kernel", kernel), series,
+                         tuple(fragment or ()), force=force, jobs=jobs,
+                         use_ccache=not no_ccache, offline=offline, kselftests=kselftests)
+    return BootRequest(build, _required("host", host), prebuilt=prebuilt)
 
 
 def _required(flag: str, value: str) -> str:
@@ -216,36 +238,38 @@ def run(c: Context, plan: str = "default", kernel: list[str] | None = None,
         debug: bool = False, quiet: bool = False, no_wait: bool = False) -> None:
     """Fetch, patch, build, boot, test and report every cell of a plan's matrix."""
     from hvlab import locks
-    from hvlab.tasks import run as pipeline
+    from hvlab.tasks import run as running
 
     locks.WAIT_BY_DEFAULT = not no_wait
 
-    if gate not in ("", "all", "regressions"):
-        raise SystemExit(f"hvlab: error: --gate {gate}: expected all or regressions")
     if dry_run:
-        _dry_run(plan, kernel, series, host, suite, shard)
+        _dry_run(plan, kernel, series, host, suite, shard, gate)
         return
-    with session("run", _argv(), debug, quiet, ROOT) as s:
+    with session("run", _argv(), debug, quiet, ROOT, gate=gate) as s:
         spec = s.config.plan(plan)
-        cells = pipeline.cells(spec, kernel or [], series or [], host or [], suite or [])
+        cells = running.cells(spec, kernel or [], series or [], host or [], suite or [])
         if shard:
-            cells = pipeline.shard(cells, shard)
+            cells = running.shard(cells, shard)
         try:
-            pipeline.run_plan(s, spec, cells, force, jobs, not no_ccache, offline, gate)
+            running.run_plan(s, spec, cells, running.RunOptions(force, jobs, not no_ccache,
+                                                                offline))
         finally:
-            pipeline.reproduce(s, _argv())
+            running.reproduce(s, _argv())
 
 
 def _dry_run(plan: str, kernel: list[str] | None, series: list[str] | None,
-             host: list[str] | None, suite: list[str] | None, shard: str) -> None:
+             host: list[str] | None, suite: list[str] | None, shard: str, gate: str) -> None:
     """Print the cells; no run folder, nothing touched."""
     from hvlab.config import loader
     from hvlab.errors import HvlabError
     from hvlab.tasks import run as pipeline
+    from hvlab.tasks.session import Gate
     from hvlab.workspace import Workspace
 
     ws = Workspace.from_env(ROOT)
     try:
+        if gate:
+            Gate.parse(gate)
         config = loader.load_or_raise(ws)
         cells = pipeline.cells(config.plan(plan), kernel or [], series or [], host or [],
                                suite or [])
@@ -270,7 +294,7 @@ def ci_matrix(c: Context, plan: str = "default", format: str = "json", shards: i
 @task(iterable=["suite"], help={
     "kernel": "kernel name (its source must be a git repository with the history)",
     "good": "a commit or ref that passes", "bad": "a later commit or ref that fails",
-    "host": "qemu host to boot on (--step boot or test)",
+    "host": "host to boot on (--step boot or test)",
     "suite": "suite to run (--step test; repeatable)", "test": "judge only this test",
     "step": "build, boot or test (default)",
     "no_skip_build_failures": "a commit that does not build counts as bad",

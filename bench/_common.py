@@ -34,7 +34,8 @@ def timed(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path |
 def last_build() -> tuple[Path, dict[str, object]]:
     """(build artifacts dir, metadata) of the build in reports/latest."""
     meta = json.loads((REPORTS / "latest" / "metadata.json").read_text())
-    build_id = meta["properties"]["build_id"]
+    build_id = next(str(c["facts"]["build_id"]) for c in meta["cells"]
+                    if "build_id" in c["facts"])
     out = KERNELS / "builds" / build_id
     return out, json.loads((out / "metadata.json").read_text())
 

@@ -6,13 +6,24 @@ these and never the YAML.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ARCHES = ("x86_64", "arm64")
 BASE_TARGETS = ("defconfig", "tinyconfig", "allnoconfig")
-HOST_KINDS = ("qemu", "ssh", "hyperv")
+
+
+class HostKind(enum.StrEnum):
+    """``kind:`` of a host file; each is implemented by one class in hvlab/hosts/."""
+
+    QEMU = "qemu"
+    SSH = "ssh"
+    HYPERV = "hyperv"
+
+
+HOST_KINDS = tuple(k.value for k in HostKind)
 PARSERS = ("exit-code", "tap", "ktap", "junit")
 NO_SERIES = "none"
 
@@ -136,8 +147,8 @@ class HypervHost:
 class HostSpec:
     name: str
     file: Path
-    kind: str
-    detail: QemuHost | SshHost | HypervHost
+    kind: HostKind
+    detail: object  # the kind's own config dataclass (QemuHost, SshHost, HypervHost)
     boot_timeout: int = 120
     iperf_server: str | None = None
     description: str = ""

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import collections
 import json
 import os
@@ -125,6 +127,10 @@ class Configured:
     mismatches: tuple[kconfig.Mismatch, ...]
     requested: int
     cached: bool
+
+    @property
+    def facts(self) -> dict[str, str]:
+        return {"config_hash": hashlib.sha256(self.config_text.encode()).hexdigest()}
 
 
 @dataclass

@@ -40,6 +40,10 @@ class BuildResult:
     log: Path
     ccache: dict[str, int]
 
+    @property
+    def facts(self) -> dict[str, str]:
+        return {"build_id": self.build_id, "kernel_release": self.kernelrelease}
+
 
 def _diag_to_json(d: Diagnostic) -> dict[str, object]:
     return {"file": d.file, "line": d.line, "kind": d.kind, "message": d.message,

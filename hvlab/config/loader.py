@@ -19,6 +19,7 @@ from hvlab.config import yamlnode
 from hvlab.config.reader import ConfigIssue, Issues, MapReader, root_map
 from hvlab.config.yamlnode import Mark
 from hvlab.errors import UserError
+from hvlab.hosts.registry import kind_class
 from hvlab.model import (
     ARCHES,
     BASE_TARGETS,
@@ -27,16 +28,14 @@ from hvlab.model import (
     PARSERS,
     FragmentSpec,
     GitSource,
+    HostKind,
     HostSpec,
-    HypervHost,
     KernelConfigSpec,
     KernelSpec,
     PathSource,
     PlanSpec,
-    QemuHost,
     SeriesSpec,
     SshEndpoint,
-    SshHost,
     SuiteSpec,
     SuiteTest,
     TarballSource,
@@ -263,7 +262,7 @@ class _Loader:
             self.config.series[path.name] = SeriesSpec(path.name, path)
 
     # -- hosts -----------------------------------------------------------------
-    def _endpoint(self, r: MapReader, path: Path, address_required: bool = True) -> SshEndpoint:
+    def endpoint(self, r: MapReader, path: Path, address_required: bool = True) -> SshEndpoint:
         address = r.string("address", required=address_required) or ""
         port = r.integer("port", 22, 1, 65535)
         user = r.string("user", default="root") or "root"
@@ -283,6 +282,9 @@ class _Loader:
             address, port, user, self._path(key, path) if key else None, password_env,
             host_key, self._path(known, path) if known else None, policy, timeout, via)
 
+    def host_ref(self, r: MapReader, key: str, name: str) -> None:
+        self.refs.append(Ref("host", name, r.key_mark(key), r._key(key)))
+
     def hosts(self) -> None:
         for path in self._yaml_files("hosts"):
             r = self._read(path)
@@ -296,73 +298,16 @@ class _Loader:
             if scratch is not None and not _SCRATCH.fullmatch(scratch):
                 r.error("scratch_disk", f"'{scratch}' is not a device path (/dev/<name>)")
             desc = r.string("description", default="") or ""
-            detail: QemuHost | SshHost | HypervHost | None = None
-            if kind == "qemu":
-                detail = self._qemu(r)
-            elif kind == "ssh":
-                detail = self._ssh(r, path)
-            elif kind == "hyperv":
-                detail = self._hyperv(r, path)
+            detail = None
+            if kind is not None:
+                detail = kind_class(HostKind(kind)).read_config(r, path, self)
             else:
                 for k in r.keys():
                     r.raw(k)  # the kind is wrong; do not also call every key unknown
             r.done()
             if detail is not None and kind is not None:
-                self.config.hosts[name] = HostSpec(name, path, kind, detail, boot_timeout,
+                self.config.hosts[name] = HostSpec(name, path, HostKind(kind), detail, boot_timeout,
                                                    iperf, desc, scratch)
-
-    def _qemu(self, r: MapReader) -> QemuHost:
-        on = r.string("on", default="local") or "local"
-        if on != "local":
-            self.refs.append(Ref("host", on, r.key_mark("on"), "on"))
-        return QemuHost(
-            on=on,
-            accel=r.enum("accel", ("tcg", "kvm", "auto"), default="tcg") or "tcg",
-            memory=r.integer("memory", 1024, 128, 1024 * 1024),
-            cpus=r.integer("cpus", 2, 1, 256),
-            append=r.string("append", default="") or "",
-            qemu_args=tuple(a for a, _ in r.str_list("qemu_args")),
-        )
-
-    def _ssh(self, r: MapReader, path: Path) -> SshHost:
-        endpoint = self._endpoint(r, path)
-        return SshHost(
-            endpoint=endpoint,
-            boot_method=r.enum("boot_method", ("auto", "kexec", "grub"), default="auto")
-            or "auto",
-            power_cycle=tuple(a for a, _ in r.str_list("power_cycle")),
-            console=tuple(a for a, _ in r.str_list("console")),
-            keep_kernels=r.integer("keep_kernels", 2, 1, 100),
-        )
-
-    def _hyperv(self, r: MapReader, path: Path) -> HypervHost | None:
-        host = r.nested("hyperv_host", lambda m: self._endpoint(m, path), required=True)
-        vm = r.req_str("vm")
-        if vm is not None and any(c in vm for c in "*?[]"):
-            r.error("vm", f"'{vm}' has wildcard characters, which Get-VM -Name would "
-                    "expand: name exactly one VM")
-        via_host = False
-
-        def guest(m: MapReader) -> SshEndpoint:
-            nonlocal via_host
-            via_host = m.boolean("via_host", False)
-            return self._endpoint(m, path, address_required=False)
-
-        g = r.nested("guest", guest, required=True)
-        checkpoint = r.string("checkpoint")
-        secure_boot = r.boolean("secure_boot", False) if r.has("secure_boot") else None
-        r.raw("secure_boot")  # absent: leave the VM's firmware setting alone
-        ip_timeout = r.integer("ip_timeout", 300, 1, 86400)
-        serial = r.boolean("serial_log", True)
-        release = r.enum("release", ("stop", "revert", "keep"), default="stop") or "stop"
-        if release == "revert" and checkpoint is None:
-            r.error("release", "'revert' needs a 'checkpoint' to revert to")
-        boot_method = r.enum("boot_method", ("auto", "kexec", "grub"), default="auto") or "auto"
-        keep = r.integer("keep_kernels", 2, 1, 100)
-        if host is None or g is None or not vm:
-            return None
-        return HypervHost(host, vm, g, via_host, checkpoint, secure_boot, ip_timeout, serial,
-                          release, boot_method, keep)
 
     # -- suites and plans --------------------------------------------------------
     def suites(self) -> None:

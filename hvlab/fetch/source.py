@@ -43,6 +43,10 @@ class Fetched:
     source: str  # human description
     cached: bool
 
+    @property
+    def facts(self) -> dict[str, str]:
+        return {"kernel": self.kernel, "commit": self.commit}
+
 
 def ensure_store(ws: Workspace) -> Git:
     store = ws.store
@@ -230,7 +234,7 @@ def fetch(ws: Workspace, kernel: KernelSpec, offline: bool, log: Path,
                     log_path=log)
     result = StageResult.from_cases(
         "fetch", [case], duration, log,
-        properties={"commit": commit, "source": desc, "cached": str(cached).lower()},
+        properties={"source": desc, "cached": str(cached).lower()},
         facts={"commit": commit},
     )
     return fetched, result

@@ -1,33 +1,106 @@
-"""What the boot stage needs from a guest it started (local or remote QEMU)."""
+"""The one interface every host kind implements, and what it is handed.
+
+A kind is a class registered in ``hvlab.hosts.registry`` under its ``kind:``.
+It declares its own configuration keys (``read_config``), the stages a cell
+on it has (``stages``), boots a build (``boot``, a context manager that
+yields the booted guest and releases everything in ``finally``) and checks
+that the host is usable (``check``).  Nothing outside ``hvlab/hosts/``
+looks at a host's kind.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from hvlab.model import HostSpec
-from hvlab.ssh import SshSession
+from hvlab.model import HostSpec, SshEndpoint
+from hvlab.results import StageResult, Status, TestCase
+from hvlab.workspace import Workspace
+
+if TYPE_CHECKING:
+    from hvlab.config.loader import Config
+    from hvlab.config.reader import MapReader
+    from hvlab.ssh import SshSession
 
 
-class Guest(Protocol):
-    host: HostSpec
-    accel: str
-    port: int
-    started: float
+class ConfigContext(Protocol):
+    """What the config loader offers a kind reading its keys."""
+
+    def endpoint(self, r: MapReader, path: Path, address_required: bool = True
+                 ) -> SshEndpoint: ...
+
+    def host_ref(self, r: MapReader, key: str, name: str) -> None:
+        """``name`` (the value of ``key``) must be another host."""
+
+
+class CellLog(Protocol):
+    """Where a kind records the stages of the cell it boots (per cell, per host)."""
 
     @property
-    def console(self) -> Path: ...
+    def logs(self) -> Path: ...
 
-    def start(self) -> None: ...
+    def stage(self, name: str, detail: str = "") -> AbstractContextManager[Path]:
+        """Run stage ``name``: yields its log; an escaping error becomes its ERROR case."""
 
-    def alive(self) -> bool: ...
+    def record(self, result: StageResult) -> StageResult: ...
 
-    def exit_reason(self) -> str: ...
+    def info(self, message: str) -> None: ...
 
-    def console_lines(self) -> list[str]: ...
 
-    def ssh_ready(self) -> bool: ...
+@dataclass(frozen=True)
+class HostEnv:
+    """What a host object may use: the workspace, the configuration (for the SSH
+    hosts it is reached through) and a line of progress."""
 
-    def session(self, key: Path, fingerprint: str) -> SshSession: ...
+    ws: Workspace
+    config: Config
+    info: Callable[[str], None]
 
-    def stop(self) -> None: ...
+
+@dataclass(frozen=True)
+class BootedGuest:
+    """The outcome of ``Host.boot``: the boot stage (already recorded), the
+    guest's SSH session (open when the boot passed) and its kernel release."""
+
+    stage: StageResult
+    session: SshSession | None
+    release: str  # what the guest runs ("" when it never answered)
+    expected: str  # the build's release
+
+    @property
+    def ok(self) -> bool:
+        return self.session is not None and self.stage.status is Status.PASS
+
+    @property
+    def facts(self) -> dict[str, str]:
+        return {"kernel_release": self.release or self.expected}
+
+
+class Host(Protocol):
+    spec: HostSpec
+
+    def stages(self) -> tuple[str, ...]:
+        """The stages a cell on this host records before its suites."""
+
+    def boot(self, build: Path, cell: CellLog) -> AbstractContextManager[BootedGuest]:
+        """Boot ``build`` (a build folder); the guest is released on exit."""
+
+    def check(self) -> TestCase:
+        """``inv hosts.check``: is the host usable?  One case."""
+
+
+class HostKindClass(Protocol):
+    """The class behind a ``kind:``."""
+
+    def __call__(self, spec: HostSpec, env: HostEnv) -> Host: ...
+
+    @staticmethod
+    def read_config(r: MapReader, path: Path, ctx: ConfigContext) -> object | None:
+        """This kind's keys of a host file: its detail object (None when invalid)."""
+
+
+def check_failed(name: str, message: str, duration: float = 0.0) -> TestCase:
+    return TestCase(f"host: {name}", Status.ERROR, message, duration=duration)

@@ -13,14 +13,18 @@ from __future__ import annotations
 import shlex
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from hvlab import cancel
+from hvlab.boot import console
+from hvlab.boot.verify import verify_booted
 from hvlab.build import kconfig
 from hvlab.errors import InfraError, UserError
-from hvlab.model import HostSpec, SshHost
+from hvlab.hosts.base import BootedGuest, CellLog
+from hvlab.results import StageResult, Status, TestCase
 from hvlab.ssh import SshSession
 
 MARKER = "/boot/.hvlab-kernels"  # releases hvlab installed, oldest first
@@ -197,11 +201,84 @@ class ConsoleCapture:
                 self.proc.kill()
 
 
-def power_cycle(host: HostSpec, log: Path) -> bool:
-    assert isinstance(host.detail, SshHost)
-    if not host.detail.power_cycle:
-        return False
-    with log.open("ab") as fh:
-        done = subprocess.run(list(host.detail.power_cycle), stdout=fh,  # noqa: S603
-                              stderr=subprocess.STDOUT, timeout=300, check=False)
-    return done.returncode == 0
+class Machine(Protocol):
+    """What differs between kinds that install a build and boot it once (an SSH
+    machine, a Hyper-V VM): its console, how it is brought back after a hang,
+    checks only it can make, and facts for the stage properties."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def boot_timeout(self) -> int: ...
+
+    @property
+    def console_log(self) -> Path: ...
+
+    @property
+    def properties(self) -> dict[str, str]:
+        """Facts of the machine, as properties of the install and boot stages."""
+
+    def console_lines(self) -> list[str]: ...
+
+    def recover(self, log: Path) -> str:
+        """The new kernel never answered: bring the machine back on its default
+        kernel (hard reset, power cycle); says what happened."""
+
+    def after_boot(self) -> list[TestCase]:
+        """Checks the host side makes once the new kernel answered."""
+
+
+def install_and_boot(session: SshSession, machine: Machine, cell: CellLog, build_dir: Path,
+                     boot_method: str, keep_kernels: int, hvlab_initrd: Callable[[], Path],
+                     notes: Sequence[str] = ()) -> BootedGuest:
+    """The sequence the ssh and hyperv kinds share: the install stage (build into
+    /boot and /lib/modules, the machine's initramfs, a one-shot entry), then the
+    boot stage (reboot once, wait for a new boot_id, verify).  Both are recorded
+    in ``cell``; the returned guest's session is open when the boot passed."""
+    release = (build_dir / "kernelrelease").read_text().strip()
+    where = f"{release} on {machine.name}"
+    with cell.stage("install", where) as log:
+        t0 = time.monotonic()
+        old = boot_id(session)
+        default_release = session.check(["uname", "-r"], timeout=30).strip()
+        installed = install(session, machine.name, boot_method, keep_kernels, build_dir,
+                            release, hvlab_initrd, log)
+        text = [*notes, f"{machine.name} running {default_release}",
+                f"{release} installed; one-shot boot by {installed.method}"
+                + (f"; initrd {installed.initrd}" if installed.initrd else "")]
+        cell.record(StageResult.from_cases("install", [TestCase(
+            f"install: {machine.name}", Status.PASS, output="\n".join(text) + "\n",
+            duration=time.monotonic() - t0, log_path=log)], time.monotonic() - t0, log,
+            properties={**machine.properties, "expected_release": release}))
+    with cell.stage("boot", where) as log:
+        t0 = time.monotonic()
+        before = len(machine.console_lines())  # the new kernel's console starts here
+        reboot_once(session, installed, log)
+        try:
+            waited = wait_back(session, old, machine.boot_timeout)
+        except TimeoutError:
+            session.close()
+            tail = console.tail(machine.console_lines()[before:])
+            after = machine.recover(log)
+            stage = StageResult.from_cases("boot", [TestCase(
+                f"boot: {machine.name}", Status.FAIL,
+                f"no SSH with a new boot_id within boot_timeout ({machine.boot_timeout} s); "
+                + after, output="--- console tail ---\n" + tail,
+                duration=time.monotonic() - t0, log_path=machine.console_log)],
+                time.monotonic() - t0, log,
+                properties={**machine.properties, "expected_release": release})
+            cell.record(stage)
+            return BootedGuest(stage, None, "", release)
+        booted, verified = verify_booted(session, machine.name, release,
+                                         machine.console_lines()[before:],
+                                         machine.console_log,
+                                         cell.logs / f"dmesg-{machine.name}.log")
+        cases = [TestCase(f"boot: {machine.name}", Status.PASS,
+                          output=f"SSH answered with a new boot_id after {waited:.1f} s",
+                          duration=waited, log_path=log), *verified, *machine.after_boot()]
+        stage = StageResult.from_cases("boot", cases, time.monotonic() - t0, log, properties={
+            **machine.properties, "kernel_release": booted, "expected_release": release})
+    cell.record(stage)
+    return BootedGuest(stage, session if stage.status is Status.PASS else None, booted,
+                       release)

@@ -1,212 +1,216 @@
-"""A QEMU guest on this machine, booted directly from a build (no disk image).
+"""The ``qemu`` host kind: a QEMU guest booted directly from a build with
+hvlab's initramfs, on this machine or ``on:`` an SSH host.
 
-The guest runs in its own process group with its serial console in a file,
-a QMP socket for hard power-off, and user networking forwarding a free
-loopback port to the guest's sshd.  ``stop()`` always ends it.
+The boot stage: start QEMU, watch the console while waiting for SSH, verify
+the booted kernel, and stop QEMU in every case.  A panic on the console
+fails the boot at once; a guest that never answers fails after
+``boot_timeout`` with the last 100 console lines.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from hvlab import cancel
+from hvlab.boot import console, guest_image
+from hvlab.boot.verify import (
+    BootTarget,
+    finding_cases,
+    host_lease,
+    target_from_build,
+    verify_booted,
+)
 from hvlab.errors import InfraError
-from hvlab.model import HostSpec, QemuHost, SshEndpoint
-from hvlab.proc import require_tool
+from hvlab.hosts.base import BootedGuest, CellLog, ConfigContext, HostEnv, check_failed
+from hvlab.hosts.qemu_guest import QEMU, Guest, QemuGuest
+from hvlab.hosts.remote_qemu import RemoteQemuGuest
+from hvlab.hosts.sessions import close_chain, open_session
+from hvlab.model import HostSpec, QemuHost
+from hvlab.proc import capture
+from hvlab.results import StageResult, Status, TestCase
 from hvlab.ssh import SshSession
+from hvlab.workspace import Workspace
 
-QEMU = "qemu-system-x86_64"
-KVM_PROBE_SECONDS = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+if TYPE_CHECKING:
+    from hvlab.config.reader import MapReader
 
 
-def qemu_argv(spec: QemuHost, accel: str, kernel: str, initrd: str, append: str,
-              console: str, port: int) -> list[str]:
-    """The QEMU command line: direct kernel boot, serial console to a file, user
-    networking with the guest's port 22 on 127.0.0.1:``port``."""
-    cmdline = " ".join(p for p in ("console=ttyS0,115200 panic=-1 hvlab.net=static:"
-                                   "10.0.2.15/24:10.0.2.2", append, spec.append) if p)
-    cpu = ["-cpu", "max"] if accel == "tcg" else []
-    return [
-        QEMU, "-accel", accel, *cpu, "-m", str(spec.memory), "-smp", str(spec.cpus),
-        "-nodefaults", "-display", "none", "-no-reboot",
-        "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
-        "-serial", f"file:{console}",
-        "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
-        "-device", "virtio-net-pci,netdev=n0,romfile=",
-        *spec.qemu_args,
-    ]
+class QemuKind:
+    """``kind: qemu``."""
+
+    def __init__(self, spec: HostSpec, env: HostEnv) -> None:
+        assert isinstance(spec.detail, QemuHost)
+        self.spec = spec
+        self.detail = spec.detail
+        self.env = env
+
+    @staticmethod
+    def read_config(r: MapReader, path: Path, ctx: ConfigContext) -> QemuHost:
+        on = r.string("on", default="local") or "local"
+        if on != "local":
+            ctx.host_ref(r, "on", on)
+        return QemuHost(
+            on=on,
+            accel=r.enum("accel", ("tcg", "kvm", "auto"), default="tcg") or "tcg",
+            memory=r.integer("memory", 1024, 128, 1024 * 1024),
+            cpus=r.integer("cpus", 2, 1, 256),
+            append=r.string("append", default="") or "",
+            qemu_args=tuple(a for a, _ in r.str_list("qemu_args")),
+        )
+
+    def stages(self) -> tuple[str, ...]:
+        return ("boot",)
+
+    @contextmanager
+    def boot(self, build: Path, cell: CellLog) -> Iterator[BootedGuest]:
+        """Boot ``build`` in a fresh guest; QEMU is stopped however this ends."""
+        target = target_from_build(build)
+        with host_lease(self.env.ws, self.spec.name, self.env.info):
+            remote = open_session(self.env.config, self.detail.on) \
+                if self.detail.on != "local" else None
+            try:
+                with cell.stage("boot", f"{target.label} on {self.spec.name}"):
+                    outcome = boot_qemu(self.env.ws, self.spec, target, cell.logs,
+                                        self.env.info, remote)
+                try:
+                    cell.record(outcome.stage)
+                    booted = outcome.stage.properties.get("kernel_release", "")
+                    yield BootedGuest(outcome.stage, outcome.session, booted, target.release)
+                finally:
+                    if outcome.session is not None:
+                        outcome.session.close()
+                    outcome.guest.stop()
+            finally:
+                if remote is not None:
+                    close_chain(remote)
+
+    def check(self) -> TestCase:
+        name = self.spec.name
+        problems = []
+        qemu = shutil.which(QEMU)
+        if qemu is None:
+            problems.append(f"{QEMU} is not installed (Debian package qemu-system-x86)")
+        if self.detail.accel == "kvm" and not os.access("/dev/kvm", os.R_OK | os.W_OK):
+            problems.append("accel: kvm but /dev/kvm is not usable")
+        for tool, package in (("busybox", "busybox-static"), ("ssh-keygen", "openssh-client")):
+            if shutil.which(tool) is None:
+                problems.append(f"{tool} is missing for the guest image (Debian package "
+                                f"{package})")
+        if not os.path.exists("/usr/sbin/sshd"):
+            problems.append("sshd is missing for the guest image (Debian package "
+                            "openssh-server)")
+        if problems:
+            return check_failed(name, "; ".join(problems))
+        if self.detail.on != "local":
+            from hvlab.hosts.machine import check_ssh
+
+            return check_ssh(self.env, name, self.detail.on)
+        version = capture([qemu or QEMU, "--version"]).stdout.decode()
+        return TestCase(f"host: {name}", Status.PASS,
+                        output=f"{version.splitlines()[0]}\naccel {self.detail.accel}\n")
 
 
 @dataclass
-class GuestFiles:
-    """What every QEMU guest has: its host config, kernel, initrd and a local
-    folder where its console log ends up."""
+class BootOutcome:
+    """A QEMU boot: its stage, the open session when it passed, the process."""
 
-    host: HostSpec
-    workdir: Path
-    kernel: Path
-    initrd: Path
-    append: str
-
-    @property
-    def spec(self) -> QemuHost:
-        assert isinstance(self.host.detail, QemuHost)
-        return self.host.detail
-
-    @property
-    def console(self) -> Path:
-        return self.workdir / f"console-{self.host.name}.log"
+    stage: StageResult
+    session: SshSession | None  # open to the booted guest when the boot passed
+    guest: Guest
 
 
-@dataclass
-class QemuGuest(GuestFiles):
-    """A guest on this machine; its QMP socket and logs live in ``workdir``."""
+def boot_qemu(ws: Workspace, host: HostSpec, target: BootTarget, workdir: Path,
+              info: Callable[[str], None], remote: SshSession | None = None) -> BootOutcome:
+    """Boot ``target`` in a QEMU guest (here, or on ``remote`` for ``on: <host>``);
+    the caller stops ``outcome.guest``.  If this raises (an interrupt, a lost
+    connection), the guest has already been stopped: QEMU runs in its own
+    session, so a signal to hvlab would not reach it."""
+    t0 = time.monotonic()
+    image = guest_image.build_image(ws)
+    initrd = guest_image.combined_initrd(image, target.modules,
+                                         workdir / f"initrd-{host.name}.cpio.gz")
+    guest: Guest
+    if remote is not None:
+        guest = RemoteQemuGuest(host, workdir, target.image, initrd, "", remote)
+    else:
+        guest = QemuGuest(host, workdir, target.image, initrd, "")
+    try:
+        guest.start()
+        return _watch_boot(host, target, workdir, info, image, guest, remote, t0)
+    except BaseException:
+        guest.stop()
+        raise
 
-    proc: subprocess.Popen[bytes] | None = None
-    port: int = 0
-    accel: str = ""
-    started: float = field(default=0.0)
-    _sockdir: str = ""
 
-    @property
-    def qmp(self) -> Path:
-        """In a short private directory: Unix socket paths must stay under 108 bytes."""
-        if not self._sockdir:
-            self._sockdir = tempfile.mkdtemp(prefix="hvlab-qmp-")
-        return Path(self._sockdir) / "qmp.sock"
-
-    @property
-    def qemu_log(self) -> Path:
-        return self.workdir / f"qemu-{self.host.name}.log"
-
-    def exit_reason(self) -> str:
-        """QEMU's own last words (why it would not start or stopped)."""
-        try:
-            lines = self.qemu_log.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return lines[-1] if lines else ""
-
-    def argv(self, accel: str) -> list[str]:
-        return [*qemu_argv(self.spec, accel, str(self.kernel), str(self.initrd), self.append,
-                           str(self.console), self.port),
-                "-qmp", f"unix:{self.qmp},server=on,wait=off"]
-
-    def _spawn(self, accel: str) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.console.write_bytes(b"")
-        self.qmp.unlink(missing_ok=True)
-        self.port = free_port()
-        log = self.qemu_log.open("ab")
-        self.proc = subprocess.Popen(self.argv(accel), stdin=subprocess.DEVNULL,  # noqa: S603
-                                     stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        self.accel = accel
-        self.started = time.monotonic()
-
-    def start(self) -> None:
-        require_tool(QEMU)
-        accel = self.spec.accel
-        if accel == "auto":
-            accel = "kvm" if self._kvm_works() else "tcg"
-        self._spawn(accel)
-
-    def _kvm_works(self) -> bool:
-        """Boot with KVM and wait briefly for the kernel's banner: on machines where
-        KVM guests hang in early boot the device node alone proves nothing."""
-        if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-            return False
-        self._spawn("kvm")
-        deadline = time.monotonic() + KVM_PROBE_SECONDS
-        ok = False
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                break
-            if b"Linux version" in self.console.read_bytes():
-                ok = True
-                break
-            time.sleep(0.2)
-        self.stop()
-        return ok
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def ssh_ready(self) -> bool:
-        """sshd's banner on the forwarded port (cheaper than a full handshake)."""
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.settimeout(1)
-                return s.recv(4).startswith(b"SSH-")
-        except OSError:
-            return False
-
-    def session(self, key: Path, fingerprint: str) -> SshSession:
-        ep = SshEndpoint("127.0.0.1", self.port, "root", key, host_key=fingerprint,
-                         connect_timeout=5)
-        return SshSession(self.host.name, ep)
-
-    def console_lines(self) -> list[str]:
-        try:
-            return self.console.read_text(errors="replace").splitlines()
-        except OSError:
-            return []
-
-    def _qmp(self, *commands: str) -> bool:
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(2)
-                s.connect(str(self.qmp))
-                s.recv(4096)
-                s.sendall(json.dumps({"execute": "qmp_capabilities"}).encode())
-                s.recv(4096)
-                for cmd in commands:
-                    s.sendall(json.dumps({"execute": cmd}).encode())
-                    s.recv(4096)
-            return True
-        except OSError:
-            return False
-
-    def hard_reset(self) -> None:
-        if not self._qmp("system_reset"):
-            raise InfraError(f"host {self.host.name}: QMP system_reset failed")
-
-    def stop(self) -> None:
-        """Power off hard (QMP quit), then make sure the process group is gone."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self._qmp("quit")
+def _watch_boot(host: HostSpec, target: BootTarget, workdir: Path,
+                info: Callable[[str], None], image: guest_image.GuestImage, guest: Guest,
+                remote: SshSession | None, t0: float) -> BootOutcome:
+    where = f"on {remote.name}" if remote else "here"
+    info(f"QEMU ({guest.accel}) started {where} for {host.name}, guest ssh port {guest.port}")
+    cases: list[TestCase] = []
+    session = None
+    log = guest.console
+    deadline = guest.started + host.boot_timeout
+    panic: console.Finding | None = None
+    while True:
+        lines = guest.console_lines()
+        panic = console.first_panic(lines)
+        if panic is not None or not guest.alive():
+            break
+        if guest.ssh_ready():
+            candidate = guest.session(image.client_key, image.host_key_fingerprint)
             try:
-                self.proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                pass
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if self.proc.poll() is not None:
+                candidate.connect()
+                session = candidate
                 break
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                continue
-        self.proc.wait()
-        if self._sockdir:
-            shutil.rmtree(self._sockdir, ignore_errors=True)
-            self._sockdir = ""
+            except InfraError:
+                candidate.close()
+        if time.monotonic() > deadline:
+            break
+        cancel.sleep(0.25)
+    waited = time.monotonic() - guest.started
+    lines = guest.console_lines()
+    if session is None:
+        if panic is not None:
+            msg = f"kernel panic during boot after {waited:.0f} s: {panic.message}"
+            cases.append(TestCase(f"boot: {host.name}", Status.FAIL, msg,
+                                  output=panic.excerpt + "\n\n--- console tail ---\n"
+                                  + console.tail(lines), duration=waited, log_path=log))
+        elif not guest.alive():
+            reason = guest.exit_reason()
+            msg = "QEMU exited during boot" + (f": {reason}" if reason else "")
+            cases.append(TestCase(f"boot: {host.name}", Status.FAIL, msg,
+                                  output=console.tail(lines), duration=waited, log_path=log))
+        else:
+            msg = (f"no SSH within boot_timeout ({host.boot_timeout} s); "
+                   "QEMU stopped; last 100 console lines attached")
+            cases.append(TestCase(f"boot: {host.name}", Status.FAIL, msg,
+                                  output=console.tail(lines), duration=waited, log_path=log))
+        cases += finding_cases(console.scan(lines), "console", log, skip_panic=panic)
+        return BootOutcome(StageResult.from_cases("boot", cases, time.monotonic() - t0, log,
+                                                  properties=_props(guest, target)),
+                           None, guest)
+    cases.append(TestCase(f"boot: {host.name}", Status.PASS,
+                          output=f"SSH answered {waited:.1f} s after QEMU started "
+                                 f"({guest.accel})", duration=waited, log_path=log))
+    booted, verified = verify_booted(session, host.name, target.release,
+                                     guest.console_lines(), log,
+                                     workdir / f"dmesg-{host.name}.log")
+    cases += verified
+    return BootOutcome(StageResult.from_cases("boot", cases, time.monotonic() - t0, log,
+                                              properties=_props(guest, target, booted)),
+                       session, guest)
+
+
+
+
+def _props(guest: Guest, target: BootTarget, booted: str = "") -> dict[str, str]:
+    return {"host_kind": "qemu", "accel": guest.accel, "expected_release": target.release,
+            "kernel_release": booted, "boot_target": target.label}

@@ -16,7 +16,7 @@ from pathlib import Path
 import paramiko
 
 from hvlab.errors import InfraError
-from hvlab.hosts.qemu import QEMU, GuestFiles, qemu_argv
+from hvlab.hosts.qemu_guest import QEMU, GuestFiles, qemu_argv
 from hvlab.model import SshEndpoint
 from hvlab.ssh import SshSession
 

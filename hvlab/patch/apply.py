@@ -54,6 +54,11 @@ class Patched:
     applied: int
     cached: bool
 
+    @property
+    def facts(self) -> dict[str, str]:
+        return {"commit": self.commit, "base_commit": self.base,
+                "patchset_hash": self.patchset_hash}
+
 
 def _cache_key(base: str, series: LoadedSeries, with_checkpatch: bool) -> str:
     text = f"{base}\n{series.patchset_hash}\n{with_checkpatch}\n"
@@ -108,8 +113,8 @@ def apply_series(ws: Workspace, kernel: str, base: str, series: LoadedSeries,
     record = ws.cache / "patch" / f"{key}.json"
     ref = f"refs/hvlab/patched/{key}"
     store = Git(ws.store)
-    props = {"patchset_hash": series.patchset_hash, "base_commit": base,
-             "series": series.name, "patches": str(len(series.patches))}
+    # the commits and the patchset hash travel in Patched.facts (the cell's properties)
+    props = {"series": series.name, "patches": str(len(series.patches))}
     branch = f"hvlab/{kernel}/{series.name}"
     if record.is_file():
         data = json.loads(record.read_text())
@@ -121,7 +126,7 @@ def apply_series(ws: Workspace, kernel: str, base: str, series: LoadedSeries,
                 Git(work_tree=tree).run("checkout", "--quiet", "-B", branch, commit)
             result = StageResult.from_cases(
                 "patch", [_case_from_json(d) for d in data["cases"]], time.monotonic() - t0, log,
-                properties={**props, "commit": commit, "cached": "true"},
+                properties={**props, "cached": "true"},
                 facts={"commit": commit})
             return Patched(tree, base, commit, series.patchset_hash, int(data["applied"]),
                            True), result
@@ -174,7 +179,7 @@ def apply_series(ws: Workspace, kernel: str, base: str, series: LoadedSeries,
                                       "cases": [_case_to_json(c) for c in all_cases]}, indent=1))
     result = StageResult.from_cases(
         "patch", all_cases, time.monotonic() - t0, log,
-        properties={**props, "commit": commit, "cached": "false"},
+        properties={**props, "cached": "false"},
         facts={"commit": commit} if failed is None else {})
     return Patched(tree, base, commit, series.patchset_hash, applied, False), result
 

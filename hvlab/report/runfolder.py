@@ -16,8 +16,7 @@ import shlex
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,9 +56,11 @@ class RunFolder:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.started = time.time()
         self.recorded: list[Recorded] = []
-        self.planned: list[tuple[str, str, str]] = []  # (stage, kernel, host)
-        self.properties: dict[str, str] = {}
-        self._cell = threading.local()
+        self.planned: list[tuple[str, str, str]] = []  # (stage, label, host)
+        # facts the stages of a cell returned, per (label, host): every testsuite of
+        # that cell carries them ("local" = the cell's build, else that host's stages)
+        self._facts: dict[tuple[str, str], dict[str, str]] = {}
+        self.info: dict[str, str] = {}  # facts of the run as a whole (import source, ...)
         self._lock = threading.Lock()
         self.known: dict[tuple[str, str], str] = {}  # failing cases known failures cover
         self.classes: dict[tuple[str, str], str] | None = None  # vs a baseline, if compared
@@ -69,34 +70,35 @@ class RunFolder:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    @contextmanager
-    def cell(self, kernel: str, label: str, properties: dict[str, str]) -> Iterator[None]:
-        """Within it (in this thread), stages of ``kernel`` are recorded as the
-        matrix cell ``label`` and carry its ``properties``."""
-        previous = getattr(self._cell, "now", None)
-        self._cell.now = (kernel, label, properties)
-        try:
-            yield
-        finally:
-            self._cell.now = previous
-
-    def label(self, kernel: str) -> str:
-        now = getattr(self._cell, "now", None)
-        return now[1] if now is not None and now[0] == kernel else kernel
-
-    def plan(self, stage: str, kernel: str, host: str = "local") -> None:
-        kernel = self.label(kernel)
-        if (stage, kernel, host) not in self.planned:
-            self.planned.append((stage, kernel, host))
-
-    def add(self, stage: StageResult, kernel: str, host: str = "local",
-            extra: Mapping[str, str] | None = None) -> StageResult:
-        now = getattr(self._cell, "now", None)
-        if now is not None and now[0] == kernel:
-            kernel, extra = now[1], {**now[2], **(extra or {})}
+    def attach(self, label: str, host: str, facts: Mapping[str, str]) -> None:
         with self._lock:
-            self.recorded.append(Recorded(stage, kernel, host, dict(extra or {}), time.time()))
+            self._facts.setdefault((label, host), {}).update(
+                {k: v for k, v in facts.items() if v != ""})
+
+    def facts_of(self, label: str, host: str = "local") -> dict[str, str]:
+        """The facts a testsuite of ``label`` on ``host`` carries."""
+        with self._lock:
+            out = dict(self._facts.get((label, "local"), {}))
+            if host != "local":
+                out.update(self._facts.get((label, host), {}))
+            return out
+
+    def plan(self, stage: str, label: str, host: str = "local") -> None:
+        with self._lock:
+            if (stage, label, host) not in self.planned:
+                self.planned.append((stage, label, host))
+
+    def add(self, stage: StageResult, label: str, host: str = "local",
+            extra: Mapping[str, str] | None = None) -> StageResult:
+        with self._lock:
+            self.recorded.append(Recorded(stage, label, host, dict(extra or {}), time.time()))
         return stage
+
+    def case_results(self) -> dict[tuple[str, str], CaseResult]:
+        """Every recorded case by (classname, name), as compare reads them."""
+        return {(junit.classname(r.kernel, r.host, r.stage.name), c.name):
+                CaseResult(c.status.value, c.properties.get("flaky") == "true", c.message)
+                for r in self.recorded for c in r.stage.cases}
 
     def statuses(self) -> list[Status]:
         """Stage statuses, with the failures known-failure entries cover left out."""
@@ -110,10 +112,7 @@ class RunFolder:
         return out
 
     def apply_known(self, entries: Sequence[KnownFailure], today: dt.date) -> KnownOutcome:
-        results = {(junit.classname(r.kernel, r.host, r.stage.name), c.name):
-                   CaseResult({"pass": "pass", "fail": "fail", "error": "error",
-                               "skip": "skip"}[c.status.value], False, c.message)
-                   for r in self.recorded for c in r.stage.cases}
+        results = self.case_results()
         outcome = apply_known(results, entries, today)
         self.known = {k: e.reason for k, e in outcome.known.items()}
         # only entries whose tests ran here (and passed) are stale for this run
@@ -121,18 +120,25 @@ class RunFolder:
         return KnownOutcome(outcome.known, outcome.expired, ran)
 
     def _missing_stages(self) -> list[Recorded]:
+        """Planned stages that never ran: SKIPPED, saying which stage of the same
+        cell (its build, or the same host) did not pass, if one did not."""
         done = {(r.stage.name, r.kernel, r.host) for r in self.recorded}
-        failed = next((r for r in self.recorded if not r.stage.ok), None)
-        reason = (f"not run: stage '{failed.stage.name}' did not pass" if failed
-                  else "not run: the run stopped before it")
-        return [Recorded(StageResult.skipped(stage, reason), kernel, host)
-                for stage, kernel, host in self.planned if (stage, kernel, host) not in done]
+        out = []
+        for stage, label, host in self.planned:
+            if (stage, label, host) in done:
+                continue
+            failed = next((r for r in self.recorded if not r.stage.ok and r.kernel == label
+                           and r.host in ("local", host)), None)
+            reason = (f"not run: stage '{failed.stage.name}' did not pass" if failed
+                      else "not run: the run stopped before it")
+            out.append(Recorded(StageResult.skipped(stage, reason), label, host))
+        return out
 
     def suites(self) -> list[junit.Suite]:
         out = []
         cells = any("+" in r.kernel for r in self.recorded)
         for r in self.recorded + self._missing_stages():
-            extra = {**self.properties, **r.extra}
+            extra = {**self.facts_of(r.kernel, r.host), **r.extra}
             suite = junit.suite_from_stage(r.stage, r.kernel, r.host, extra, r.timestamp)
             if cells:  # a matrix: the cell names the suite too (hosts repeat across cells)
                 suite = dataclasses.replace(suite, name=f"{r.kernel}/{suite.name}")
@@ -155,7 +161,9 @@ class RunFolder:
             "duration_s": round(time.time() - self.started, 3),
             "exit_code": exit_code,
             "error": error,
-            "properties": self.properties,
+            "properties": self.info,
+            "cells": [{"label": label, "host": host, "facts": facts}
+                      for (label, host), facts in sorted(self._facts.items())],
             "stages": [
                 {"stage": r.stage.name, "kernel": r.kernel, "host": r.host,
                  "status": r.stage.status.value, "duration_s": round(r.stage.duration, 3),
@@ -188,9 +196,17 @@ class RunFolder:
                 f"{n[Status.SKIP]} skipped")
 
     def facts(self) -> dict[str, str]:
-        keys = ("kernel", "series", "commit", "patchset_hash", "build_id", "kernel_release",
-                "baseline", "compared", "source")
-        return {"run": self.id, **{k: self.properties[k] for k in keys if k in self.properties}}
+        """What the summaries show at the top: the run, its own facts, and the
+        facts of its cell when it has exactly one."""
+        keys = ("kernel", "series", "commit", "base_commit", "patchset_hash", "build_id",
+                "kernel_release")
+        labels = {label for label, _ in self._facts}
+        one = self.facts_of(next(iter(labels))) if len(labels) == 1 else {}
+        booted = [f.get("kernel_release", "") for (_, h), f in self._facts.items()
+                  if h != "local"]
+        if len(labels) == 1 and len(booted) == 1 and booted[0]:
+            one["kernel_release"] = booted[0]
+        return {"run": self.id, **{k: one[k] for k in keys if k in one}, **self.info}
 
     def _point_latest(self) -> None:
         latest = self.ws.reports / "latest"

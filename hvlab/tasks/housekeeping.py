@@ -15,7 +15,7 @@ from pathlib import Path
 from hvlab.errors import HvlabError
 from hvlab.locks import FileLock
 from hvlab.results import StageResult, Status, TestCase
-from hvlab.tasks.session import Session
+from hvlab.tasks.session import Scope, Session
 from hvlab.workspace import Workspace
 
 
@@ -95,7 +95,7 @@ def clean(s: Session, days: float, budget_gb: float, worktrees: bool, dry_run: b
     """Remove builds older than ``days`` and, oldest first, beyond ``budget_gb``;
     stale staging folders; with ``worktrees``, worktrees nobody holds."""
     ws = s.ws
-    s.begin("clean", "-")
+    s.progress.stage("clean", "kernels/")
     t0 = time.monotonic()
     cases: list[TestCase] = []
     now = time.time()
@@ -143,7 +143,7 @@ def clean(s: Session, days: float, budget_gb: float, worktrees: bool, dry_run: b
                     f"{len(found) - len(doomed)} builds kept")
     if not cases:
         cases.append(TestCase("clean", Status.PASS, output="nothing to remove\n"))
-    s.record(StageResult.from_cases("clean", cases, time.monotonic() - t0), "-")
+    s.record(StageResult.from_cases("clean", cases, time.monotonic() - t0), Scope("-"))
 
 
 def _drop_worktree(ws: Workspace, tree: Path) -> None:

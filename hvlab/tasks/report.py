@@ -14,7 +14,7 @@ from hvlab.report import compare, view
 from hvlab.results import StageResult, Status, TestCase
 from hvlab.suites import ktap
 from hvlab.suites.ktapcases import cases_from_document
-from hvlab.tasks.session import Session
+from hvlab.tasks.session import Gate, Session
 
 STATUS = {"pass": Status.PASS, "fail": Status.FAIL, "error": Status.ERROR, "skip": Status.SKIP}
 
@@ -34,7 +34,7 @@ def import_file(s: Session, fmt: str, path: Path) -> None:
     if not cases:
         cases = [TestCase(path.name, Status.ERROR, f"no {fmt.upper()} results in {path}")]
     counts = doc.counts()
-    s.run.properties["source"] = str(path)
+    s.run.info["source"] = str(path)
     s.run.add(StageResult.from_cases(path.stem, cases, 0.0, properties={
         "format": doc.version or fmt, **{k: str(v) for k, v in counts.items()}}),
         "-", "import")
@@ -92,8 +92,7 @@ def _latest(s: Session) -> Path:
 
 
 def compare_runs(s: Session, baseline: Path, current: Path | None, gate_mode: str) -> None:
-    if gate_mode not in ("regressions", "all"):
-        raise UserError(f"--gate {gate_mode}: expected regressions or all")
+    Gate.parse(gate_mode)
     run_dir = current or _latest(s)
     now_xml = _junit_file(run_dir).read_text(encoding="utf-8", errors="replace")
     base_xml = _junit_file(baseline).read_text(encoding="utf-8", errors="replace")
@@ -109,7 +108,7 @@ def compare_runs(s: Session, baseline: Path, current: Path | None, gate_mode: st
             s.progress.info(f"known failure '{e.pattern}' ran and passed: remove it?")
     known = {k: e.reason for k, e in outcome.known.items()}
     _add_suites(s, view.parse(now_xml), str(run_dir))
-    s.run.properties.update(baseline=str(baseline), compared=str(run_dir))
+    s.run.info.update(baseline=str(baseline), compared=str(run_dir))
     tally: dict[str, int] = {}
     for k, c in classes.items():
         label = compare.KNOWN if k in known else c
@@ -120,6 +119,5 @@ def compare_runs(s: Session, baseline: Path, current: Path | None, gate_mode: st
         "baseline": str(baseline), "run": str(run_dir), "gate": gate_mode, "counts": tally,
         "cases": [{"classname": k[0], "name": k[1], "class": c, "known": known.get(k)}
                   for k, c in sorted(classes.items())]}, indent=1))
-    s.exit_code = compare.gate(now, classes, outcome.known, gate_mode)
-    s.run.known = known
+    s.gate = Gate.parse(gate_mode)  # decided at the end of the task, with known failures
     s.run.classes = classes

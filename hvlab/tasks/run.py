@@ -17,24 +17,22 @@ import os
 import shlex
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from hvlab import cancel
-from hvlab.build import kselftest
 from hvlab.config.loader import Config
-from hvlab.errors import HvlabError, UserError
+from hvlab.errors import HvlabError, Interrupted, UserError
+from hvlab.hosts.base import Host
 from hvlab.model import NO_SERIES, PlanSpec, Variant
 from hvlab.patch.discover import load_series_or_raise
-from hvlab.report import compare
+from hvlab.report import compare, junit
 from hvlab.results import StageResult, Status, TestCase
-from hvlab.tasks import boot as hostflows
-from hvlab.tasks import stages as flows
-from hvlab.tasks.session import Session
+from hvlab.tasks.boot import boot_and_test, host_of, kselftest_targets, plan_cell
+from hvlab.tasks.session import Gate, Scope, Session, describe_exception, recorded
+from hvlab.tasks.stages import BuildOutcome, BuildRequest, build
 from hvlab.workspace import Workspace
-
-CELL_PROPS = ("series", "patchset_hash", "commit", "build_id", "config_key", "kernel_release")
 
 
 @dataclass(frozen=True)
@@ -141,89 +139,127 @@ def _remember(ws: Workspace, b: BuildKey, patchset_hash: str, build_id: str) -> 
     tmp.replace(path)
 
 
-class _Runner:
-    def __init__(self, s: Session, force: bool, jobs: int, use_ccache: bool,
-                 offline: bool) -> None:
+@dataclass(frozen=True)
+class RunOptions:
+    """How `inv run` builds (the plan says what)."""
+
+    force: bool = False
+    jobs: int = 0
+    use_ccache: bool = True
+    offline: bool = False
+
+
+@dataclass(frozen=True)
+class Steps:
+    """What a matrix does for a cell: build it, and find its host.  The real
+    stages and host registry by default; the unit tier hands in fakes."""
+
+    build: Callable[[Session, Scope, BuildRequest], BuildOutcome] = build
+    host: Callable[[Session, str], Host] = host_of
+
+
+class Matrix:
+    """A plan's cells: builds first (one at a time: make uses every core), then
+    every host works through its cells in a thread of its own."""
+
+    def __init__(self, s: Session, opts: RunOptions, steps: Steps) -> None:
         self.s = s
-        self.force = force
-        self.jobs = jobs
-        self.use_ccache = use_ccache
-        self.offline = offline
-        self.built: dict[BuildKey, tuple[Path | None, dict[str, str]]] = {}
+        self.opts = opts
+        self.steps = steps
+        self.built: dict[BuildKey, Path | None] = {}
+        self.hosts: dict[str, Host] = {}
+        self._lock = threading.Lock()
+
+    def host(self, name: str) -> Host:
+        with self._lock:
+            if name not in self.hosts:
+                self.hosts[name] = self.steps.host(self.s, name)
+            return self.hosts[name]
+
+    def plan(self, cell: Cell) -> None:
+        """Everything a cell will run, so a stopped run reports what it skipped."""
+        scope = Scope(cell.label)
+        for stage in ("fetch", "configure", "build"):
+            self.s.plan(stage, scope)
+        plan_cell(self.s, scope.on(cell.host), self.host(cell.host),
+                  [self.s.config.suite(n) for n in cell.suites])
 
     def build(self, key: BuildKey, suites: Sequence[str]) -> None:
         """Build ``key`` (and the kselftest collections ``suites`` need)."""
-        s = self.s
-        props: dict[str, str] = {"series": key.series}
-        fragments = [str(s.config.fragment(f).path) for f in key.variant.fragments]
-        with s.run.cell(key.kernel, key.label, props):
-            try:
-                built = flows.build(s, key.kernel, "" if key.series == NO_SERIES else key.series,
-                                    fragments, False, self.force, self.jobs, "",
-                                    self.use_ccache, self.offline,
-                                    kselftest.targets_of(s.config.suite(n) for n in suites))
-                path = built.result.path if built.ok and built.result is not None else None
-            except HvlabError as exc:
-                self._error(key.kernel, "build", "local", exc)
-                path = None
-        for k in CELL_PROPS:  # the run's properties are per cell here
-            if k in s.run.properties:
-                props[k] = s.run.properties.pop(k)
-        if path is not None:
-            _remember(s.ws, key, props.get("patchset_hash", ""), path.name)
-        self.built[key] = (path, props)
+        s, scope = self.s, Scope(key.label)
+        series = "" if key.series == NO_SERIES else key.series
+        s.attach(scope, {"kernel": key.kernel, "series": key.series})
+        req = BuildRequest(key.kernel, series,
+                           tuple(str(s.config.fragment(f).path) for f in key.variant.fragments),
+                           force=self.opts.force, jobs=self.opts.jobs,
+                           use_ccache=self.opts.use_ccache, offline=self.opts.offline,
+                           kselftests=kselftest_targets(s, suites))
+        path = None
+        try:
+            outcome = self.steps.build(s, scope, req)
+            path = outcome.path
+            if path is not None:
+                _remember(s.ws, key, outcome.facts.get("patchset_hash", ""), path.name)
+        except HvlabError as exc:
+            self._error(scope, "build", exc)
+        self.built[key] = path
 
-    def _error(self, kernel: str, stage: str, host: str, exc: HvlabError) -> None:
-        self.s.run.add(StageResult.from_cases(stage, [TestCase(
-            f"{stage}: {host}", Status.ERROR, str(exc))], 0.0), kernel, host)
-        self.s.progress.info(f"{host}: {stage}: ERROR: {exc}")
+    def _error(self, scope: Scope, stage: str, exc: HvlabError) -> None:
+        if isinstance(exc, Interrupted):
+            raise exc
+        if not recorded(exc):  # it happened outside a stage: filed under ``stage``
+            self.s.record(StageResult.from_cases(stage, [TestCase(
+                f"{stage}: {scope.host}", Status.ERROR, str(exc))], 0.0), scope)
+        self.s.progress.info(f"{scope.label}@{scope.host}: {stage}: ERROR: {exc}")
 
     def host_cells(self, host: str, todo: list[Cell]) -> None:
-        """One host's cells, one at a time."""
-        s = self.s
-        spec = s.config.host(host)
+        """One host's cells, one at a time (the host lease)."""
         for cell in todo:
             cancel.check()
-            path, props = self.built[cell.build]
-            with s.run.cell(cell.build.kernel, cell.label, props):
-                suites = [s.config.suite(n) for n in cell.suites]
-                if path is None:
-                    continue  # planned stages are reported skipped: the build failed
-                try:
-                    hostflows.boot_build(s, spec, path, cell.build.kernel, suites,
-                                         cell.build.series)
-                except HvlabError as exc:
-                    self._error(cell.build.kernel, s.current[0] if s.current else "boot",
-                                host, exc)
+            path = self.built[cell.build]
+            if path is None:
+                continue  # planned stages are reported skipped: the build failed
+            scope = Scope(cell.label)
+            try:
+                boot_and_test(self.s, scope, self.host(host),
+                              path, [self.s.config.suite(n) for n in cell.suites],
+                              cell.build.series, cell.build.kernel)
+            except HvlabError as exc:
+                self._error(scope.on(host), "boot", exc)
 
 
-def run_plan(s: Session, plan: PlanSpec, plan_cells: list[Cell], force: bool, jobs: int,
-             use_ccache: bool, offline: bool, gate: str) -> None:
+def run_plan(s: Session, plan: PlanSpec, plan_cells: list[Cell], opts: RunOptions,
+             steps: Steps | None = None) -> None:
     if not plan_cells:
         raise UserError(f"plan '{plan.name}': no cells (no kernels or no hosts)")
-    runner = _Runner(s, force, jobs, use_ccache, offline)
-    for cell in plan_cells:  # everything planned, so a stopped run reports what it skipped
-        with s.run.cell(cell.build.kernel, cell.label, {}):
-            for stage in ("fetch", "configure", "build"):
-                s.run.plan(stage, cell.build.kernel)
-            hostflows.plan_cell(s, cell.build.kernel, s.config.host(cell.host),
-                                [s.config.suite(n) for n in cell.suites])
+    if s.gate is None:
+        s.gate = Gate(plan.gate)
+    matrix = Matrix(s, opts, steps or Steps())
+    for cell in plan_cells:
+        matrix.plan(cell)
     s.progress.info(f"plan {plan.name}: {len(plan_cells)} cells on "
                     f"{len({c.host for c in plan_cells})} hosts")
     suites_of: dict[BuildKey, dict[str, None]] = {}
     for cell in plan_cells:
         suites_of.setdefault(cell.build, {}).update(dict.fromkeys(cell.suites))
     for key, suites in suites_of.items():
-        runner.build(key, list(suites))
+        matrix.build(key, list(suites))
     by_host: dict[str, list[Cell]] = {}
     for cell in plan_cells:
         by_host.setdefault(cell.host, []).append(cell)
+    _in_parallel(s, matrix, by_host)
+    if plan.baseline:
+        _compare_with_baseline(s, plan_cells)
+
+
+def _in_parallel(s: Session, matrix: Matrix, by_host: dict[str, list[Cell]]) -> None:
+    """Each host's cells in a thread of its own; an interrupt stops them all."""
     failures: list[BaseException] = []
     finished = {h: threading.Event() for h in by_host}
 
     def work(host: str, todo: list[Cell]) -> None:
         try:
-            runner.host_cells(host, todo)
+            matrix.host_cells(host, todo)
         except BaseException as exc:  # handed to the main thread
             failures.append(exc)
         finally:
@@ -241,51 +277,31 @@ def run_plan(s: Session, plan: PlanSpec, plan_cells: list[Cell], force: bool, jo
     except BaseException as exc:
         # the signal reached this thread only: stop the hosts' threads, which stop
         # their QEMU processes, close their sessions and release their hosts
-        cancel.request(str(exc) or "interrupted by SIGINT")
+        cancel.request(describe_exception(exc))
         deadline = time.monotonic() + 8
         for event in finished.values():
             event.wait(max(deadline - time.monotonic(), 0.1))
-        s.current = ("run", "-", "local")  # the hosts recorded their own stages
         raise
     finally:
         cancel.reset()
     if failures:
         raise failures[0]
-    if plan.baseline:
-        _compare_with_baseline(s, plan_cells)
-    if gate == "regressions" or (gate == "" and plan.gate == "regressions"):
-        s.exit_code = _gate_regressions(s)
-
-
-def _results(s: Session) -> dict[tuple[str, str], compare.CaseResult]:
-    from hvlab.report import junit
-
-    out = {}
-    for r in s.run.recorded:
-        cls = junit.classname(r.kernel, r.host, r.stage.name)
-        for c in r.stage.cases:
-            out[(cls, c.name)] = compare.CaseResult(c.status.value,
-                                                    c.properties.get("flaky") == "true",
-                                                    c.message)
-    return out
 
 
 def _compare_with_baseline(s: Session, plan_cells: list[Cell]) -> None:
     """Every cell against the ``none`` cell of the same kernel, variant and host."""
-    from hvlab.report import junit
-
-    results = _results(s)
+    results = s.run.case_results()
     classes: dict[tuple[str, str], str] = {}
     for cell in plan_cells:
         if cell.build.series == NO_SERIES:
             continue
         base = dataclasses.replace(cell.build, series=NO_SERIES).label
+        prefix = junit.classname(cell.label, cell.host, "")[:-1]
+        base_prefix = junit.classname(base, cell.host, "")[:-1]
         for (cls, name), now in results.items():
-            prefix = junit.classname(cell.label, cell.host, "")
-            if not cls.startswith(prefix[:-1]):
+            if not cls.startswith(prefix):
                 continue
-            stage = cls[len(prefix) - 1:]
-            before = results.get((junit.classname(base, cell.host, "")[:-1] + stage, name))
+            before = results.get((base_prefix + cls[len(prefix):], name))
             one = compare.classify({(cls, name): now},
                                    {(cls, name): before} if before else {})
             classes[(cls, name)] = one[(cls, name)]
@@ -294,17 +310,11 @@ def _compare_with_baseline(s: Session, plan_cells: list[Cell]) -> None:
     s.progress.info(f"against the unpatched baseline: {regressions} regressions")
 
 
-def _gate_regressions(s: Session) -> int:
-    results = _results(s)
-    classes = s.run.classes or {}
-    known = {k: compare.KnownFailure(k[1], v) for k, v in s.run.known.items()}
-    return compare.gate(results, classes, known, "regressions")
-
-
 def reproduce(s: Session, argv: Sequence[str]) -> None:
     """reproduce.sh: the exact command, with the commits it resolved to."""
-    commits = sorted({f"{r.kernel}: {r.extra.get('commit') or ''}" for r in s.run.recorded
-                      if r.extra.get("commit")})
+    labels = {r.kernel for r in s.run.recorded}
+    commits = sorted(f"{label}: {s.run.facts_of(label)['commit']}" for label in labels
+                     if s.run.facts_of(label).get("commit"))
     env = [f"export {k}={shlex.quote(v)}" for k, v in sorted(os.environ.items())
            if k in ("HVLAB_CONFIGS", "HVLAB_KERNELS", "HVLAB_REPORTS")]
     text = ["#!/bin/sh", "# Re-run this hvlab run: the same plan and overrides; the tree",

@@ -1,29 +1,86 @@
 """One task invocation: workspace, run folder, progress, errors -> exit codes.
 
-UserError -> 2, InfraError -> 3, interrupted -> 3, otherwise the worst stage
-status (design.md).  The run folder is finished in every case.  No traceback
-is printed unless ``debug``.
+Every stage runs inside ``Session.stage(name, scope)``: the scope (a cell's
+label and host) travels with the call, never through a shared "current
+stage" field, so threads working on different hosts each file their errors
+under their own stage.  The gate is decided once, in ``session()``, after
+known failures are applied (docs/design.md, "Exit codes"):
+UserError -> 2, InfraError or interruption -> 3, else the gate's verdict.
+The run folder is finished in every case; no traceback unless ``debug``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import signal
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 from hvlab.config import loader
 from hvlab.config.loader import Config
-from hvlab.errors import HvlabError, InfraError, Interrupted, UserError
+from hvlab.errors import HvlabError, UserError
 from hvlab.progress import Progress
+from hvlab.report import compare
 from hvlab.report.runfolder import RunFolder
 from hvlab.results import StageResult, Status, TestCase, exit_code_for
 from hvlab.workspace import Workspace
+
+
+class Gate(enum.StrEnum):
+    """How the exit code is decided: any failure fails, or only regressions."""
+
+    ALL = "all"
+    REGRESSIONS = "regressions"
+
+    @classmethod
+    def parse(cls, value: str, flag: str = "--gate") -> Gate:
+        try:
+            return cls(value)
+        except ValueError:
+            raise UserError(f"{flag} {value}: expected all or regressions") from None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a stage's result belongs: a cell (its label) on a host."""
+
+    label: str  # the kernel name, or a matrix cell "kernel+series[+variant]"
+    host: str = "local"
+
+    def on(self, host: str) -> Scope:
+        return Scope(self.label, host)
+
+    def log_name(self, stage: str) -> str:
+        return f"{stage}-{self.label}" + ("" if self.host == "local" else f"-{self.host}")
+
+
+def describe_exception(exc: BaseException) -> str:
+    """The one line an exception is reported as."""
+    if isinstance(exc, _Terminated):
+        return "interrupted by SIGTERM"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted by SIGINT"
+    if isinstance(exc, HvlabError):
+        return f"bad input: {exc}" if isinstance(exc, UserError) else str(exc)
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _mark(exc: BaseException) -> None:
+    exc.hvlab_recorded = True  # type: ignore[attr-defined]
+
+
+def recorded(exc: BaseException) -> bool:
+    """Whether a stage already filed ``exc`` as its error case."""
+    return bool(getattr(exc, "hvlab_recorded", False))
 
 
 @dataclass
@@ -32,32 +89,50 @@ class Session:
     run: RunFolder
     progress: Progress
     debug: bool
-    _config: Config | None = None
-    current: tuple[str, str, str] | None = None  # (stage, kernel, host) being run
-    exit_code: int | None = None  # set by flows whose code is not the worst status
+    gate: Gate | None = None  # None: the task's default (a plan's gate, else all)
+    bad_input: bool = False  # a task that reports bad input as cases (config.check)
+    loaded: Config | None = field(default=None, repr=False)  # configs/, once read
 
     @property
     def config(self) -> Config:
-        if self._config is None:
-            self._config = loader.load_or_raise(self.ws)
-        return self._config
+        """configs/, loaded (and validated) on first use."""
+        if self.loaded is None:
+            self.loaded = loader.load_or_raise(self.ws)
+        return self.loaded
 
-    def begin(self, stage: str, kernel: str, host: str = "local", detail: str = "") -> Path:
-        """Mark ``stage`` as running; returns its log path."""
-        self.current = (stage, kernel, host)
-        label = self.run.label(kernel)
-        self.progress.stage(stage, detail or label)
-        return self.run.log(f"{stage}-{label}" + ("" if host == "local" else f"-{host}"))
+    @contextmanager
+    def stage(self, name: str, scope: Scope, detail: str = "") -> Iterator[Path]:
+        """Run stage ``name`` of ``scope``: yields its log path.  An exception that
+        escapes is filed as this stage's ERROR case (once) and re-raised."""
+        self.progress.stage(name, detail or scope.label)
+        try:
+            yield self.run.log(scope.log_name(name))
+        except BaseException as exc:
+            if not recorded(exc):
+                self.record(StageResult.from_cases(name, [TestCase(
+                    f"{name}: {scope.host if scope.host != 'local' else scope.label}",
+                    Status.ERROR, describe_exception(exc),
+                    output=traceback.format_exc() if self.debug else "")], 0.0), scope)
+                _mark(exc)
+            raise
 
-    def record(self, stage: StageResult, kernel: str, host: str = "local") -> StageResult:
-        self.current = None
-        self.run.add(stage, kernel, host)
+    def record(self, stage: StageResult, scope: Scope) -> StageResult:
+        self.run.add(stage, scope.label, scope.host)
         note = "cached" if stage.properties.get("cached") == "true" else ""
         self.progress.done(stage.name, stage.status, stage.duration, note)
         for case in stage.cases:
             if case.status in (Status.FAIL, Status.ERROR):
                 self.progress.info(f"  {case.status.value.upper()}: {case.name}: {case.message}")
         return stage
+
+    def plan(self, stage: str, scope: Scope) -> None:
+        """A stage this task means to run: reported SKIPPED if it never does."""
+        self.run.plan(stage, scope.label, scope.host)
+
+    def attach(self, scope: Scope, facts: Mapping[str, str]) -> None:
+        """Facts a stage of ``scope`` returned, as properties of every testsuite of
+        that cell (host "local": the cell's build; a host: that host's stages)."""
+        self.run.attach(scope.label, scope.host, facts)
 
 
 class _Terminated(BaseException):
@@ -70,36 +145,33 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 @contextmanager
 def session(task: str, argv: Sequence[str], debug: bool = False, quiet: bool = False,
-            root: Path | None = None) -> Iterator[Session]:
-    """Yields a Session; on exit writes the run folder and raises SystemExit(code)."""
+            root: Path | None = None, gate: str = "", config: Config | None = None
+            ) -> Iterator[Session]:
+    """Yields a Session; on exit writes the run folder and raises SystemExit(code).
+    ``config`` is used instead of reading configs/ (in-process tests)."""
     ws = Workspace.from_env(root)
     progress = Progress(quiet=quiet)
     run = RunFolder(ws, task, argv)
-    s = Session(ws, run, progress, debug)
+    s = Session(ws, run, progress, debug, loaded=config)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     code = 0
     error: str | None = None
     try:
+        if gate:
+            s.gate = Gate.parse(gate)
         yield s
-        _known_failures(s)
-        code = s.exit_code if s.exit_code is not None else exit_code_for(run.statuses())
-    except HvlabError as exc:
-        code, error = exc.exit_code, str(exc)
-        _record_error(s, exc)
-    except (KeyboardInterrupt, _Terminated) as exc:
-        sig = "SIGTERM" if isinstance(exc, _Terminated) else "SIGINT"
-        err = Interrupted(f"interrupted by {sig}")
-        code, error = err.exit_code, str(err)
-        _record_error(s, err)
-    except OSError as exc:  # disk full, permissions, a vanished file: the machine, not us
-        where = f": {exc.filename}" if exc.filename else ""
-        infra = InfraError(f"{exc.strerror or exc}{where}")
-        code, error = infra.exit_code, str(infra)
-        _record_error(s, infra)
-    except Exception as exc:  # a bug in hvlab: still leave a valid report
-        code, error = 3, f"internal error: {type(exc).__name__}: {exc}"
-        _record_error(s, exc, message=error)
-        if not debug:
+        code = decide(s)
+    except BaseException as exc:
+        if isinstance(exc, SystemExit | GeneratorExit):
+            raise
+        code = _exit_code(exc)
+        error = describe_exception(exc).removeprefix("bad input: ")
+        if not recorded(exc):
+            s.record(StageResult.from_cases(task, [TestCase(
+                task, Status.ERROR, describe_exception(exc),
+                output=traceback.format_exc() if debug else "")], 0.0), Scope("-"))
+        if code == 3 and not isinstance(exc, HvlabError | OSError | KeyboardInterrupt
+                                         | _Terminated) and not debug:
             error += " (run with --debug for the traceback)"
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -121,24 +193,55 @@ def session(task: str, argv: Sequence[str], debug: bool = False, quiet: bool = F
     raise SystemExit(code)
 
 
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, HvlabError):
+        return exc.exit_code
+    return 3  # interrupted, the machine (OSError), or a bug in hvlab
+
+
+def decide(s: Session) -> int:
+    """The gate, once, at the end of the task: known failures first, then the
+    verdict under ``s.gate`` (bad input reported as cases gives 2)."""
+    _known_failures(s)
+    if s.bad_input:
+        return 2
+    if s.gate is Gate.REGRESSIONS:
+        results = s.run.case_results()
+        known = {k: compare.KnownFailure(k[1], v) for k, v in s.run.known.items()}
+        return compare.gate(results, s.run.classes or {}, known, "regressions")
+    return exit_code_for(s.run.statuses())
+
+
 def _known_failures(s: Session) -> None:
     """configs/known-failures.yaml: matching failures do not gate; say which
     entries expired or matched nothing (only when this run loaded the config)."""
-    if s._config is None or not s._config.known_failures:
+    config = s.loaded
+    if config is None or not config.known_failures:
         return
-    outcome = s.run.apply_known(s._config.known_failures, dt.date.today())
+    outcome = s.run.apply_known(config.known_failures, dt.date.today())
     for e in outcome.expired:
         s.progress.info(f"known failure '{e.pattern}' expired on {e.expires}: it gates again")
     for e in outcome.stale:
         s.progress.info(f"known failure '{e.pattern}' ran and passed: remove it?")
 
 
-def _record_error(s: Session, exc: BaseException, message: str | None = None) -> None:
-    stage, kernel, host = s.current or (s.run.task, "-", "local")
-    text = message or str(exc)
-    if isinstance(exc, UserError):
-        text = f"bad input: {text}"
-    case = TestCase(stage if s.current is None else f"{stage}: {kernel}", Status.ERROR, text,
-                    output=traceback.format_exc() if s.debug else "")
-    s.run.add(StageResult.from_cases(stage, [case], 0.0), kernel, host)
-    s.current = None
+@dataclass(frozen=True)
+class CellRecorder:
+    """``hosts.base.CellLog`` for one scope of a session: what a host kind records
+    the stages of the cell it boots through."""
+
+    s: Session
+    scope: Scope
+
+    @property
+    def logs(self) -> Path:
+        return self.s.run.logs
+
+    def stage(self, name: str, detail: str = "") -> AbstractContextManager[Path]:
+        return self.s.stage(name, self.scope, detail)
+
+    def record(self, result: StageResult) -> StageResult:
+        return self.s.record(result, self.scope)
+
+    def info(self, message: str) -> None:
+        self.s.progress.info(message)

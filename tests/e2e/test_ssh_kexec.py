@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hvlab.boot import guest_image
-from hvlab.hosts.qemu import QemuGuest
+from hvlab.hosts.qemu_guest import QemuGuest
 from hvlab.model import HostSpec, QemuHost, SshEndpoint
 from hvlab.ssh import SshSession
 from hvlab.workspace import Workspace

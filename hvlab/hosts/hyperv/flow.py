@@ -17,45 +17,71 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hvlab import cancel
-from hvlab.boot import console, guest_image
-from hvlab.boot.verify import host_lease, target_from_build, verify_booted
+from hvlab.boot.verify import host_lease
 from hvlab.errors import HvlabError, InfraError
-from hvlab.hosts import oneshot as sshhost
+from hvlab.hosts.base import BootedGuest, CellLog, HostEnv
 from hvlab.hosts.hyperv.client import HypervClient, VmInfo
+from hvlab.hosts.machine import hvlab_initrd
+from hvlab.hosts.oneshot import install_and_boot
 from hvlab.hosts.sessions import close_chain, open_session
 from hvlab.model import HostSpec, HypervHost
-from hvlab.results import StageResult, Status, TestCase
+from hvlab.results import Status, TestCase
 from hvlab.ssh import SshSession
-from hvlab.tasks.session import Session
 
 KVP_HINT = ("the usual cause is the guest's KVP daemon not running (hv_kvp_daemon, Debian "
             "package hyperv-daemons) or no DHCP on the VM's switch")
 
 
 @dataclass
-class HypervGuest:
-    """A booted guest handed to the suites (open session) and the run's facts."""
-
-    ok: bool
-    release: str
-    session: SshSession | None
-    properties: dict[str, str]
-
-
-@dataclass
 class _Vm:
-    """The VM under hvlab's control during one run."""
+    """The VM under hvlab's control during one run (``oneshot.Machine``)."""
 
-    s: Session
+    env: HostEnv
     host: HostSpec
     hv: HypervHost
     client: HypervClient
-    serial_log: Path
+    console_log: Path  # the serial log, downloaded from the Windows host
     started: bool = False
+    win: SshSession | None = None
+    default_release: str = ""
+    properties: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    @property
+    def boot_timeout(self) -> int:
+        return self.host.boot_timeout
+
+    def console_lines(self) -> list[str]:
+        return self.serial_lines()
+
+    def after_boot(self) -> list[TestCase]:
+        return [_heartbeat(self.client, self.properties)]
+
+    def recover(self, log: Path) -> str:
+        """The new kernel never answered: power-cycle; the one-shot boot means the VM
+        must come back on its default kernel."""
+        assert self.win is not None
+        self.client.turn_off()
+        self.start()
+        try:
+            guest = self.wait_guest(self.win, self.host.boot_timeout)
+            try:
+                back = guest.check(["uname", "-r"], timeout=30).strip()
+            finally:
+                guest.close()
+            after = (f"back on its default kernel {back}" if back == self.default_release
+                     else f"came back on {back}, not its default kernel "
+                          f"{self.default_release}")
+        except InfraError as exc:
+            after = f"did not come back after the reset: {exc}"
+        return f"hard reset (Stop-VM -TurnOff, Start-VM): {after}"
 
     def start(self) -> None:
         self.started = True
@@ -70,9 +96,9 @@ class _Vm:
         try:
             data = self.client.read_serial()
         except InfraError as exc:
-            self.s.progress.info(f"{self.host.name}: serial log not read: {exc}")
+            self.env.info(f"{self.host.name}: serial log not read: {exc}")
             return []
-        self.serial_log.write_bytes(data)
+        self.console_log.write_bytes(data)
         return data.decode("utf-8", "replace").splitlines()
 
     def guest(self, address: str, win: SshSession) -> SshSession:
@@ -88,8 +114,8 @@ class _Vm:
         except TimeoutError:
             raise InfraError(f"host {self.host.name}: VM '{self.hv.vm}' reported no IPv4 address "
                              f"within ip_timeout ({self.hv.ip_timeout} s); {KVP_HINT}") from None
-        self.s.progress.info(f"{self.host.name}: VM '{self.hv.vm}' has address {address} "
-                             f"after {time.monotonic() - t0:.0f} s")
+        self.env.info(f"{self.host.name}: VM '{self.hv.vm}' has address {address} "
+                      f"after {time.monotonic() - t0:.0f} s")
         guest = self.guest(address, win)
         last = ""
         t0 = time.monotonic()
@@ -141,76 +167,38 @@ def _prepare(vm: _Vm, info: VmInfo) -> list[str]:
 
 
 @contextmanager
-def boot_hyperv(s: Session, host: HostSpec, build_dir: Path, kernel: str
-                ) -> Iterator[HypervGuest]:
+def boot_hyperv(env: HostEnv, host: HostSpec, build_dir: Path, cell: CellLog
+                ) -> Iterator[BootedGuest]:
     """Install and boot ``build_dir`` on the VM; yields the booted guest (to run
     suites on); the VM is released as configured however this ends."""
     hv = host.detail
     assert isinstance(hv, HypervHost)
-    release = (build_dir / "kernelrelease").read_text().strip()
-    with host_lease(s.ws, host.name, s.progress.info):
-        win = open_session(s.config, host.name)
-        client = HypervClient(win, host.name, hv.vm, s.run.log(f"hyperv-{host.name}"))
-        vm = _Vm(s, host, hv, client, s.run.logs / f"console-{host.name}.log")
+    with host_lease(env.ws, host.name, env.info):
+        win = open_session(env.config, host.name)
+        client = HypervClient(win, host.name, hv.vm, cell.logs / f"hyperv-{host.name}.log")
+        vm = _Vm(env, host, hv, client, cell.logs / f"console-{host.name}.log")
         guest: SshSession | None = None
         try:
-            log = s.begin("install", kernel, host.name, detail=f"{release} on {host.name}")
-            t0 = time.monotonic()
-            facts = client.host_facts()
-            if not facts.hyperv_module:
-                raise InfraError(f"host {host.name}: the Hyper-V PowerShell module is not "
-                                 "installed on the Windows host (Install-WindowsFeature "
-                                 "Hyper-V-PowerShell)")
-            info = client.vm_info()
-            props = {"host_kind": "hyperv", "windows_build": facts.windows_build,
-                     "windows": facts.windows_caption, "vm": hv.vm,
-                     "vm_generation": str(info.generation), "vm_version": info.version,
-                     "expected_release": release}
-            notes = _prepare(vm, info)
-            vm.start()
-            guest = vm.wait_guest(win, host.boot_timeout)
-            old = sshhost.boot_id(guest)
-            default_release = guest.check(["uname", "-r"], timeout=30).strip()
-
-            def hvlab_initrd() -> Path:
-                image = guest_image.build_image(s.ws)
-                target = target_from_build(build_dir)
-                return guest_image.combined_initrd(image, target.modules,
-                                                   s.run.logs / f"initrd-{host.name}.cpio.gz")
-
-            installed = sshhost.install(guest, host.name, hv.boot_method, hv.keep_kernels,
-                                        build_dir, release, hvlab_initrd, log)
-            s.record(StageResult.from_cases("install", [TestCase(
-                f"install: {host.name}", Status.PASS,
-                output="\n".join([*notes, f"VM '{hv.vm}' running {default_release}",
-                                  f"{release} installed; one-shot boot by {installed.method}"])
-                + "\n", duration=time.monotonic() - t0, log_path=log)],
-                time.monotonic() - t0, log, properties=props), kernel, host.name)
-
-            log = s.begin("boot", kernel, host.name, detail=f"{release} on {host.name}")
-            t0 = time.monotonic()
-            before = len(vm.serial_lines())  # the serial log of the new kernel starts here
-            sshhost.reboot_once(guest, installed, log)
-            try:
-                waited = sshhost.wait_back(guest, old, host.boot_timeout)
-            except TimeoutError:
-                guest.close()
-                stage = _hard_reset(vm, win, host, release, default_release, t0, log, props)
-                s.record(stage, kernel, host.name)
-                yield HypervGuest(False, release, None, props)
-                return
-            booted, verified = verify_booted(guest, host.name, release,
-                                             vm.serial_lines()[before:],
-                                             vm.serial_log, s.run.logs / f"dmesg-{host.name}.log")
-            props["kernel_release"] = booted
-            cases = [TestCase(f"boot: {host.name}", Status.PASS,
-                              output=f"SSH answered with a new boot_id after {waited:.1f} s",
-                              duration=waited, log_path=log), *verified,
-                     _heartbeat(client, props)]
-            stage = StageResult.from_cases("boot", cases, time.monotonic() - t0, log,
-                                           properties=props)
-            s.record(stage, kernel, host.name)
-            yield HypervGuest(stage.status is Status.PASS, release, guest, props)
+            with cell.stage("install", f"VM '{hv.vm}' on {host.name}"):
+                facts = client.host_facts()
+                if not facts.hyperv_module:
+                    raise InfraError(f"host {host.name}: the Hyper-V PowerShell module is not "
+                                     "installed on the Windows host (Install-WindowsFeature "
+                                     "Hyper-V-PowerShell)")
+                info = client.vm_info()
+                vm.properties.update({
+                    "host_kind": "hyperv", "windows_build": facts.windows_build,
+                    "windows": facts.windows_caption, "vm": hv.vm,
+                    "vm_generation": str(info.generation), "vm_version": info.version})
+                notes = _prepare(vm, info)
+                vm.start()
+                guest = vm.wait_guest(win, host.boot_timeout)
+                vm.win = win
+                vm.default_release = guest.check(["uname", "-r"], timeout=30).strip()
+            yield install_and_boot(
+                guest, vm, cell, build_dir, hv.boot_method, hv.keep_kernels,
+                lambda: hvlab_initrd(env, build_dir, cell.logs / f"initrd-{host.name}.cpio.gz"),
+                [*notes, f"VM '{hv.vm}'"])
         finally:
             if guest is not None:
                 guest.close()
@@ -218,10 +206,9 @@ def boot_hyperv(s: Session, host: HostSpec, build_dir: Path, kernel: str
             try:
                 vm.serial_lines()  # the whole serial log, into the run folder
                 done = vm.release()
-                s.progress.info(f"{host.name}: VM '{hv.vm}' {done}")
+                env.info(f"{host.name}: VM '{hv.vm}' {done}")
             except HvlabError as exc:  # never hide why the run ended; say what is left
-                s.progress.info(f"{host.name}: VM '{hv.vm}' NOT released ({hv.release}): "
-                                f"{exc}")
+                env.info(f"{host.name}: VM '{hv.vm}' NOT released ({hv.release}): {exc}")
                 if ending is None:
                     raise
             finally:
@@ -250,29 +237,3 @@ def _heartbeat(client: HypervClient, props: dict[str, str], timeout: float = 60)
                     "boot (is hv_utils built and loaded in the new kernel?)",
                     output=props["integration_services"] + "\n",
                     duration=time.monotonic() - t0)
-
-
-def _hard_reset(vm: _Vm, win: SshSession, host: HostSpec, release: str, default_release: str,
-                t0: float, log: Path, props: dict[str, str]) -> StageResult:
-    """The new kernel never answered: power-cycle; the one-shot boot means the VM
-    must come back on its default kernel."""
-    tail = console.tail(vm.serial_lines())
-    vm.client.turn_off()
-    vm.start()
-    try:
-        guest = vm.wait_guest(win, host.boot_timeout)
-        try:
-            back = guest.check(["uname", "-r"], timeout=30).strip()
-        finally:
-            guest.close()
-        after = (f"back on its default kernel {back}" if back == default_release
-                 else f"came back on {back}, not its default kernel {default_release}")
-    except InfraError as exc:
-        after = f"did not come back after the reset: {exc}"
-    msg = (f"no SSH with a new boot_id within boot_timeout ({host.boot_timeout} s); hard reset "
-           f"(Stop-VM -TurnOff, Start-VM): {after}")
-    props["kernel_release"] = ""
-    return StageResult.from_cases("boot", [TestCase(
-        f"boot: {host.name}", Status.FAIL, msg, output="--- serial console tail ---\n" + tail,
-        duration=time.monotonic() - t0, log_path=vm.serial_log)], time.monotonic() - t0, log,
-        properties=props)

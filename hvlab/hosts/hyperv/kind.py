@@ -1,0 +1,94 @@
+"""The ``hyperv`` host kind: a Linux VM on a Windows Hyper-V host, driven by
+PowerShell over SSH (``flow`` boots it, ``client`` speaks to the host)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hvlab.errors import HvlabError
+from hvlab.hosts.base import BootedGuest, CellLog, ConfigContext, HostEnv, check_failed
+from hvlab.hosts.hyperv.client import HypervClient
+from hvlab.hosts.hyperv.flow import boot_hyperv
+from hvlab.hosts.machine import BOOT_METHODS
+from hvlab.hosts.sessions import close_chain, open_session
+from hvlab.model import HostSpec, HypervHost, SshEndpoint
+from hvlab.results import Status, TestCase
+
+if TYPE_CHECKING:
+    from hvlab.config.reader import MapReader
+
+
+class HypervKind:
+    """``kind: hyperv``."""
+
+    def __init__(self, spec: HostSpec, env: HostEnv) -> None:
+        assert isinstance(spec.detail, HypervHost)
+        self.spec = spec
+        self.detail = spec.detail
+        self.env = env
+
+    @staticmethod
+    def read_config(r: MapReader, path: Path, ctx: ConfigContext) -> HypervHost | None:
+        host = r.nested("hyperv_host", lambda m: ctx.endpoint(m, path), required=True)
+        vm = r.req_str("vm")
+        if vm is not None and any(c in vm for c in "*?[]"):
+            r.error("vm", f"'{vm}' has wildcard characters, which Get-VM -Name would "
+                    "expand: name exactly one VM")
+        via_host = False
+
+        def guest(m: MapReader) -> SshEndpoint:
+            nonlocal via_host
+            via_host = m.boolean("via_host", False)
+            return ctx.endpoint(m, path, address_required=False)
+
+        g = r.nested("guest", guest, required=True)
+        checkpoint = r.string("checkpoint")
+        secure_boot = r.boolean("secure_boot", False) if r.has("secure_boot") else None
+        r.raw("secure_boot")  # absent: leave the VM's firmware setting alone
+        ip_timeout = r.integer("ip_timeout", 300, 1, 86400)
+        serial = r.boolean("serial_log", True)
+        release = r.enum("release", ("stop", "revert", "keep"), default="stop") or "stop"
+        if release == "revert" and checkpoint is None:
+            r.error("release", "'revert' needs a 'checkpoint' to revert to")
+        boot_method = r.enum("boot_method", BOOT_METHODS, default="auto") or "auto"
+        keep = r.integer("keep_kernels", 2, 1, 100)
+        if host is None or g is None or not vm:
+            return None
+        return HypervHost(host, vm, g, via_host, checkpoint, secure_boot, ip_timeout, serial,
+                          release, boot_method, keep)
+
+    def stages(self) -> tuple[str, ...]:
+        return ("install", "boot")
+
+    @contextmanager
+    def boot(self, build: Path, cell: CellLog) -> Iterator[BootedGuest]:
+        with boot_hyperv(self.env, self.spec, build, cell) as guest:
+            yield guest
+
+    def check(self) -> TestCase:
+        """The Windows host answers SSH and PowerShell, has the Hyper-V module and the VM."""
+        name = self.spec.name
+        session = open_session(self.env.config, name)
+        t0 = time.monotonic()
+        client = HypervClient(session, name, self.detail.vm, timeout=120)
+        try:
+            facts = client.host_facts()
+            if not facts.hyperv_module:
+                return check_failed(name, f"Windows build {facts.windows_build} has no "
+                                    "Hyper-V PowerShell module (Install-WindowsFeature "
+                                    "Hyper-V-PowerShell)", time.monotonic() - t0)
+            info = client.vm_info()
+        except HvlabError as exc:
+            return check_failed(name, str(exc), time.monotonic() - t0)
+        finally:
+            close_chain(session)
+        return TestCase(f"host: {name}", Status.PASS,
+                        output=f"{facts.windows_caption} (build {facts.windows_build}), "
+                        f"Hyper-V module {facts.hyperv_module}; VM '{info.name}' {info.state}, "
+                        f"generation {info.generation}, version {info.version}\n",
+                        duration=time.monotonic() - t0,
+                        properties={"host_key": "verified", "where": session.where})

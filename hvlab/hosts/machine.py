@@ -1,0 +1,140 @@
+"""The ``ssh`` host kind: an installed Linux machine or VM reached over SSH.
+
+A build is installed and booted once (``hvlab.hosts.oneshot``); a kernel
+that never answers is brought back by the host's ``power_cycle`` command
+(the one-shot entry means the default kernel comes back).  The console is
+what the host's ``console`` command prints, run here as ktest.pl does.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hvlab.boot import guest_image
+from hvlab.boot.verify import host_lease, target_from_build
+from hvlab.errors import HvlabError
+from hvlab.hosts.base import BootedGuest, CellLog, ConfigContext, HostEnv, check_failed
+from hvlab.hosts.oneshot import ConsoleCapture, install_and_boot
+from hvlab.hosts.sessions import close_chain, open_session
+from hvlab.model import HostSpec, SshHost
+from hvlab.results import Status, TestCase
+
+if TYPE_CHECKING:
+    from hvlab.config.reader import MapReader
+
+BOOT_METHODS = ("auto", "kexec", "grub")
+
+
+def hvlab_initrd(env: HostEnv, build: Path, out: Path) -> Path:
+    """hvlab's guest initramfs with the build's modules (for an hvlab guest that
+    has no initramfs tools of its own)."""
+    image = guest_image.build_image(env.ws)
+    return guest_image.combined_initrd(image, target_from_build(build).modules, out)
+
+
+@dataclass
+class _Machine:
+    """``oneshot.Machine`` for an SSH host."""
+
+    spec: HostSpec
+    detail: SshHost
+    capture: ConsoleCapture
+    name: str = ""
+    boot_timeout: int = 0
+    properties: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.name, self.boot_timeout = self.spec.name, self.spec.boot_timeout
+        self.properties = {"host_kind": "ssh"}
+
+    @property
+    def console_log(self) -> Path:
+        return self.capture.log
+
+    def console_lines(self) -> list[str]:
+        return self.capture.lines()
+
+    def recover(self, log: Path) -> str:
+        if not self.detail.power_cycle:
+            return "no power_cycle command configured"
+        with log.open("ab") as fh:
+            done = subprocess.run(list(self.detail.power_cycle), stdout=fh,  # noqa: S603
+                                  stderr=subprocess.STDOUT, timeout=300, check=False)
+        if done.returncode != 0:
+            return f"power_cycle failed (exit {done.returncode})"
+        return "power-cycled back to the default kernel"
+
+    def after_boot(self) -> list[TestCase]:
+        return []
+
+
+class SshKind:
+    """``kind: ssh``."""
+
+    def __init__(self, spec: HostSpec, env: HostEnv) -> None:
+        assert isinstance(spec.detail, SshHost)
+        self.spec = spec
+        self.detail = spec.detail
+        self.env = env
+
+    @staticmethod
+    def read_config(r: MapReader, path: Path, ctx: ConfigContext) -> SshHost:
+        endpoint = ctx.endpoint(r, path)
+        return SshHost(
+            endpoint=endpoint,
+            boot_method=r.enum("boot_method", BOOT_METHODS, default="auto") or "auto",
+            power_cycle=tuple(a for a, _ in r.str_list("power_cycle")),
+            console=tuple(a for a, _ in r.str_list("console")),
+            keep_kernels=r.integer("keep_kernels", 2, 1, 100),
+        )
+
+    def stages(self) -> tuple[str, ...]:
+        return ("install", "boot")
+
+    @contextmanager
+    def boot(self, build: Path, cell: CellLog) -> Iterator[BootedGuest]:
+        with host_lease(self.env.ws, self.spec.name, self.env.info):
+            session = open_session(self.env.config, self.spec.name)
+            capture = ConsoleCapture(self.detail.console,
+                                     cell.logs / f"console-{self.spec.name}.log")
+            try:
+                machine = _Machine(self.spec, self.detail, capture)
+                yield install_and_boot(
+                    session, machine, cell, build, self.detail.boot_method,
+                    self.detail.keep_kernels,
+                    lambda: hvlab_initrd(self.env, build,
+                                         cell.logs / f"initrd-{self.spec.name}.cpio.gz"))
+            finally:
+                capture.stop()
+                close_chain(session)
+
+    def check(self) -> TestCase:
+        return check_ssh(self.env, self.spec.name, self.spec.name)
+
+
+def check_ssh(env: HostEnv, label: str, name: str) -> TestCase:
+    """Connect to ssh host ``name`` (the host itself, or where a qemu host runs)."""
+    session = open_session(env.config, name)
+    t0 = time.monotonic()
+    try:
+        session.connect()
+        facts = session.check(["sh", "-c", "uname -sr; . /etc/os-release 2>/dev/null && "
+                               "echo \"$PRETTY_NAME\"; df -Pk /boot / | tail -n +2"], timeout=30)
+    except HvlabError as exc:
+        return check_failed(label, str(exc), time.monotonic() - t0)
+    finally:
+        close_chain(session)
+    lines = facts.strip().splitlines()
+    free = [f"{cols[5]} {int(cols[3]) // 1024} MiB free" for cols in
+            (line.split() for line in lines[2:]) if len(cols) >= 6 and cols[3].isdigit()]
+    summary = f"{lines[0] if lines else '?'}; {lines[1] if len(lines) > 1 else '?'}; " + \
+        ", ".join(free)
+    return TestCase(f"host: {label}", Status.PASS, output=summary + "\n",
+                    duration=time.monotonic() - t0,
+                    properties={"host_key": "verified", "where": session.where})

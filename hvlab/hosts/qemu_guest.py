@@ -1,0 +1,239 @@
+"""A QEMU guest on this machine, booted directly from a build (no disk image).
+
+The guest runs in its own process group with its serial console in a file,
+a QMP socket for hard power-off, and user networking forwarding a free
+loopback port to the guest's sshd.  ``stop()`` always ends it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from hvlab.errors import InfraError
+from hvlab.model import HostSpec, QemuHost, SshEndpoint
+from hvlab.proc import require_tool
+from hvlab.ssh import SshSession
+
+QEMU = "qemu-system-x86_64"
+KVM_PROBE_SECONDS = 10.0
+
+
+class Guest(Protocol):
+    """A QEMU process and its guest, here or on a machine reached over SSH."""
+
+    host: HostSpec
+    accel: str
+    port: int
+    started: float
+
+    @property
+    def console(self) -> Path: ...
+
+    def start(self) -> None: ...
+
+    def alive(self) -> bool: ...
+
+    def exit_reason(self) -> str: ...
+
+    def console_lines(self) -> list[str]: ...
+
+    def ssh_ready(self) -> bool: ...
+
+    def session(self, key: Path, fingerprint: str) -> SshSession: ...
+
+    def stop(self) -> None: ...
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def qemu_argv(spec: QemuHost, accel: str, kernel: str, initrd: str, append: str,
+              console: str, port: int) -> list[str]:
+    """The QEMU command line: direct kernel boot, serial console to a file, user
+    networking with the guest's port 22 on 127.0.0.1:``port``."""
+    cmdline = " ".join(p for p in ("console=ttyS0,115200 panic=-1 hvlab.net=static:"
+                                   "10.0.2.15/24:10.0.2.2", append, spec.append) if p)
+    cpu = ["-cpu", "max"] if accel == "tcg" else []
+    return [
+        QEMU, "-accel", accel, *cpu, "-m", str(spec.memory), "-smp", str(spec.cpus),
+        "-nodefaults", "-display", "none", "-no-reboot",
+        "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
+        "-serial", f"file:{console}",
+        "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
+        "-device", "virtio-net-pci,netdev=n0,romfile=",
+        *spec.qemu_args,
+    ]
+
+
+@dataclass
+class GuestFiles:
+    """What every QEMU guest has: its host config, kernel, initrd and a local
+    folder where its console log ends up."""
+
+    host: HostSpec
+    workdir: Path
+    kernel: Path
+    initrd: Path
+    append: str
+
+    @property
+    def spec(self) -> QemuHost:
+        assert isinstance(self.host.detail, QemuHost)
+        return self.host.detail
+
+    @property
+    def console(self) -> Path:
+        return self.workdir / f"console-{self.host.name}.log"
+
+
+@dataclass
+class QemuGuest(GuestFiles):
+    """A guest on this machine; its QMP socket and logs live in ``workdir``."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    accel: str = ""
+    started: float = field(default=0.0)
+    _sockdir: str = ""
+
+    @property
+    def qmp(self) -> Path:
+        """In a short private directory: Unix socket paths must stay under 108 bytes."""
+        if not self._sockdir:
+            self._sockdir = tempfile.mkdtemp(prefix="hvlab-qmp-")
+        return Path(self._sockdir) / "qmp.sock"
+
+    @property
+    def qemu_log(self) -> Path:
+        return self.workdir / f"qemu-{self.host.name}.log"
+
+    def exit_reason(self) -> str:
+        """QEMU's own last words (why it would not start or stopped)."""
+        try:
+            lines = self.qemu_log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1] if lines else ""
+
+    def argv(self, accel: str) -> list[str]:
+        return [*qemu_argv(self.spec, accel, str(self.kernel), str(self.initrd), self.append,
+                           str(self.console), self.port),
+                "-qmp", f"unix:{self.qmp},server=on,wait=off"]
+
+    def _spawn(self, accel: str) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.console.write_bytes(b"")
+        self.qmp.unlink(missing_ok=True)
+        self.port = free_port()
+        log = self.qemu_log.open("ab")
+        self.proc = subprocess.Popen(self.argv(accel), stdin=subprocess.DEVNULL,  # noqa: S603
+                                     stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        self.accel = accel
+        self.started = time.monotonic()
+
+    def start(self) -> None:
+        require_tool(QEMU)
+        accel = self.spec.accel
+        if accel == "auto":
+            accel = "kvm" if self._kvm_works() else "tcg"
+        self._spawn(accel)
+
+    def _kvm_works(self) -> bool:
+        """Boot with KVM and wait briefly for the kernel's banner: on machines where
+        KVM guests hang in early boot the device node alone proves nothing."""
+        if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+            return False
+        self._spawn("kvm")
+        deadline = time.monotonic() + KVM_PROBE_SECONDS
+        ok = False
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            if b"Linux version" in self.console.read_bytes():
+                ok = True
+                break
+            time.sleep(0.2)
+        self.stop()
+        return ok
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def ssh_ready(self) -> bool:
+        """sshd's banner on the forwarded port (cheaper than a full handshake)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.settimeout(1)
+                return s.recv(4).startswith(b"SSH-")
+        except OSError:
+            return False
+
+    def session(self, key: Path, fingerprint: str) -> SshSession:
+        ep = SshEndpoint("127.0.0.1", self.port, "root", key, host_key=fingerprint,
+                         connect_timeout=5)
+        return SshSession(self.host.name, ep)
+
+    def console_lines(self) -> list[str]:
+        try:
+            return self.console.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+
+    def _qmp(self, *commands: str) -> bool:
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(2)
+                s.connect(str(self.qmp))
+                s.recv(4096)
+                s.sendall(json.dumps({"execute": "qmp_capabilities"}).encode())
+                s.recv(4096)
+                for cmd in commands:
+                    s.sendall(json.dumps({"execute": cmd}).encode())
+                    s.recv(4096)
+            return True
+        except OSError:
+            return False
+
+    def hard_reset(self) -> None:
+        if not self._qmp("system_reset"):
+            raise InfraError(f"host {self.host.name}: QMP system_reset failed")
+
+    def stop(self) -> None:
+        """Power off hard (QMP quit), then make sure the process group is gone."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self._qmp("quit")
+            try:
+                self.proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                pass
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.proc.poll() is not None:
+                break
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                continue
+        self.proc.wait()
+        if self._sockdir:
+            shutil.rmtree(self._sockdir, ignore_errors=True)
+            self._sockdir = ""
