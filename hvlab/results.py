@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-class Status(enum.Enum):
+class Status(enum.StrEnum):
+    """One vocabulary from the KTAP parser to the reports (a StrEnum: its value
+    is what JSON and the summaries show)."""
+
     SKIP = "skip"
     PASS = "pass"
     FAIL = "fail"
@@ -21,6 +24,10 @@ class Status(enum.Enum):
     @property
     def severity(self) -> int:
         return _SEVERITY[self]
+
+    @property
+    def bad(self) -> bool:
+        return self in (Status.FAIL, Status.ERROR)
 
     @staticmethod
     def worst(statuses: Iterable[Status], default: Status | None = None) -> Status:
@@ -47,6 +54,8 @@ class TestCase:
     duration: float = 0.0
     log_path: Path | None = None
     properties: Mapping[str, str] = field(default_factory=dict)
+    flaky: bool = False  # failed, then passed on a retry
+    attempts: int = 1
 
 
 @dataclass(frozen=True)
@@ -59,8 +68,7 @@ class StageResult:
     log_path: Path | None = None
     cases: tuple[TestCase, ...] = ()
     properties: Mapping[str, str] = field(default_factory=dict)
-    # stage-specific facts other stages consume (commit sha, build dir, ...)
-    facts: Mapping[str, str] = field(default_factory=dict)
+    cached: bool = False  # the stage's work was found done (a cached build, source, ...)
 
     @property
     def ok(self) -> bool:
@@ -74,13 +82,13 @@ class StageResult:
         duration: float,
         log_path: Path | None = None,
         properties: Mapping[str, str] | None = None,
-        facts: Mapping[str, str] | None = None,
+        cached: bool = False,
     ) -> StageResult:
         cases = tuple(cases)
         status = Status.worst((c.status for c in cases), default=Status.PASS)
         if cases and all(c.status is Status.SKIP for c in cases):
             status = Status.SKIP
-        return cls(name, status, duration, log_path, cases, properties or {}, facts or {})
+        return cls(name, status, duration, log_path, cases, properties or {}, cached)
 
     @classmethod
     def skipped(cls, name: str, reason: str) -> StageResult:

@@ -234,9 +234,7 @@ def fetch(ws: Workspace, kernel: KernelSpec, offline: bool, log: Path,
                     log_path=log)
     result = StageResult.from_cases(
         "fetch", [case], duration, log,
-        properties={"source": desc, "cached": str(cached).lower()},
-        facts={"commit": commit},
-    )
+        properties={"source": desc}, cached=cached)
     return fetched, result
 
 

@@ -21,8 +21,8 @@ from hvlab.results import StageResult, Status, TestCase
 from hvlab.workspace import Workspace
 
 if TYPE_CHECKING:
-    from hvlab.config.loader import Config
     from hvlab.config.reader import MapReader
+    from hvlab.config.tables import Config
     from hvlab.ssh import SshSession
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hvlab.config.loader import Config
+from hvlab.config.tables import Config
 from hvlab.errors import UserError
 from hvlab.model import HostSpec, HypervHost, SshEndpoint, SshHost
 from hvlab.ssh import SshSession

@@ -71,7 +71,7 @@ def _case_to_json(c: TestCase) -> dict[str, object]:
 
 
 def _case_from_json(d: dict[str, object]) -> TestCase:
-    return TestCase(str(d["name"]), Status(d["status"]), str(d["message"]), str(d["output"]),
+    return TestCase(str(d["name"]), Status(str(d["status"])), str(d["message"]), str(d["output"]),
                     float(str(d["duration"])))
 
 
@@ -126,8 +126,7 @@ def apply_series(ws: Workspace, kernel: str, base: str, series: LoadedSeries,
                 Git(work_tree=tree).run("checkout", "--quiet", "-B", branch, commit)
             result = StageResult.from_cases(
                 "patch", [_case_from_json(d) for d in data["cases"]], time.monotonic() - t0, log,
-                properties={**props, "cached": "true"},
-                facts={"commit": commit})
+                properties=props, cached=True)
             return Patched(tree, base, commit, series.patchset_hash, int(data["applied"]),
                            True), result
 
@@ -179,8 +178,7 @@ def apply_series(ws: Workspace, kernel: str, base: str, series: LoadedSeries,
                                       "cases": [_case_to_json(c) for c in all_cases]}, indent=1))
     result = StageResult.from_cases(
         "patch", all_cases, time.monotonic() - t0, log,
-        properties={**props, "cached": "false"},
-        facts={"commit": commit} if failed is None else {})
+        properties=props)
     return Patched(tree, base, commit, series.patchset_hash, applied, False), result
 
 

@@ -7,27 +7,41 @@ a retry is ``flaky`` (hvlab marks it so); it is never a regression by itself.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from hvlab.report import view
+from hvlab.results import Status
 
 Key = tuple[str, str]  # (classname, name)
 
-REGRESSION, FIXED, STILL_FAILING, NEW, REMOVED, FLAKY, PASSING, KNOWN = (
-    "regression", "fixed", "still-failing", "new", "removed", "flaky", "passing", "known")
+class Class(enum.StrEnum):
+    """How a case compares with the baseline (``known``: a known failure covers it)."""
+
+    REGRESSION = "regression"
+    FIXED = "fixed"
+    STILL_FAILING = "still-failing"
+    NEW = "new"
+    REMOVED = "removed"
+    FLAKY = "flaky"
+    PASSING = "passing"
+    KNOWN = "known"
+
+
+REGRESSION, FIXED, STILL_FAILING, NEW, REMOVED, FLAKY, PASSING, KNOWN = Class
 
 
 @dataclass(frozen=True)
 class CaseResult:
-    status: str  # pass | fail | error | skip
+    status: Status
     flaky: bool = False
     message: str = ""
 
     @property
     def bad(self) -> bool:
-        return self.status in ("fail", "error")
+        return self.status.bad
 
 
 def read_junit(xml_text: str) -> dict[Key, CaseResult]:
@@ -37,22 +51,22 @@ def read_junit(xml_text: str) -> dict[Key, CaseResult]:
 
 
 def classify(current: Mapping[Key, CaseResult], baseline: Mapping[Key, CaseResult]
-             ) -> dict[Key, str]:
-    out: dict[Key, str] = {}
+             ) -> dict[Key, Class]:
+    out: dict[Key, Class] = {}
     for key, now in current.items():
         before = baseline.get(key)
         if now.flaky and not now.bad:
             out[key] = FLAKY
         elif before is None:
             out[key] = NEW
-        elif now.bad and before.status == "pass":
+        elif now.bad and before.status is Status.PASS:
             out[key] = REGRESSION
         elif now.bad and before.bad:
             out[key] = STILL_FAILING
         elif not now.bad and before.bad:
             out[key] = FIXED
         elif now.bad:
-            out[key] = REGRESSION if before.status == "pass" else NEW
+            out[key] = REGRESSION if before.status is Status.PASS else NEW
         else:
             out[key] = PASSING
     for key in baseline:
@@ -103,7 +117,7 @@ def gate(current: Mapping[Key, CaseResult], classes: Mapping[Key, str],
     """Exit code: ``regressions`` fails only on regressions and infrastructure errors;
     ``all`` on any failure that is not known."""
     unknown_bad = [k for k, r in current.items() if r.bad and k not in known]
-    if any(current[k].status == "error" for k in unknown_bad):
+    if any(current[k].status is Status.ERROR for k in unknown_bad):
         return 3
     if mode == "regressions":
         return 1 if any(classes.get(k) == REGRESSION for k in unknown_bad) else 0

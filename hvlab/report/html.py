@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 
 from hvlab.report.view import SuiteView, counts
+from hvlab.results import Status
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1b1f24;max-width:1200px}
@@ -84,14 +85,15 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str], base: 
            f"<h1>{_e(title)}</h1>"]
     out.append("<p>" + " · ".join(f"<b>{_e(k)}</b> <code>{_e(v)}</code>"
                                   for k, v in facts.items() if v) + "</p>")
-    out.append(f"<p>{total['pass']} passed, {total['fail']} failed, {total['error']} errors, "
-               f"{total['skip']} skipped &nbsp; <label><input type='checkbox' id='problems'> "
+    out.append(f"<p>{total[Status.PASS]} passed, {total[Status.FAIL]} failed, "
+               f"{total[Status.ERROR]} errors, "
+               f"{total[Status.SKIP]} skipped &nbsp; <label><input type='checkbox' id='problems'> "
                "only problems</label></p>")
     out += _timeline(suites)
     for s in suites:
         c = counts([s])
         out.append(f"<h2>{_e(s.name)} <span class='pill s-{_e(s.status)}'>"
-                   f"{_e(s.status)}</span> <span class='muted'>{c['pass']}/{len(s.cases)} "
+                   f"{_e(s.status)}</span> <span class='muted'>{c[Status.PASS]}/{len(s.cases)} "
                    f"passed, {s.seconds:.1f} s</span></h2>")
         out.append("<table><tr><th>case</th><th>status</th><th>time</th>"
                    + ("<th>vs baseline</th>" if classes is not None else "")

@@ -55,7 +55,9 @@ def suite_from_stage(
 ) -> Suite:
     props = dict(extra or {})
     props.update(stage.properties)
-    flaky = [c.name for c in stage.cases if c.properties.get("flaky") == "true"]
+    if stage.cached:
+        props["cached"] = "true"
+    flaky = [c.name for c in stage.cases if c.flaky]
     if flaky:  # the schema has no per-case properties: the suite carries the list
         props["flaky"] = json.dumps(flaky)
     return Suite(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from hvlab.bulk import gc_paused
 from hvlab.report import html, junit, summary, view
-from hvlab.report.compare import CaseResult, KnownFailure, KnownOutcome, apply_known
+from hvlab.report.compare import CaseResult, Class, KnownFailure, KnownOutcome, apply_known
 from hvlab.results import StageResult, Status, TestCase
 from hvlab.workspace import Workspace
 
@@ -63,7 +63,7 @@ class RunFolder:
         self.info: dict[str, str] = {}  # facts of the run as a whole (import source, ...)
         self._lock = threading.Lock()
         self.known: dict[tuple[str, str], str] = {}  # failing cases known failures cover
-        self.classes: dict[tuple[str, str], str] | None = None  # vs a baseline, if compared
+        self.classes: dict[tuple[str, str], Class] | None = None  # vs a baseline, if compared
 
     def log(self, name: str) -> Path:
         path = self.logs / f"{name}.log"
@@ -97,7 +97,7 @@ class RunFolder:
     def case_results(self) -> dict[tuple[str, str], CaseResult]:
         """Every recorded case by (classname, name), as compare reads them."""
         return {(junit.classname(r.kernel, r.host, r.stage.name), c.name):
-                CaseResult(c.status.value, c.properties.get("flaky") == "true", c.message)
+                CaseResult(c.status, c.flaky, c.message)
                 for r in self.recorded for c in r.stage.cases}
 
     def statuses(self) -> list[Status]:
@@ -223,9 +223,9 @@ def _case_meta(c: TestCase) -> dict[str, object]:
 
 def _view(suite: junit.Suite) -> view.SuiteView:
     return view.SuiteView(suite.name, tuple(
-        view.CaseView(c.name, suite.classname, c.status.value, c.message, c.output,
+        view.CaseView(c.name, suite.classname, c.status, c.message, c.output,
                       c.duration, str(c.log_path) if c.log_path else "",
-                      c.properties.get("flaky") == "true") for c in suite.cases),
+                      c.flaky) for c in suite.cases),
         dict(suite.properties), suite.duration, suite.timestamp)
 
 

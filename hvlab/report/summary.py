@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from hvlab.report.view import CaseView, SuiteView, counts
+from hvlab.results import Status
 
 ICON = {"pass": "✅", "fail": "❌", "error": "⛔", "skip": "⏭️"}
 LIMIT = 30  # failures listed; the rest are counted
@@ -28,15 +29,16 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str],
     shown = [f"**{k}** `{v}`" for k, v in facts.items() if v]
     if shown:
         lines += [" · ".join(shown), ""]
-    lines += [f"{total['pass']} passed, {total['fail']} failed, {total['error']} errors, "
-              f"{total['skip']} skipped", ""]
+    lines += [f"{total[Status.PASS]} passed, {total[Status.FAIL]} failed, "
+              f"{total[Status.ERROR]} errors, "
+              f"{total[Status.SKIP]} skipped", ""]
     cells = any(s.cell for s in suites)
     lines += ["| cell " * cells + "| host | stage | status | cases | time |",
               "| --- " * cells + "| --- | --- | --- | --- | --- |"]
     for s in suites:
         c = counts([s])
         lines.append(f"| {s.cell} " * cells + f"| {s.host} | {s.stage} | {ICON[s.status]} "
-                     f"{s.status} | {c['pass']}/{len(s.cases)} | {s.seconds:.1f} s |")
+                     f"{s.status} | {c[Status.PASS]}/{len(s.cases)} | {s.seconds:.1f} s |")
     lines.append("")
     bad: list[tuple[SuiteView, CaseView]] = [(s, c) for s in suites for c in s.cases
                                              if c.status in ("fail", "error")]

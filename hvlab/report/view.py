@@ -8,11 +8,13 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from hvlab.results import Status
+
 
 class CaseView(NamedTuple):  # a tuple: built once per case, 100 000 at a time
     name: str
     classname: str
-    status: str  # pass | fail | error | skip
+    status: Status
     message: str = ""
     output: str = ""
     seconds: float = 0.0
@@ -43,12 +45,10 @@ class SuiteView:
         return rest.split(".", 1)[1] if "." in rest else rest
 
     @property
-    def status(self) -> str:
-        order = {"skip": 0, "pass": 1, "fail": 2, "error": 3}
-        worst = max((c.status for c in self.cases), key=order.__getitem__, default="pass")
-        if all(c.status == "skip" for c in self.cases) and self.cases:
-            return "skip"
-        return worst
+    def status(self) -> Status:
+        if self.cases and all(c.status is Status.SKIP for c in self.cases):
+            return Status.SKIP
+        return Status.worst(c.status for c in self.cases)
 
     def start(self) -> dt.datetime | None:
         try:
@@ -79,8 +79,9 @@ def parse(xml_text: str) -> list[SuiteView]:
             pass
         cases = []
         for c in s.iter("testcase"):
-            status, message = "pass", ""
-            for tag, st in (("error", "error"), ("failure", "fail"), ("skipped", "skip")):
+            status, message = Status.PASS, ""
+            for tag, st in (("error", Status.ERROR), ("failure", Status.FAIL),
+                            ("skipped", Status.SKIP)):
                 el = c.find(tag)
                 if el is not None:
                     status, message = st, el.get("message", "") or (el.text or "")
@@ -92,15 +93,14 @@ def parse(xml_text: str) -> list[SuiteView]:
             cases.append(CaseView(name, c.get("classname", ""), status, message,
                                   out_el.text or "" if out_el is not None else "",
                                   _float(c.get("time")), c.get("log", "") or "",
-                                  (name in flaky or marked) and status != "fail"
-                                  and status != "error"))
+                                  (name in flaky or marked) and not status.bad))
         out.append(SuiteView(s.get("name", ""), tuple(cases), props, _float(s.get("time")),
                              s.get("timestamp", "") or ""))
     return out
 
 
-def counts(suites: list[SuiteView]) -> dict[str, int]:
-    totals = {"pass": 0, "fail": 0, "error": 0, "skip": 0}
+def counts(suites: list[SuiteView]) -> dict[Status, int]:
+    totals = dict.fromkeys(Status, 0)
     for s in suites:
         for c in s.cases:
             totals[c.status] += 1

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from hvlab.bulk import gc_paused
+from hvlab.results import Status
 
-PASS, FAIL, SKIP, ERROR = "pass", "fail", "skip", "error"
+PASS, FAIL, SKIP, ERROR = Status.PASS, Status.FAIL, Status.SKIP, Status.ERROR
 OUTPUT_KEEP = 200  # lines of output kept per result, the latest ones
 
 _PREFIX = re.compile(r"^(?:\s*<\d+>)?(?:\s*\[[^\]]*\])*")  # printk level, [time][T1]...
@@ -33,7 +34,7 @@ _SUBTEST = re.compile(r"^#\s*Subtest:\s*(.*?)\s*$")
 @dataclass
 class Node:
     name: str
-    status: str  # pass | fail | skip | error
+    status: Status
     number: int | None = None
     directive: str = ""  # SKIP, TODO, XFAIL, TIMEOUT, ERROR or ""
     reason: str = ""
@@ -61,7 +62,7 @@ class Document:
                 if not node.children:
                     yield path, node
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[Status, int]:
         """Like kunit.py: leaves counted, a parent only through its subtests."""
         totals = {PASS: 0, FAIL: 0, SKIP: 0, ERROR: 0}
         for _, node in self.leaves():
@@ -148,7 +149,7 @@ def _nested_tap(rest: str) -> bool:
                 or (rest.startswith("# ") and _nested_tap(rest[2:])))
 
 
-def _status(kind: str, directive: str) -> str:
+def _status(kind: str, directive: str) -> Status:
     if not directive:
         return PASS if kind == "ok" else FAIL
     d = directive.upper()

@@ -114,9 +114,7 @@ def _junit_cases(ctx: GuestContext, test: SuiteTest, log: Path) -> list[TestCase
     except Exception as exc:
         return [TestCase(test.name, Status.ERROR, f"no readable JUnit file at {test.results}: "
                          f"{str(exc)[:300]}")]
-    status = {"pass": Status.PASS, "fail": Status.FAIL, "error": Status.ERROR,
-              "skip": Status.SKIP}
-    return [TestCase(f"{test.name}: {n}", status[r.status], r.message)
+    return [TestCase(f"{test.name}: {n}", r.status, r.message)
             for (_cls, n), r in found.items()]
 
 
@@ -198,16 +196,13 @@ def run_test(ctx: GuestContext, suite: SuiteSpec, test: SuiteTest, log: Path,
     flaky = attempts > 1 and not bad
     out = []
     for c in cases:
-        props = dict(c.properties)
-        if flaky:
-            props.update(flaky="true", attempts=str(attempts))
         output = c.output
         if flaky and first_bad:
             output = (f"flaky: passed on attempt {attempts}; attempt 1: "
                       f"{first_bad[0].message}\n" + output)
         out.append(TestCase(c.name, c.status, c.message, output,
                             c.duration or duration / max(len(cases), 1), c.log_path or log,
-                            props))
+                            c.properties, flaky=flaky, attempts=attempts))
     return out
 
 

@@ -16,8 +16,6 @@ from hvlab.suites import ktap
 from hvlab.suites.ktapcases import cases_from_document
 from hvlab.tasks.session import Gate, Session
 
-STATUS = {"pass": Status.PASS, "fail": Status.FAIL, "error": Status.ERROR, "skip": Status.SKIP}
-
 
 def import_file(s: Session, fmt: str, path: Path) -> None:
     if fmt not in ("ktap", "tap", "junit"):
@@ -38,8 +36,8 @@ def import_file(s: Session, fmt: str, path: Path) -> None:
     s.run.add(StageResult.from_cases(path.stem, cases, 0.0, properties={
         "format": doc.version or fmt, **{k: str(v) for k, v in counts.items()}}),
         "-", "import")
-    s.progress.info(f"{path.name}: {counts['pass']} passed, {counts['fail']} failed, "
-                    f"{counts['skip']} skipped, {counts['error']} errors")
+    s.progress.info(f"{path.name}: {counts[Status.PASS]} passed, {counts[Status.FAIL]} failed, "
+                    f"{counts[Status.SKIP]} skipped, {counts[Status.ERROR]} errors")
 
 
 def _junit_file(place: Path) -> Path:
@@ -62,9 +60,9 @@ def _add_suites(s: Session, suites: list[view.SuiteView], origin: str) -> None:
     for suite in suites:
         kernel = suite.cell or next((c.classname.split(".")[0] for c in suite.cases
                                      if c.classname), "-")
-        cases = [TestCase(c.name, STATUS[c.status], c.message, c.output, c.seconds,
-                          Path(c.log) if c.log else None,
-                          {"flaky": "true"} if c.flaky else {}) for c in suite.cases]
+        cases = [TestCase(c.name, c.status, c.message, c.output, c.seconds,
+                          Path(c.log) if c.log else None, flaky=c.flaky)
+                 for c in suite.cases]
         props = {k: v for k, v in suite.properties.items() if k != "flaky"}
         props.setdefault("origin", origin)
         s.run.add(StageResult.from_cases(suite.stage, cases, suite.seconds, properties=props),

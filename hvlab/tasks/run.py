@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hvlab import cancel
-from hvlab.config.loader import Config
+from hvlab.config.tables import Config
 from hvlab.errors import HvlabError, Interrupted, UserError
 from hvlab.hosts.base import Host
 from hvlab.model import NO_SERIES, PlanSpec, Variant
@@ -291,7 +291,7 @@ def _in_parallel(s: Session, matrix: Matrix, by_host: dict[str, list[Cell]]) -> 
 def _compare_with_baseline(s: Session, plan_cells: list[Cell]) -> None:
     """Every cell against the ``none`` cell of the same kernel, variant and host."""
     results = s.run.case_results()
-    classes: dict[tuple[str, str], str] = {}
+    classes: dict[tuple[str, str], compare.Class] = {}
     for cell in plan_cells:
         if cell.build.series == NO_SERIES:
             continue

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 
 from hvlab.config import loader
-from hvlab.config.loader import Config
+from hvlab.config.tables import Config
 from hvlab.errors import HvlabError, UserError
 from hvlab.progress import Progress
 from hvlab.report import compare
@@ -110,7 +110,7 @@ class Session:
         except BaseException as exc:
             if not recorded(exc):
                 self.record(StageResult.from_cases(name, [TestCase(
-                    f"{name}: {scope.host if scope.host != 'local' else scope.label}",
+                    f"{name}: {scope.label}",
                     Status.ERROR, describe_exception(exc),
                     output=traceback.format_exc() if self.debug else "")], 0.0), scope)
                 _mark(exc)
@@ -118,7 +118,7 @@ class Session:
 
     def record(self, stage: StageResult, scope: Scope) -> StageResult:
         self.run.add(stage, scope.label, scope.host)
-        note = "cached" if stage.properties.get("cached") == "true" else ""
+        note = "cached" if stage.cached else ""
         self.progress.done(stage.name, stage.status, stage.duration, note)
         for case in stage.cases:
             if case.status in (Status.FAIL, Status.ERROR):

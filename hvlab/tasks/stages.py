@@ -178,8 +178,7 @@ def configure(s: Session, scope: Scope, builder: Builder, tree: Path, commit: st
     s.attach(scope, configured.facts)
     s.record(StageResult.from_cases(
         "configure", cases, time.monotonic() - t0, log,
-        properties={"config_key": builder.config_key,
-                    "cached": str(configured.cached).lower()}), scope)
+        properties={"config_key": builder.config_key}, cached=configured.cached), scope)
     return configured, base
 
 
@@ -272,13 +271,12 @@ def _build_stage(s: Session, builder: Builder, tree: Path, commit: str,
             cases.append(kselftest.build_collection(builder, tree, commit,
                                                     configured.config_text, result.path,
                                                     targets, log))
-    props = {"cached": str(result.cached).lower(), "warnings": str(len(warnings)),
-             "new_warnings": str(len(new))}
+    props = {"warnings": str(len(warnings)), "new_warnings": str(len(new))}
     if result.ccache:
         props.update({"ccache_hits": str(result.ccache.get("hits", 0)),
                       "ccache_misses": str(result.ccache.get("misses", 0))})
     return result, StageResult.from_cases("build", cases, time.monotonic() - t0, log,
-                                          properties=props)
+                                          properties=props, cached=result.cached)
 
 
 def each_patch_cases(s: Session, builder: Builder, tree: Path, base: str, commit: str,

@@ -18,7 +18,6 @@ import pytest
 from hvlab.report import view
 from hvlab.report.compare import read_junit
 from tests.conftest import REPO, Env
-from tests.conftest import case_status as status
 
 pytestmark = pytest.mark.e2e
 
@@ -61,6 +60,21 @@ def test_two_series_on_two_hosts_in_parallel_and_shards(matrix_env: Env,
     for cell in ("linux-6.1+hyperv-sample", "linux-6.1+none"):
         for host in ("local-qemu", "qemu2"):
             assert suites[f"{cell}/{host}.boot-health"].status == "pass", (cell, host)
+    # every testsuite of a cell carries that cell's own facts
+    facts = {}
+    for cell in ("linux-6.1+hyperv-sample", "linux-6.1+none"):
+        own = [s for s in suites.values() if s.cell == cell]
+        stages = {s.name.split("/", 1)[1] for s in own}
+        assert {"local.fetch", "local.configure", "local.build", "local-qemu.boot",
+                "qemu2.boot", "local-qemu.boot-health", "qemu2.boot-health"} <= stages
+        build = suites[f"{cell}/local.build"].properties
+        facts[cell] = {k: build[k] for k in ("commit", "build_id", "kernel_release")}
+        for s in own:
+            assert {k: s.properties.get(k) for k in facts[cell]} == facts[cell], s.name
+            assert ("patchset_hash" in s.properties) == cell.endswith("hyperv-sample"), s.name
+    assert facts["linux-6.1+hyperv-sample"]["commit"] != facts["linux-6.1+none"]["commit"]
+    assert "local.patch" in {s.name.split("/", 1)[1] for s in suites.values()
+                             if s.cell == "linux-6.1+hyperv-sample"}
     # the two hosts worked at the same time: their boot stages overlap
     spans = {}
     for host in ("local-qemu", "qemu2"):
@@ -126,7 +140,7 @@ def test_sigterm_during_a_boot_leaves_a_report_and_no_qemu(real_env: Env,
     assert boot.status == "error" and "interrupted by SIGTERM" in boot.cases[0].message
     health = next(s for s in suites if s.name.endswith("boot-health"))
     assert health.status == "skip"
-    assert status  # the shared helper stays importable for other e2e modules
+    assert health.cases[0].message == "not run: stage 'boot' did not pass"
 
 
 def test_baseline_plan_compares_with_the_unpatched_tree(matrix_env: Env) -> None:

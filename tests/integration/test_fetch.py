@@ -71,7 +71,8 @@ def test_git_source_fetch_records_commit(env: Env, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert store_git(env, "rev-parse", "refs/hvlab/kernels/k") == sha
     meta = json.loads((env.latest / "metadata.json").read_text())
-    assert meta["cells"] == [{"label": "k", "host": "local", "facts": {"kernel": "k", "commit": sha}}]
+    assert meta["cells"] == [{"label": "k", "host": "local",
+                              "facts": {"kernel": "k", "commit": sha}}]
     assert meta["exit_code"] == 0
 
 

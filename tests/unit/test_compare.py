@@ -27,13 +27,13 @@ NOW = xml([TestCase("a", Status.FAIL, "broke"), TestCase("b", Status.FAIL, "x"),
 
 def test_read_junit_back() -> None:
     cases = C.read_junit(NOW)
-    assert cases[("k.h.s", "a")] == C.CaseResult("fail", False, "broke")
+    assert cases[("k.h.s", "a")] == C.CaseResult(Status.FAIL, False, "broke")
     assert cases[("k.h.s", "e")].flaky is False  # properties on cases are not written by 1.9
 
 
 def test_classify_every_category() -> None:
     now = C.read_junit(NOW)
-    now[("k.h.s", "e")] = C.CaseResult("pass", flaky=True)
+    now[("k.h.s", "e")] = C.CaseResult(Status.PASS, flaky=True)
     classes = C.classify(now, C.read_junit(BASE))
     assert {k[1]: v for k, v in classes.items()} == {
         "a": C.REGRESSION, "b": C.STILL_FAILING, "c": C.FIXED, "fresh": C.NEW,
@@ -59,5 +59,5 @@ def test_gating_modes() -> None:
     now.pop(("k.h.s", "a"))
     assert C.gate(now, classes, known, "regressions") == 0  # 'fresh' is new, not a regression
     assert C.gate(now, classes, known, "all") == 1
-    now[("k.h.s", "infra")] = C.CaseResult("error")
+    now[("k.h.s", "infra")] = C.CaseResult(Status.ERROR)
     assert C.gate(now, classes, known, "regressions") == 3

@@ -19,9 +19,9 @@ import pytest
 
 from hvlab import cancel
 from hvlab.build.stage import BuildResult
-from hvlab.config.loader import Config
+from hvlab.config.tables import Config
 from hvlab.errors import InfraError
-from hvlab.hosts.base import BootedGuest, CellLog, Host
+from hvlab.hosts.base import BootedGuest, CellLog
 from hvlab.model import (
     NO_SERIES,
     HostKind,
