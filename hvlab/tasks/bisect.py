@@ -172,7 +172,9 @@ def _bisect_steps(s: Session, store: Git, wt: Git, tree: Path, stepper: _Step,
     cases: list[TestCase] = []
     first = ""
     try:
-        wt.run("bisect", "start", commits["bad"], commits["good"])
+        _, started, _ = wt.run("bisect", "start", commits["bad"], commits["good"])
+        if "is the first bad commit" in started:  # --bad's parent is --good: nothing to test
+            return cases, started.split()[0]
         for n in range(1, MAX_STEPS + 1):
             commit = wt.out("rev-parse", "HEAD")
             subject = store.out("log", "-1", "--format=%s", commit)

@@ -88,3 +88,32 @@ def test_bisect_by_build_and_bad_refs(env: Env, tmp_path: Path) -> None:
     rev = env.inv("bisect", "--kernel", "k", "--good", c["c3"], "--bad", c["c1"],
                   "--step", "build")
     assert rev.returncode == 2 and "is not an ancestor" in rev.stderr
+
+
+def test_bisect_boots_where_the_host_says_on_a_machine_over_ssh(
+        env: Env, tmp_path: Path) -> None:
+    """--step boot goes through the host interface: a qemu host ``on:`` an SSH
+    machine runs its guests there, for bisect as for inv boot."""
+    from tests.sshd import sshd
+
+    repo, c = history(tmp_path)
+    setup_env(env, repo)
+    with sshd(tmp_path / "sshd") as server:
+        env.write("hosts/loophost.yaml",
+                  f"kind: ssh\naddress: {server.address}\nport: {server.port}\nuser: root\n"
+                  f"key: {server.client_key}\nhost_key: '{server.fingerprint}'\n"
+                  "connect_timeout: 5\n")
+        env.write("hosts/rq.yaml", "kind: qemu\naccel: tcg\nmemory: 512\ncpus: 1\n"
+                  "on: loophost\n")
+        done = env.inv("bisect", "--kernel", "k", "--good", c["c1"], "--bad", c["c5"],
+                       "--step", "boot", "--host", "rq", "--no-ccache", timeout=900)
+        adjacent = env.inv("bisect", "--kernel", "k", "--good", c["c1"], "--bad", c["c2"],
+                           "--step", "boot", "--host", "rq", "--no-ccache", timeout=900)
+    assert adjacent.returncode == 0, adjacent.stderr[-3000:]
+    first = env.suite("local.bisect")["bisect: first bad commit"]
+    assert first.system_out.strip() == f"{c['c2']} hv: break the value"
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "started on loophost for rq" in done.stderr
+    steps = [line for line in done.stderr.splitlines() if ": good (" in line or ": skip (" in line]
+    assert steps and all("good (boots)" in s or "does not build" in s for s in steps), steps
+    assert not glob.glob("/tmp/hvlab-qemu-*")
