@@ -103,6 +103,8 @@ def run(
     on_line: Callable[[str], None] | None = None,
 ) -> Completed:
     """Run ``argv``; merge stdout and stderr into ``log`` (appended) as they come.
+    (One function on purpose: the process, its log and the stop-on-error path
+    share one try block.)
 
     Never raises for a non-zero exit; raises InfraError when the program
     cannot be started.  ``KeyboardInterrupt`` and other exceptions stop the

@@ -242,7 +242,11 @@ class SshSession:
                     ) -> RemoteResult:
         """Run the command line ``command`` as it is (for hosts whose shell is not
         POSIX, e.g. Windows); ``shown`` is what the log says; ``timeout`` closes
-        the channel here (the caller makes the remote side stop)."""
+        the channel here (the caller makes the remote side stop).
+
+        One function on purpose: a single read loop drains stdout and stderr as
+        they come (reading one then the other deadlocks on large output) and
+        owns the channel, the log and the tails until the command ends."""
         t0 = time.monotonic()
         out_tail: collections.deque[bytes] = collections.deque()
         err_tail: collections.deque[bytes] = collections.deque()

@@ -151,7 +151,10 @@ def _data(out: IO[bytes], payload: bytes) -> None:
 
 def import_tarball(store: Path, tarball: Path, ref: str, message: str,
                    log: Path | None = None) -> str:
-    """Stream ``tarball`` into ``store`` as one commit on ``ref``; return its sha."""
+    """Stream ``tarball`` into ``store`` as one commit on ``ref``; return its sha.
+
+    One function on purpose: the tar reader, the fast-import pipe and their
+    cleanup on any exception share one streaming pass (nothing is unpacked)."""
     errlog = log.open("ab") if log else subprocess.DEVNULL
     proc = subprocess.Popen(  # noqa: S603 - fixed argument list
         ["git", "--git-dir", str(store), "fast-import", "--quiet", "--done",

@@ -112,27 +112,50 @@ def apply_series(ws: Workspace, kernel: str, base: str, series: LoadedSeries,
     key = _cache_key(base, series, with_checkpatch)
     record = ws.cache / "patch" / f"{key}.json"
     ref = f"refs/hvlab/patched/{key}"
-    store = Git(ws.store)
     # the commits and the patchset hash travel in Patched.facts (the cell's properties)
     props = {"series": series.name, "patches": str(len(series.patches))}
     branch = f"hvlab/{kernel}/{series.name}"
-    if record.is_file():
-        data = json.loads(record.read_text())
-        commit = store.rev(ref)
-        if commit:
-            tree = worktree_path(ws, kernel)
-            if materialize:
-                tree = checkout(ws, kernel, commit, progress)
-                Git(work_tree=tree).run("checkout", "--quiet", "-B", branch, commit)
-            result = StageResult.from_cases(
-                "patch", [_case_from_json(d) for d in data["cases"]], time.monotonic() - t0, log,
-                properties=props, cached=True)
-            return Patched(tree, base, commit, series.patchset_hash, int(data["applied"]),
-                           True), result
-
+    cached = _cached(ws, kernel, record, ref, branch, materialize, progress)
+    if cached is not None:
+        tree, commit, applied, cases = cached
+        return (Patched(tree, base, commit, series.patchset_hash, applied, True),
+                StageResult.from_cases("patch", cases, time.monotonic() - t0, log,
+                                       properties=props, cached=True))
     tree = checkout(ws, kernel, base, progress)
     g = Git(work_tree=tree)
     g.run("checkout", "--quiet", "-B", branch, base)
+    applied, all_cases = _apply_all(g, tree, base, series, with_checkpatch, log, progress)
+    commit = g.rev("HEAD") or base
+    if applied == len(series.patches):
+        Git(ws.store).run("update-ref", ref, commit)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"commit": commit, "applied": applied,
+                                      "cases": [_case_to_json(c) for c in all_cases]}, indent=1))
+    result = StageResult.from_cases("patch", all_cases, time.monotonic() - t0, log,
+                                    properties=props)
+    return Patched(tree, base, commit, series.patchset_hash, applied, False), result
+
+
+def _cached(ws: Workspace, kernel: str, record: Path, ref: str, branch: str, materialize: bool,
+            progress: Progress) -> tuple[Path, str, int, list[TestCase]] | None:
+    """(tree, commit, patches applied, cases) of this series on this base, if recorded."""
+    if not record.is_file():
+        return None
+    commit = Git(ws.store).rev(ref)
+    if not commit:
+        return None
+    data = json.loads(record.read_text())
+    tree = worktree_path(ws, kernel)
+    if materialize:
+        tree = checkout(ws, kernel, commit, progress)
+        Git(work_tree=tree).run("checkout", "--quiet", "-B", branch, commit)
+    return tree, commit, int(data["applied"]), [_case_from_json(d) for d in data["cases"]]
+
+
+def _apply_all(g: Git, tree: Path, base: str, series: LoadedSeries, with_checkpatch: bool,
+               log: Path, progress: Progress) -> tuple[int, list[TestCase]]:
+    """Each patch in turn (after a failure the rest are SKIPPED), then each one's
+    checkpatch case; a series that did not apply whole leaves the tree clean."""
     base_date = g.out("log", "-1", "--format=@%ct +0000", base)
     cases: list[TestCase] = []
     check_cases: list[TestCase] = []
@@ -144,42 +167,38 @@ def apply_series(ws: Workspace, kernel: str, base: str, series: LoadedSeries,
                 # named after its source so checkpatch and git name it recognisably
                 file = Path(tmp) / f"{patch.index:04d}-{Path(patch.source).name}"
                 file.write_bytes(patch.data)
-                label = f"[{patch.index}/{len(series.patches)}] {patch.subject}"
                 if failed is not None:
                     cases.append(TestCase(patch.subject, Status.SKIP,
                                           f"not applied: patch {failed.index} "
                                           f"'{failed.subject}' failed before it"))
                 else:
-                    progress.stage("patch", label)
-                    p0 = time.monotonic()
-                    ok, text = _apply_one(g, patch, file, base_date, log)
-                    if ok:
+                    progress.stage("patch", f"[{patch.index}/{len(series.patches)}] "
+                                   f"{patch.subject}")
+                    case = _apply_case(g, patch, file, base_date, log)
+                    cases.append(case)
+                    if case.status is Status.PASS:
                         applied += 1
-                        cases.append(TestCase(patch.subject, Status.PASS, output=text,
-                                              duration=time.monotonic() - p0, log_path=log))
                     else:
                         failed = patch
-                        files = conflicting_files(text) or list(patch.files)
-                        msg = (f"patch {patch.index} ({patch.source}) does not apply: "
-                               f"conflicts in {', '.join(files) or 'unknown files'}")
-                        cases.append(TestCase(patch.subject, Status.FAIL, msg, output=text,
-                                              duration=time.monotonic() - p0, log_path=log))
                 if with_checkpatch:
                     check_cases.append(_checkpatch_case(tree, patch, file, log))
     finally:
-        if failed is not None or applied < len(series.patches):
+        if applied < len(series.patches):
             restore_clean(tree)
-    commit = g.rev("HEAD") or base
-    all_cases = cases + check_cases
-    if failed is None:
-        store.run("update-ref", ref, commit)
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"commit": commit, "applied": applied,
-                                      "cases": [_case_to_json(c) for c in all_cases]}, indent=1))
-    result = StageResult.from_cases(
-        "patch", all_cases, time.monotonic() - t0, log,
-        properties=props)
-    return Patched(tree, base, commit, series.patchset_hash, applied, False), result
+    return applied, cases + check_cases
+
+
+def _apply_case(g: Git, patch: Patch, file: Path, base_date: str, log: Path) -> TestCase:
+    t0 = time.monotonic()
+    ok, text = _apply_one(g, patch, file, base_date, log)
+    if ok:
+        return TestCase(patch.subject, Status.PASS, output=text,
+                        duration=time.monotonic() - t0, log_path=log)
+    files = conflicting_files(text) or list(patch.files)
+    msg = (f"patch {patch.index} ({patch.source}) does not apply: "
+           f"conflicts in {', '.join(files) or 'unknown files'}")
+    return TestCase(patch.subject, Status.FAIL, msg, output=text,
+                    duration=time.monotonic() - t0, log_path=log)
 
 
 def _checkpatch_case(tree: Path, patch: Patch, file: Path, log: Path) -> TestCase:
