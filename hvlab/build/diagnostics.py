@@ -21,6 +21,15 @@ _DIAG = re.compile(
 _CONTEXT = re.compile(r"^(?P<file>[^\s:][^:]*?):\s+In (?:function|member function) "
                       r"(?P<q>['‘`])(?P<func>[^'’`]+)['’`]:\s*$")
 _MAKE_ERROR = re.compile(r"^make(?:\[\d+\])?: \*\*\* (?P<msg>.*)$")
+# modpost: ERROR: modpost: "sym" [drivers/hv/hv_utils.ko] undefined!
+_MODPOST = re.compile(r'^(?:ERROR|WARNING): modpost: "(?P<sym>[^"]+)" \[(?P<mod>[^\]]+)\] '
+                      r"undefined!\s*$")
+# ld: drivers/hv/vmbus_drv.o: in function `hv_acpi_init':
+_LD_CONTEXT = re.compile(r"^(?:\S*ld(?:\.bfd)?): (?P<obj>[^:\s]+\.o): in function "
+                         r"[`'](?P<func>[^'`]+)':\s*$")
+# vmbus_drv.c:(.init.text+0x15): undefined reference to `sym'   (or ld: x.o:(...): ...)
+_LD_UNDEFINED = re.compile(r"^(?:\S*ld(?:\.bfd)?: )?(?P<where>[^:\s]+):\([^)]*\): "
+                           r"undefined reference to [`'](?P<sym>[^'`]+)'\s*$")
 _QUOTES = str.maketrans({"‘": "'", "’": "'", "`": "'", "“": '"', "”": '"'})
 
 
@@ -40,7 +49,8 @@ class Diagnostic:
     def describe(self) -> str:
         flag = f" [{self.flag}]" if self.flag else ""
         where = f" (in {self.function})" if self.function else ""
-        return f"{self.file}:{self.line}: {self.message}{flag}{where}"
+        at = f"{self.file}:{self.line}" if self.line else self.file  # 0: a link step's
+        return f"{at}: {self.message}{flag}{where}"
 
 
 def normalise_path(path: str, prefixes: Iterable[str] = ()) -> str:
@@ -58,12 +68,20 @@ def parse(lines: Iterable[str], prefixes: Iterable[str] = ()) -> list[Diagnostic
     out: list[Diagnostic] = []
     function = ""
     context_file = ""
+    ld_object, ld_function = "", ""
     for raw in lines:
         line = raw.rstrip("\n").translate(_QUOTES)
         ctx = _CONTEXT.match(line)
         if ctx:
             context_file = normalise_path(ctx.group("file"), prefixes)
             function = ctx.group("func")
+            continue
+        link = _link_error(line, prefixes, ld_object, ld_function)
+        if isinstance(link, tuple):
+            ld_object, ld_function = link
+            continue
+        if link is not None:
+            out.append(link)
             continue
         m = _DIAG.match(line)
         if not m:
@@ -74,6 +92,28 @@ def parse(lines: Iterable[str], prefixes: Iterable[str] = ()) -> list[Diagnostic
                               m.group("flag") or "",
                               function if file == context_file else ""))
     return out
+
+
+def _link_error(line: str, prefixes: list[str], obj: str, func: str
+                ) -> Diagnostic | tuple[str, str] | None:
+    """modpost's and the linker's undefined symbols (no line number: 0); an ld
+    "in function" context line gives (object, function) for the next one."""
+    m = _MODPOST.match(line)
+    if m:
+        return Diagnostic(normalise_path(m.group("mod"), prefixes), 0, "error",
+                          f"undefined symbol '{m.group('sym')}' (modpost)")
+    m = _LD_CONTEXT.match(line)
+    if m:
+        return normalise_path(m.group("obj"), prefixes), m.group("func")
+    m = _LD_UNDEFINED.match(line)
+    if m:
+        where = normalise_path(m.group("where"), prefixes)
+        if obj and where.endswith(".c") and obj.rsplit("/", 1)[-1] == \
+                where.rsplit("/", 1)[-1][:-2] + ".o":
+            where = obj[:-2] + ".c"  # ld names the source by its base name only
+        return Diagnostic(where, 0, "error", f"undefined reference to '{m.group('sym')}' "
+                          "(link)", function=func)
+    return None
 
 
 def make_errors(lines: Iterable[str]) -> list[str]:

@@ -95,7 +95,7 @@ def make_step(builder: Builder, tree: Path, targets: list[str], log: Path,
     ensure_consistent_build_dir(builder)
     start = log.stat().st_size if log.exists() else 0
     step = builder.make(tree, targets, log, stats)
-    with log.open(errors="replace") as fh:
+    with log.open(encoding="utf-8", errors="replace") as fh:
         fh.seek(start)
         lines = fh.read().splitlines()
     prefixes = [str(tree), str(builder.build_dir), os.path.relpath(tree, builder.build_dir)]

@@ -44,6 +44,7 @@ from hvlab.model import (
 )
 from hvlab.patch.discover import load_series
 from hvlab.report.compare import KnownFailure
+from hvlab.suites.hvtree import KINDS
 from hvlab.suites.names import BUILTIN_TESTS
 from hvlab.workspace import Workspace
 
@@ -51,8 +52,7 @@ T = TypeVar("T")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}=?")
-VMBUS_KINDS = ("network", "scsi", "ide", "shutdown", "timesync", "heartbeat", "kvp", "vss",
-               "fcopy", "dynamic-memory", "keyboard", "mouse", "video", "pci-passthrough")
+VMBUS_KINDS = tuple(dict.fromkeys(KINDS.values()))  # class:<kind> in requires
 _SCRATCH = re.compile(r"/dev/[A-Za-z0-9_./:-]+")
 _KSFT_TARGET = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
 _REQUIRE = re.compile(r"vmbus|module:[A-Za-z0-9_-]+|class:[A-Za-z0-9_-]+|path:/\S*")

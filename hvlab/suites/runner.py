@@ -24,10 +24,11 @@ from hvlab.model import SuiteSpec, SuiteTest
 from hvlab.report.compare import read_junit
 from hvlab.results import StageResult, Status, TestCase
 from hvlab.ssh import RemoteResult
-from hvlab.suites import ktap
-from hvlab.suites.builtin import BUILTINS, GuestContext
+from hvlab.suites import ktap, modules
+from hvlab.suites.builtin import BUILTINS, NEEDS_LIVE, GuestContext
+from hvlab.suites.hvchecks import devices
 from hvlab.suites.ktapcases import cases_from_document
-from hvlab.suites.vmbus import CLASSES, NOT_ON_HYPERV
+from hvlab.suites.vmbus import NOT_ON_HYPERV
 
 REMOTE_DIR = "/tmp/hvlab-suites"
 
@@ -36,40 +37,36 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80]
 
 
-# One probe per requirement: prints "ok" or the reason it is unmet.
-def _probe(req: str) -> tuple[str, list[str]]:
-    kind, _, arg = req.partition(":")
-    if kind == "vmbus":
-        return ('[ -d /sys/bus/vmbus ] && echo ok || echo "$1"', [NOT_ON_HYPERV])
-    if kind == "module":
-        name = arg.replace("-", "_")
-        return ('r=$(uname -r); grep -qE "(^|/)$2\\.ko" /lib/modules/$r/modules.dep '
-                '/lib/modules/$r/modules.builtin 2>/dev/null || [ -d "/sys/module/$1" ] '
-                '&& echo ok || echo "module $1 is not in this kernel"',
-                [name, name.replace("_", "[-_]")])
-    if kind == "class":
-        guids = " ".join(g for g, (k, _) in CLASSES.items() if k == arg)
-        return ('[ -d /sys/bus/vmbus ] || { echo "$2"; exit 0; }; '
-                'for f in /sys/bus/vmbus/devices/*/class_id; do '
-                'c=$(tr -d "{}" < "$f" 2>/dev/null); case " $1 " in *" $c "*) echo ok; '
-                'exit 0;; esac; done; echo "no VMBus $3 device"', [guids, NOT_ON_HYPERV, arg])
-    return ('[ -e "$1" ] && echo ok || echo "$1 does not exist"', [arg])
-
-
 def unmet(ctx: GuestContext, test: SuiteTest, log: Path) -> str:
-    """The reason the first unmet requirement gives, or ""; an InfraError when a
-    requirement cannot be checked (that is not a reason to skip)."""
+    """The reason the first unmet requirement gives, or "", judged on the guest's
+    capture (taken once); an InfraError when it cannot be checked (that is not a
+    reason to skip)."""
+    cap = ctx.capture(log) if test.requires else None
     for req in test.requires:
-        script, args = _probe(req)
-        r = ctx.session.run(["sh", "-c", script, "sh", *args], timeout=30, log=log)
-        answer = r.output.strip().splitlines()[-1:] if r.output.strip() else [""]
-        if not r.ok:
-            why = "timed out" if r.timed_out else "connection dropped" if r.dropped \
-                else f"exit {r.exit_status}"
-            raise InfraError(f"requirement {req} of {test.name} could not be checked on "
-                             f"{ctx.host} ({why})")
-        if answer[0] != "ok":
-            return f"requires {req}: {answer[0]}"
+        assert cap is not None
+        kind, _, arg = req.partition(":")
+        if kind == "vmbus":
+            why = "" if cap.on_hyperv else NOT_ON_HYPERV
+        elif kind == "class":
+            exp = ctx.expectations()
+            why = NOT_ON_HYPERV if not cap.on_hyperv else "" if any(
+                exp.kind(d.class_id) == arg for d in devices(cap)) else f"no VMBus {arg} device"
+        elif kind == "module":
+            name = arg.replace("-", "_")
+            found = modules.from_capture(cap, name)
+            why = "" if found is not None and found.state != "absent" else \
+                f"module {name} is not in this kernel" if found is not None else \
+                "not captured: proc/modules"
+        elif ctx.live:
+            r = ctx.guest.run(["test", "-e", arg], timeout=30, log=log)
+            if r.timed_out or r.dropped:
+                raise InfraError(f"requirement {req} of {test.name} could not be checked on "
+                                 f"{ctx.host} ({'timed out' if r.timed_out else 'dropped'})")
+            why = "" if r.ok else f"{arg} does not exist"
+        else:
+            why = "" if cap.exists(arg) else f"{arg} does not exist in the capture"
+        if why:
+            return f"requires {req}: {why}"
     return ""
 
 
@@ -109,7 +106,7 @@ def _junit_cases(ctx: GuestContext, test: SuiteTest, log: Path) -> list[TestCase
     assert test.results is not None
     local = log.with_suffix(".junit.xml")
     try:
-        ctx.session.get_file(test.results, local)
+        ctx.guest.get_file(test.results, local)
         found = read_junit(local.read_text(errors="replace"))
     except Exception as exc:
         return [TestCase(test.name, Status.ERROR, f"no readable JUnit file at {test.results}: "
@@ -130,8 +127,8 @@ def _kselftest(ctx: GuestContext, test: SuiteTest) -> tuple[SuiteTest, str] | Te
                         "one only if such a run built it)")
     remote = f"{REMOTE_DIR}/kselftest-{kselftest.key(test.kselftest)}"
     try:
-        ctx.session.run(["rm", "-rf", remote], timeout=60)
-        ctx.session.put_dir(folder, remote)
+        ctx.guest.run(["rm", "-rf", remote], timeout=60)
+        ctx.guest.put_dir(folder, remote)
     except Interrupted:
         raise
     except InfraError as exc:
@@ -159,7 +156,7 @@ def _attempt(ctx: GuestContext, suite: SuiteSpec, test: SuiteTest, log: Path,
         def keep(line: str) -> None:
             out.write(line + "\n")
 
-        result = ctx.session.run(
+        result = ctx.guest.run(
             ["env", f"HVLAB_SUITE={suite.name}", f"HVLAB_TEST={test.name}", "sh", "-c",
              prefix + test.run], timeout=test.timeout, log=log, on_line=keep)
     if test.parser == "junit" and not result.timed_out and not result.dropped:
@@ -178,6 +175,8 @@ def run_test(ctx: GuestContext, suite: SuiteSpec, test: SuiteTest, log: Path,
         return [TestCase(test.name, Status.ERROR, str(exc), log_path=log)]
     if reason:
         return [TestCase(test.name, Status.SKIP, reason, log_path=log)]
+    if not ctx.live and not test.run.startswith("builtin:"):
+        return [TestCase(test.name, Status.SKIP, NEEDS_LIVE, log_path=log)]
     if test.kselftest:  # uploaded once; a retry runs it again
         prepared = _kselftest(ctx, test)
         if isinstance(prepared, TestCase):
@@ -212,9 +211,9 @@ def run_suite(ctx: GuestContext, suite: SuiteSpec, log_dir: Path,
     t0 = time.monotonic()
     remote_dir = None
     cases: list[TestCase] = []
-    if suite.scripts is not None:
+    if suite.scripts is not None and ctx.live:
         remote_dir = f"{REMOTE_DIR}/{_slug(suite.name)}"
-        ctx.session.put_dir(suite.scripts, remote_dir)
+        ctx.guest.put_dir(suite.scripts, remote_dir)
     for test in suite.tests:
         log = log_dir / f"suite-{_slug(suite.name)}-{_slug(test.name)}.log"
         cases += run_test(ctx, suite, test, log, remote_dir)

@@ -23,7 +23,8 @@ from hvlab.model import NO_SERIES, SuiteSpec
 from hvlab.results import StageResult, Status, TestCase
 from hvlab.ssh import SshSession
 from hvlab.suites import checks
-from hvlab.suites.builtin import GuestContext
+from hvlab.suites.builtin import GuestContext, hv_module_names
+from hvlab.suites.hvtree import shipped
 from hvlab.suites.runner import run_suite
 from hvlab.tasks.session import CellRecorder, Scope, Session
 from hvlab.tasks.stages import BuildRequest, build
@@ -158,7 +159,8 @@ def prebuilt_build(s: Session, path: Path) -> Path:
         else:
             (tmp / target).write_text("")
     entries = guest_image.modules_from_tree(Path("/"), release,
-                                            (*guest_image.GUEST_MODULES, *checks.HV_MODULES))
+                                            (*guest_image.GUEST_MODULES,
+                                             *hv_module_names(shipped())))
     guest_image.write_modules_archive(entries, tmp / "modules.cpio.gz")
     guest_image.write_modules_tarball(entries, tmp / "modules.tar.gz")
     (tmp / "kernelrelease").write_text(release + "\n")
