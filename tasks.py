@@ -130,17 +130,25 @@ def boot(c: Context, kernel: str = "", series: str = "", host: str = "",
 
 
 @task(iterable=["fragment", "suite"], help={
-    **BOOT_HELP, "suite": "suite name from configs/suites/ (repeatable; run in the order given)"})
+    **BOOT_HELP, "suite": "suite name from configs/suites/ (repeatable; run in the order given)",
+    "capture": "judge this guest capture (a directory or .tar.gz) instead of a live guest"})
 def test(c: Context, kernel: str = "", series: str = "", host: str = "",
          suite: list[str] | None = None, fragment: list[str] | None = None,
          prebuilt: str = "", force: bool = False, jobs: int = 0, no_ccache: bool = False,
-         offline: bool = False, debug: bool = False, quiet: bool = False) -> None:
-    """Build and boot as needed, then run the suites on the booted guest."""
+         offline: bool = False, capture: str = "", debug: bool = False,
+         quiet: bool = False) -> None:
+    """Build and boot as needed, then run the suites on the booted guest (or on a capture)."""
     from hvlab.tasks import boot as booting
 
     with session("test", _argv(), debug, quiet, ROOT) as s:
         if not suite:
             raise UserError("--suite is required (a name from configs/suites/; repeatable)")
+        if capture:
+            if kernel or host or prebuilt or series:
+                raise UserError("--capture judges a capture: it takes no --kernel, --series, "
+                                "--host or --prebuilt")
+            booting.judge_capture(s, capture, suite)
+            return
         req = _boot_request(kernel, series, host, fragment, prebuilt, force, jobs, no_ccache,
                             offline, booting.kselftest_targets(s, suite))
         booting.boot(s, dataclasses.replace(req, suites=tuple(suite)))
@@ -176,6 +184,18 @@ def _boot_request(kernel: str, series: str, host: str, fragment: list[str] | Non
                          tuple(fragment or ()), force=force, jobs=jobs,
                          use_ccache=not no_ccache, offline=offline, kselftests=kselftests)
     return BootRequest(build, _required("host", host), prebuilt=prebuilt)
+
+
+@task(help={"host": "an ssh or hyperv host whose guest is running",
+            "output": "the capture folder to write (also written as OUTPUT.tar.gz)",
+            "debug": "print tracebacks", "quiet": "only errors"})
+def hosts_capture(c: Context, host: str = "", output: str = "", debug: bool = False,
+                  quiet: bool = False) -> None:
+    """Copy what the guest-side checks read from a running guest into a capture."""
+    from hvlab.tasks import boot as booting
+
+    with session("hosts.capture", _argv(), debug, quiet, ROOT) as s:
+        booting.hosts_capture(s, _required("host", host), output)
 
 
 def _required(flag: str, value: str) -> str:
@@ -351,6 +371,7 @@ report.add_task(report_merge, name="merge")
 report.add_task(report_compare, name="compare")
 hosts = Collection("hosts")
 hosts.add_task(hosts_check, name="check", default=True)
+hosts.add_task(hosts_capture, name="capture")
 
 ns = Collection()
 ns.add_collection(config)

@@ -153,6 +153,7 @@ class HostSpec:
     iperf_server: str | None = None
     description: str = ""
     scratch_disk: str | None = None  # a guest block device the storage test may overwrite
+    spare_nic: str | None = None  # a synthetic NIC of the guest that does not carry SSH
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ class SuiteTest:
     retries: int = 0
     results: str | None = None  # path of the file a junit/ktap test leaves
     kselftest: tuple[str, ...] = ()  # kselftest TARGETS built from the tested tree
+    modules: tuple[str, ...] = ()  # builtin:module-reload: the modules it may reload
 
 
 @dataclass(frozen=True)

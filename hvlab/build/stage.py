@@ -19,6 +19,7 @@ from hvlab.build import diagnostics as buildlog
 from hvlab.build.builder import Artifact, Builder, Configured, ccache_stats, collect_artifacts
 from hvlab.build.diagnostics import Diagnostic
 from hvlab.git import Git
+from hvlab.suites import hvtree
 from hvlab.results import Status, TestCase
 from hvlab.fetch.source import checkout_commit
 from hvlab.workspace import Workspace
@@ -164,6 +165,9 @@ def build_commit(builder: Builder, tree: Path, commit: str, configured: Configur
                                tuple(errors[:10]), time.monotonic() - t0, log, cc)
         artifacts, release = collect_artifacts(builder, tree, staging, configured.config_text,
                                                log)
+        if (tree / "include/linux/hyperv.h").is_file():  # what the Hyper-V checks expect
+            (staging / "hyperv.json").write_text(hvtree.extract(
+                tree, f"{builder.kernel.name} at {commit}").to_json())
         meta = metadata(builder, tree, commit, sha, build_id, targets, release, diags,
                         artifacts, make_seconds, cc, configured.config_text)
         (staging / "metadata.json").write_text(json.dumps(meta, indent=1))

@@ -54,6 +54,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}=?")
 VMBUS_KINDS = tuple(dict.fromkeys(KINDS.values()))  # class:<kind> in requires
 _SCRATCH = re.compile(r"/dev/[A-Za-z0-9_./:-]+")
+_NIC = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
+_MODULE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _KSFT_TARGET = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
 _REQUIRE = re.compile(r"vmbus|module:[A-Za-z0-9_-]+|class:[A-Za-z0-9_-]+|path:/\S*")
 
@@ -246,6 +248,9 @@ class _Loader:
             scratch = r.string("scratch_disk")
             if scratch is not None and not _SCRATCH.fullmatch(scratch):
                 r.error("scratch_disk", f"'{scratch}' is not a device path (/dev/<name>)")
+            spare = r.string("spare_nic")
+            if spare is not None and not _NIC.fullmatch(spare):
+                r.error("spare_nic", f"'{spare}' is not an interface name")
             desc = r.string("description", default="") or ""
             detail = None
             if kind is not None:
@@ -255,8 +260,8 @@ class _Loader:
                     r.raw(k)  # the kind is wrong; do not also call every key unknown
             r.done()
             if detail is not None and kind is not None:
-                self.config.hosts[name] = HostSpec(name, path, HostKind(kind), detail, boot_timeout,
-                                                   iperf, desc, scratch)
+                self.config.hosts[name] = HostSpec(name, path, HostKind(kind), detail,
+                                                   boot_timeout, iperf, desc, scratch, spare)
 
     # -- suites and plans --------------------------------------------------------
     def suites(self) -> None:
@@ -329,7 +334,19 @@ class _Loader:
             retries=t.integer("retries", 0, 0, 10),
             results=results,
             kselftest=tuple(kselftest),
+            modules=self._modules(t, run),
         )
+
+    def _modules(self, t: MapReader, run: str) -> tuple[str, ...]:
+        """``modules:`` of a builtin:module-reload test: the modules it may reload."""
+        names = []
+        for name, mark in t.str_list("modules"):
+            if not _MODULE.fullmatch(name):
+                t.error("modules", f"'{name}' is not a module name", mark=mark)
+            names.append(name.replace("-", "_"))
+        if names and run != "builtin:module-reload":
+            t.error("modules", "'modules' goes with run: builtin:module-reload")
+        return tuple(names)
 
     def plans(self) -> None:
         for path in self._yaml_files("plans"):

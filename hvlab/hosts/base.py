@@ -91,6 +91,10 @@ class Host(Protocol):
     def check(self) -> TestCase:
         """``inv hosts.check``: is the host usable?  One case."""
 
+    def guest(self) -> AbstractContextManager[SshSession]:
+        """A session to the guest that runs there now (``inv hosts.capture``): boots
+        nothing; a UserError for a kind whose guests live for one run only."""
+
 
 class HostKindClass(Protocol):
     """The class behind a ``kind:``."""

@@ -24,6 +24,7 @@ from hvlab.hosts.oneshot import ConsoleCapture, install_and_boot
 from hvlab.hosts.sessions import close_chain, open_session
 from hvlab.model import HostSpec, SshHost
 from hvlab.results import Status, TestCase
+from hvlab.ssh import SshSession
 
 if TYPE_CHECKING:
     from hvlab.config.reader import MapReader
@@ -113,6 +114,15 @@ class SshKind:
             finally:
                 capture.stop()
                 close_chain(session)
+
+    @contextmanager
+    def guest(self) -> Iterator[SshSession]:
+        session = open_session(self.env.config, self.spec.name)
+        try:
+            session.connect()
+            yield session
+        finally:
+            close_chain(session)
 
     def check(self) -> TestCase:
         return check_ssh(self.env, self.spec.name, self.spec.name)

@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +27,7 @@ from hvlab.boot.verify import (
     target_from_build,
     verify_booted,
 )
-from hvlab.errors import InfraError
+from hvlab.errors import InfraError, UserError
 from hvlab.hosts.base import BootedGuest, CellLog, ConfigContext, HostEnv, check_failed
 from hvlab.hosts.qemu_guest import QEMU, Guest, QemuGuest
 from hvlab.hosts.remote_qemu import RemoteQemuGuest
@@ -90,6 +90,11 @@ class QemuKind:
             finally:
                 if remote is not None:
                     close_chain(remote)
+
+    def guest(self) -> AbstractContextManager[SshSession]:
+        raise UserError(f"host '{self.spec.name}' is a qemu host: its guest lives for one run "
+                        "only (inv test keeps a capture of it in the run folder); "
+                        "hosts.capture needs an ssh or hyperv host")
 
     def check(self) -> TestCase:
         name = self.spec.name

@@ -139,6 +139,7 @@ def _kselftest(ctx: GuestContext, test: SuiteTest) -> tuple[SuiteTest, str] | Te
 def _attempt(ctx: GuestContext, suite: SuiteSpec, test: SuiteTest, log: Path,
              remote_dir: str | None) -> list[TestCase]:
     if test.run.startswith("builtin:"):
+        ctx.modules = test.modules
         try:
             cases = BUILTINS[test.run.removeprefix("builtin:")](ctx, log)
         except Interrupted:

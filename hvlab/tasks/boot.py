@@ -23,7 +23,8 @@ from hvlab.model import NO_SERIES, SuiteSpec
 from hvlab.results import StageResult, Status, TestCase
 from hvlab.ssh import SshSession
 from hvlab.suites import checks
-from hvlab.suites.builtin import GuestContext, hv_module_names
+from hvlab.suites.builtin import GuestContext, hv_module_names, take_capture
+from hvlab.suites.capture import copy_into, open_capture, pack
 from hvlab.suites.hvtree import shipped
 from hvlab.suites.runner import run_suite
 from hvlab.tasks.session import CellRecorder, Scope, Session
@@ -101,7 +102,7 @@ class Suites:
         spec = self.host.spec
         ctx = GuestContext(guest.session, spec.name, guest.expected, self.s.run.logs,
                            spec.iperf_server, self._dmesg_baseline(guest.session), self.build,
-                           spec.scratch_disk)
+                           spec.scratch_disk, spec.spare_nic)
         props = {"kernel": self.kernel, "host": spec.name}
         for suite in specs:
             with self.s.stage(suite.name, self.scope):
@@ -192,3 +193,40 @@ def hosts_check(s: Session, only: str) -> None:
         s.progress.info(f"{name}: {case.status.value.upper()}: {line}")
         cases.append(case)
     s.run.add(StageResult.from_cases("hosts", cases, 0.0), "-")  # each said once, above
+
+
+def judge_capture(s: Session, place: str, suites: Sequence[str]) -> None:
+    """`inv test --capture`: the suites' guest-side judgement on a capture; no
+    host, no network, the same JUnit."""
+    specs = [s.config.suite(n) for n in suites]
+    cap = open_capture(Path(place).expanduser(), s.run.path)
+    scope = Scope(cap.release or "capture", "capture")
+    s.run.info["capture"] = str(Path(place).resolve())
+    s.attach(scope, {"kernel_release": cap.release, "capture": str(Path(place).resolve())})
+    ctx = GuestContext(None, "capture", "", s.run.logs, given=cap)
+    for suite in specs:
+        with s.stage(suite.name, scope, f"{suite.name} on the capture {place}"):
+            result = run_suite(ctx, suite, s.run.logs, {"host": "capture"})
+        s.record(result, scope)
+
+
+def hosts_capture(s: Session, name: str, output: str) -> None:
+    """`inv hosts.capture`: what the guest-side checks read, from the running guest
+    of ``name``, as a capture folder and ``.tar.gz`` (boots nothing)."""
+    host = host_of(s, name)
+    scope = Scope("-", name)
+    with s.stage("capture", scope, f"the running guest of {name}") as log, \
+            host.guest() as session:
+        t0 = time.monotonic()
+        cap = take_capture(session, s.run.path, name, log)
+    dest = Path(output).expanduser() if output else s.run.path / f"capture-{name}"
+    if dest.resolve() != cap.folder.resolve():
+        copy_into(cap, dest)
+    pack(dest, dest.with_name(dest.name + ".tar.gz"))
+    devices = len(cap.listdir("sys/bus/vmbus/devices") or [])
+    s.progress.info(f"{name}: captured {cap.release} ({devices} VMBus devices) into "
+                    f"{s.ws.display(dest)} and {s.ws.display(dest)}.tar.gz")
+    s.record(StageResult.from_cases("capture", [TestCase(
+        f"capture: {name}", Status.PASS, output=f"{dest}\n{dest}.tar.gz\nrelease {cap.release}"
+        f"\n{devices} VMBus devices\n", duration=time.monotonic() - t0)],
+        time.monotonic() - t0), scope)

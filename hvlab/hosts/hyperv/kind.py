@@ -3,20 +3,22 @@ PowerShell over SSH (``flow`` boots it, ``client`` speaks to the host)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hvlab.errors import HvlabError
+from hvlab.errors import HvlabError, InfraError, UserError
 from hvlab.hosts.base import BootedGuest, CellLog, ConfigContext, HostEnv, check_failed
 from hvlab.hosts.hyperv.client import HypervClient
-from hvlab.hosts.hyperv.flow import boot_hyperv
+from hvlab.hosts.hyperv.flow import KVP_HINT, boot_hyperv
 from hvlab.hosts.machine import BOOT_METHODS
 from hvlab.hosts.sessions import close_chain, open_session
 from hvlab.model import HostSpec, HypervHost, SshEndpoint
 from hvlab.results import Status, TestCase
+from hvlab.ssh import SshSession
 
 if TYPE_CHECKING:
     from hvlab.config.reader import MapReader
@@ -68,6 +70,32 @@ class HypervKind:
     def boot(self, build: Path, cell: CellLog) -> Iterator[BootedGuest]:
         with boot_hyperv(self.env, self.spec, build, cell) as guest:
             yield guest
+
+    @contextmanager
+    def guest(self) -> Iterator[SshSession]:
+        """The running VM's guest at the address its KVP daemon reports."""
+        win = open_session(self.env.config, self.spec.name)
+        try:
+            client = HypervClient(win, self.spec.name, self.detail.vm, timeout=120)
+            state = client.vm_info().state
+            if state != "Running":
+                raise UserError(f"host '{self.spec.name}': VM '{self.detail.vm}' is {state}: "
+                                "hosts.capture boots nothing; start it first")
+            try:
+                address = client.wait_ipv4(min(self.detail.ip_timeout, 60))
+            except TimeoutError:
+                raise InfraError(f"host {self.spec.name}: VM '{self.detail.vm}' reports no "
+                                 f"IPv4 address; {KVP_HINT}") from None
+            ep = dataclasses.replace(self.detail.guest, address=address)
+            guest = SshSession(f"{self.spec.name} guest", ep,
+                               jump=win if self.detail.guest_via_host else None)
+            try:
+                guest.connect()
+                yield guest
+            finally:
+                guest.close()
+        finally:
+            close_chain(win)
 
     def check(self) -> TestCase:
         """The Windows host answers SSH and PowerShell, has the Hyper-V module and the VM."""
