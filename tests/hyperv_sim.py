@@ -429,13 +429,19 @@ def c_stop(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any
     return []
 
 
+# Set-VMFirmware -SecureBootTemplate (Hyper-V module documentation)
+SECURE_BOOT_TEMPLATES = ("MicrosoftWindows", "MicrosoftUEFICertificateAuthority",
+                         "OpenSourceShieldedVM")
+
+
 def c_get_fw(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
     vm = ip.vm("Get-VMFirmware", p.get("vmname"))
     if vm["generation"] != 2:
         raise PsFailure("Generation 1 virtual machines do not support this operation.",
                         "Get-VMFirmware", "InvalidParameter,Microsoft.HyperV.PowerShell."
                         "Commands.GetVMFirmware", "InvalidArgument")
-    return [{"VMName": vm["Name"], "SecureBoot": vm.get("secure_boot", "On")}]
+    return [{"VMName": vm["Name"], "SecureBoot": vm.get("secure_boot", "On"),
+             "SecureBootTemplate": vm.get("secure_boot_template", "MicrosoftWindows")}]
 
 
 def c_set_fw(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
@@ -449,12 +455,19 @@ def c_set_fw(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[A
     if vm["generation"] != 2:
         raise PsFailure("Generation 1 virtual machines do not support this operation.",
                         "Set-VMFirmware", "InvalidParameter", "InvalidArgument")
+    template = p.get("SecureBootTemplate".lower())
+    if template is not None and template not in SECURE_BOOT_TEMPLATES:
+        raise PsFailure(f"Cannot bind parameter 'SecureBootTemplate': '{template}' is not a "
+                        "known template.", "Set-VMFirmware", "InvalidArgument",
+                        "InvalidArgument")
     if vm["state"] != "Off":
         raise PsFailure("Failed to modify device 'Firmware'.\n\nThe operation cannot be "
                         "performed while the virtual machine is in its current state.",
                         "Set-VMFirmware", "InvalidState,Microsoft.HyperV.PowerShell.Commands."
                         "SetVMFirmware", "InvalidOperation")
     ip.state.data["vms"][name]["secure_boot"] = value
+    if template is not None:
+        ip.state.data["vms"][name]["secure_boot_template"] = template
     return []
 
 
@@ -632,7 +645,7 @@ CMDLETS: dict[str, tuple[Any, set[str]]] = {
     "start-vm": (c_start, {"name"}),
     "stop-vm": (c_stop, {"name", "turnoff", "force"}),
     "get-vmfirmware": (c_get_fw, {"vmname"}),
-    "set-vmfirmware": (c_set_fw, {"vmname", "enablesecureboot"}),
+    "set-vmfirmware": (c_set_fw, {"vmname", "enablesecureboot", "secureboottemplate"}),
     "get-vmnetworkadapter": (c_adapter, {"vmname"}),
     "get-vmintegrationservice": (c_integration, {"vmname"}),
     "restore-vmcheckpoint": (c_restore, {"vmname", "name", "confirm"}),

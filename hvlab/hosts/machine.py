@@ -74,6 +74,9 @@ class _Machine:
     def after_boot(self) -> list[TestCase]:
         return []
 
+    def address(self) -> str | None:
+        return None  # a machine's address is its configuration's
+
 
 class SshKind:
     """``kind: ssh``."""

@@ -10,6 +10,7 @@ kernel.  Success is a new ``boot_id`` answering SSH with the expected release.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import subprocess
 import time
@@ -161,8 +162,11 @@ def reboot_once(session: SshSession, installed: Installed, log: Path) -> None:
     session.close()
 
 
-def wait_back(session: SshSession, old_boot_id: str, timeout: float) -> float:
-    """Wait until SSH answers with a new boot_id; returns the seconds waited."""
+def wait_back(session: SshSession, old_boot_id: str, timeout: float,
+              address: Callable[[], str | None] | None = None) -> float:
+    """Wait until SSH answers with a new boot_id; returns the seconds waited.
+    ``address`` (a Hyper-V VM's, from Get-VMNetworkAdapter) is asked again when a
+    connection fails: DHCP may give the rebooted guest another one."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         try:
@@ -171,7 +175,10 @@ def wait_back(session: SshSession, old_boot_id: str, timeout: float) -> float:
             if boot_id(session) != old_boot_id:
                 return time.monotonic() - t0
         except InfraError:
-            pass
+            now = address() if address is not None else None
+            if now and now != session.endpoint.address:
+                session.close()
+                session.endpoint = dataclasses.replace(session.endpoint, address=now)
         cancel.sleep(1)
     raise TimeoutError
 
@@ -228,6 +235,9 @@ class Machine(Protocol):
     def after_boot(self) -> list[TestCase]:
         """Checks the host side makes once the new kernel answered."""
 
+    def address(self) -> str | None:
+        """The guest's address as the host sees it now (None: it does not change)."""
+
 
 def install_and_boot(session: SshSession, machine: Machine, cell: CellLog, build_dir: Path,
                      boot_method: str, keep_kernels: int, hvlab_initrd: Callable[[], Path],
@@ -256,7 +266,7 @@ def install_and_boot(session: SshSession, machine: Machine, cell: CellLog, build
         before = len(machine.console_lines())  # the new kernel's console starts here
         reboot_once(session, installed, log)
         try:
-            waited = wait_back(session, old, machine.boot_timeout)
+            waited = wait_back(session, old, machine.boot_timeout, machine.address)
         except TimeoutError:
             session.close()
             tail = console.tail(machine.console_lines()[before:])

@@ -192,6 +192,10 @@ def test_client_reads_typed_answers_through_the_command_line(state: Path) -> Non
     assert client.secure_boot() == "On"
     client.set_secure_boot(False)
     assert client.secure_boot() == "Off"
+    client.set_secure_boot(True)  # Linux guests need the UEFI CA template
+    vm = sim.State(state).data["vms"]["vm1"]
+    assert (vm["secure_boot"], vm["secure_boot_template"]) == \
+        ("On", "MicrosoftUEFICertificateAuthority")
     assert client.addresses() == []  # not running: no KVP data
     services = client.integration_services()
     assert {s.name for s in services} >= {"Heartbeat", "Key-Value Pair Exchange"}

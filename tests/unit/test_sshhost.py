@@ -27,3 +27,35 @@ def test_kexec_of_a_non_relocatable_kernel_is_refused_before_copying(tmp_path: P
     with pytest.raises(UserError, match="needs a relocatable kernel: add CONFIG_RELOCATABLE=y"):
         sshhost.install(Untouchable(), "m", "kexec", 2, tmp_path, "6.1.0",  # type: ignore[arg-type]
                         lambda: tmp_path, tmp_path / "log")
+
+
+class Rebooted:
+    """A guest that came back from its reboot with another DHCP address."""
+
+    name = "g"
+
+    def __init__(self) -> None:
+        from hvlab.model import SshEndpoint
+
+        self.endpoint = SshEndpoint("10.0.0.5")
+        self.tried: list[str] = []
+
+    def close(self) -> None:
+        pass
+
+    def connect(self) -> None:
+        from hvlab.errors import InfraError
+
+        self.tried.append(self.endpoint.address)
+        if self.endpoint.address != "10.0.0.9":
+            raise InfraError("host g: connection timed out")
+
+    def check(self, argv: list[str], timeout: float = 0) -> str:
+        return "new-boot-id\n"
+
+
+def test_wait_back_asks_the_host_for_the_address_again_after_a_failed_connect() -> None:
+    guest = Rebooted()
+    waited = sshhost.wait_back(guest, "old-boot-id", 10, lambda: "10.0.0.9")  # type: ignore[arg-type]
+    assert guest.tried == ["10.0.0.5", "10.0.0.9"] and waited < 10
+    assert guest.endpoint.address == "10.0.0.9"

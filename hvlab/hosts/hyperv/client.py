@@ -170,8 +170,19 @@ Get-VMIntegrationService -VMName $vmName |
                   {"checkpoint": checkpoint}, timeout=900)
 
     def set_secure_boot(self, on: bool) -> None:
-        self.call("Set-VMFirmware", "Set-VMFirmware -VMName $vmName -EnableSecureBoot $state",
-                  {"state": "On" if on else "Off"})
+        """Off, or On with the template Linux guests need: the default template
+        (MicrosoftWindows) trusts only Windows' boot loader, so a Linux shim signed
+        by Microsoft's UEFI CA would not start."""
+        if on:
+            self.call("Set-VMFirmware", "Set-VMFirmware -VMName $vmName -EnableSecureBoot On "
+                      "-SecureBootTemplate $template",
+                      {"template": "MicrosoftUEFICertificateAuthority"})
+        else:
+            self.call("Set-VMFirmware", "Set-VMFirmware -VMName $vmName -EnableSecureBoot Off")
+
+    def first_ipv4(self) -> str | None:
+        """The routable IPv4 address the VM reports now, if any (no waiting)."""
+        return next((a for a in self.addresses() if _routable_ipv4(a)), None)
 
     def attach_serial(self) -> str:
         """COM1 to a named pipe (the VM must be off on some versions; hvlab sets

@@ -64,6 +64,13 @@ class _Vm:
     def after_boot(self) -> list[TestCase]:
         return [_heartbeat(self.client, self.properties)]
 
+    def address(self) -> str | None:
+        """Get-VMNetworkAdapter's address now (a failed query is no address)."""
+        try:
+            return self.client.first_ipv4()
+        except InfraError:
+            return None
+
     def recover(self, log: Path) -> str:
         """The new kernel never answered: power-cycle; the one-shot boot means the VM
         must come back on its default kernel."""
