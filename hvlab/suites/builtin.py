@@ -347,6 +347,51 @@ def netvsc_reload(ctx: GuestContext, log: Path, rounds: int = 3) -> list[TestCas
                      "no report\n")]
 
 
+ETHTOOL = r"""command -v ethtool >/dev/null 2>&1 || { echo "noethtool"; exit 0; }
+for n in "$@"; do
+  echo "nic $n"
+  for o in l g k; do ethtool -$o "$n" 2>&1 | sed "s/^/$o /"; echo "$o exit $?"; done
+done
+"""
+
+# The spare NIC's combined channel count changed by one and restored.
+CHANNELS = r"""n="$1"
+get() {
+  ethtool -l "$n" 2>/dev/null | awk -v s="$1" '$0 ~ s {c=1} c && /^Combined:/ {print $2; exit}'
+}
+cur=$(get Current); max=$(get Pre-set)
+echo "current $cur max $max"
+if [ "${cur:-0}" -gt 1 ]; then want=$((cur - 1)); else want=$((cur + 1)); fi
+[ "$want" -le "${max:-0}" ] || { echo "fixed only one channel count is possible"; exit 0; }
+ethtool -L "$n" combined "$want" >/dev/null 2>&1; echo "set $? $want $(get Current)"
+ethtool -L "$n" combined "$cur" >/dev/null 2>&1; echo "restore $? $cur $(get Current)"
+"""
+
+
+def netvsc_settings(ctx: GuestContext, log: Path) -> list[TestCase]:
+    """ethtool -l/-g/-k read back on every synthetic NIC; on the spare NIC the
+    channel count changed and restored (the session's NIC is only read)."""
+    skipped = _live_only(ctx, "netvsc: ethtool")
+    if skipped:
+        return skipped
+    cap = ctx.capture(log)
+    nics = [n for n in cap.listdir("sys/class/net") or []
+            if (cap.link(f"sys/class/net/{n}/device/driver") or "").endswith("/hv_netvsc")]
+    if not nics:
+        return [TestCase("netvsc: ethtool", Status.SKIP, "no hv_netvsc interface")]
+    r = _sh(ctx, ETHTOOL, log, 60, *nics)
+    if not r.ok:
+        return [_error("netvsc: ethtool", r, "ethtool")]
+    cases = checks.judge_ethtool(r.stdout, nics)
+    if not ctx.spare_nic or "noethtool" in r.stdout:
+        return cases
+    changed = _sh(ctx, CHANNELS, log, 120, ctx.spare_nic)
+    ctx.changed()
+    if not changed.ok:
+        return [*cases, _error(f"netvsc: channels {ctx.spare_nic}", changed, "ethtool -L")]
+    return [*cases, checks.judge_channels_change(changed.stdout, ctx.spare_nic)]
+
+
 # The highest CPU offline and online again.  On Hyper-V its VMBus channels are
 # retargeted to CPU 0 first (6.1 refuses to offline a CPU that serves channels)
 # and put back after; every change is undone however the test ends.
@@ -433,5 +478,6 @@ BUILTINS: dict[str, Callable[[GuestContext, Path], list[TestCase]]] = {
     "netvsc-reload": netvsc_reload,
     "module-reload": module_reload,
     "cpu-hotplug": cpu_hotplug,
+    "netvsc-settings": netvsc_settings,
     "kunit": kunit,
 }

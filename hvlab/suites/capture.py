@@ -99,12 +99,17 @@ class Capture:
             raise ValueError(f"not a guest path: {rel}")
         return self.root.joinpath(*parts)
 
-    def read(self, rel: str) -> str | None:
-        """A guest file's text, or None when the capture does not have it."""
+    def read_bytes(self, rel: str) -> bytes | None:
+        """A guest file's bytes, or None when the capture does not have it."""
         path = self._path(rel)
         if path.is_symlink() or not path.is_file():
             return None
-        return path.read_bytes().decode("utf-8", "replace")
+        return path.read_bytes()
+
+    def read(self, rel: str) -> str | None:
+        """A guest file's text, or None when the capture does not have it."""
+        data = self.read_bytes(rel)
+        return None if data is None else data.decode("utf-8", "replace")
 
     def link(self, rel: str) -> str | None:
         """Where a guest symlink points (as the guest said), or None."""

@@ -185,6 +185,50 @@ def judge_hvsock(output: str, splats: list[str]) -> TestCase:
     return TestCase("hv_sock", Status.PASS, output="hv_sock transport registered, /dev/vsock\n")
 
 
+# -- netvsc settings -------------------------------------------------------------------
+ETHTOOL_HEADERS = {"l": "Channel parameters for", "g": "Ring parameters for",
+                   "k": "Features for"}
+
+
+def judge_ethtool(output: str, nics: list[str]) -> list[TestCase]:
+    if "noethtool" in output.splitlines():
+        return [TestCase("netvsc: ethtool", Status.SKIP, "ethtool is not installed on the "
+                         "guest (Debian package ethtool)")]
+    cases = []
+    blocks = output.split("nic ")[1:]
+    for nic, block in zip(nics, blocks, strict=False):
+        lines = block.splitlines()
+        missing = [f"ethtool -{o}" for o, head in ETHTOOL_HEADERS.items()
+                   if not any(line.startswith(f"{o} {head}") for line in lines)]
+        if missing:
+            why = next((line[2:] for line in lines if line[:2] in ("l ", "g ", "k ")
+                        and "exit" not in line and "Operation not supported" in line), "")
+            cases.append(TestCase(f"netvsc: ethtool {nic}", Status.FAIL,
+                                  f"{', '.join(missing)} gave no settings" +
+                                  (f": {why}" if why else ""), output=block))
+        else:
+            cases.append(TestCase(f"netvsc: ethtool {nic}", Status.PASS,
+                                  output="channels, rings and features read back\n"))
+    return cases
+
+
+def judge_channels_change(output: str, nic: str) -> TestCase:
+    name = f"netvsc: channels {nic} changed and restored"
+    fields = {f[0]: f[1:] for f in (line.split() for line in output.splitlines()) if f}
+    if "fixed" in fields:
+        return TestCase(name, Status.SKIP, "only one channel count is possible on it")
+    cur = fields.get("current", ["?"])[0]
+    got, back = fields.get("set", []), fields.get("restore", [])
+    if len(got) < 3 or got[0] != "0" or got[1] != got[2]:
+        return TestCase(name, Status.FAIL, f"ethtool -L {nic} combined "
+                        f"{got[1] if len(got) > 1 else '?'} did not take: {' '.join(got)}",
+                        output=output)
+    if len(back) < 3 or back[0] != "0" or back[2] != cur:
+        return TestCase(name, Status.FAIL, f"{nic} not restored to {cur} channels: "
+                        f"{' '.join(back)}", output=output)
+    return TestCase(name, Status.PASS, output=f"{cur} -> {got[1]} -> {back[2]}\n")
+
+
 # -- CPU hotplug -----------------------------------------------------------------------
 def judge_hotplug(output: str, cpu: int, splats: list[str]) -> list[TestCase]:
     lines = output.splitlines()

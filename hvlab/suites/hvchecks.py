@@ -65,7 +65,10 @@ def judge_devices(cap: Capture, exp: HvExpectations) -> list[TestCase]:
     if skipped:
         return skipped
     devs = devices(cap)
-    cases = [TestCase("vmbus: present", Status.PASS, output=f"{len(devs)} devices\n")]
+    gen = ("generation 2 (UEFI)" if cap.exists("sys/firmware/efi") else
+           "generation 1 (BIOS)") if cap.listdir("sys/firmware") is not None else ""
+    cases = [TestCase("vmbus: present", Status.PASS,
+                      output=f"{len(devs)} devices" + (f"; {gen}" if gen else "") + "\n")]
     info = []
     for dev in devs:
         known = exp.classes.get(dev.class_id)
@@ -217,11 +220,33 @@ def judge_kvp(cap: Capture, exp: HvExpectations) -> list[TestCase]:
         return [TestCase(names[0], Status.FAIL, "hv_kvp_daemon is not running (the host then "
                          "reports no IP address)"),
                 TestCase(names[1], Status.SKIP, "no KVP daemon")]
-    pools = [p for p in cap.listdir("var/lib/hyperv") or [] if p.startswith(".kvp_pool_")]
-    pool_case = TestCase(names[1], Status.PASS, output=f"{len(pools)} pools\n") \
-        if len(pools) == 5 else TestCase(names[1], Status.FAIL,
-                                         f"{len(pools)} of 5 KVP pools in /var/lib/hyperv")
-    return [TestCase(names[0], Status.PASS), pool_case]
+    pools = sorted(p for p in cap.listdir("var/lib/hyperv") or [] if p.startswith(".kvp_pool_"))
+    if len(pools) != 5:
+        return [TestCase(names[0], Status.PASS),
+                TestCase(names[1], Status.FAIL, f"{len(pools)} of 5 KVP pools in "
+                         "/var/lib/hyperv")]
+    return [TestCase(names[0], Status.PASS), judge_pools(cap, pools, names[1])]
+
+
+KVP_KEY, KVP_VALUE = 512, 2048  # tools/hv/hv_kvp_daemon.c: HV_KVP_EXCHANGE_MAX_*_SIZE
+
+
+def judge_pools(cap: Capture, pools: list[str], name: str) -> TestCase:
+    """Each pool is whole records of a 512-byte key and a 2048-byte value (the
+    daemon's format); the keys are listed."""
+    lines, bad = [], []
+    for pool in pools:
+        data = cap.read_bytes(f"var/lib/hyperv/{pool}") or b""
+        if len(data) % (KVP_KEY + KVP_VALUE):
+            bad.append(f"{pool}: {len(data)} bytes, not whole records")
+            continue
+        keys = [data[i:i + KVP_KEY].split(b"\0", 1)[0].decode("utf-8", "replace")
+                for i in range(0, len(data), KVP_KEY + KVP_VALUE)]
+        lines.append(f"{pool}: {len(keys)} records" + (f" ({', '.join(keys[:8])})"
+                                                       if keys else ""))
+    if bad:
+        return TestCase(name, Status.FAIL, "; ".join(bad), output="\n".join(lines) + "\n")
+    return TestCase(name, Status.PASS, output="\n".join(lines) + "\n")
 
 
 def _addresses(cap: Capture) -> dict[str, list[str]] | None:

@@ -2,4 +2,4 @@
 
 BUILTIN_TESTS = ("kernel-release", "dmesg-errors", "taint", "hyperv-modules", "vmbus-devices",
                  "hv-utils", "hv-balloon", "hv-network", "hv-storage", "hv-sock",
-                 "netvsc-reload", "module-reload", "cpu-hotplug", "kunit")
+                 "netvsc-reload", "module-reload", "cpu-hotplug", "netvsc-settings", "kunit")

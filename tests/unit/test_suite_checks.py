@@ -71,3 +71,43 @@ def test_hv_sock_on_fixture_trees(tmp_path: Path) -> None:
     splat = checks.judge_hvsock("hvlab-modprobe-exit 0\nmodule hv_sock\ndev vsock\n",
                                 ["WARNING: at net/vmw_vsock/hyperv_transport.c:1"])
     assert splat.status is Status.FAIL and "hyperv_transport.c" in splat.message
+
+
+def test_cpu_hotplug_judge_wants_the_cpu_back_and_the_channels_restored() -> None:
+    ok = ("retargeted /sys/bus/vmbus/devices/a/channels/14/cpu\noffline 0 0\nonline 0 1\n"
+          "restored /sys/bus/vmbus/devices/a/channels/14/cpu 1\n")
+    assert [c.status for c in checks.judge_hotplug(ok, 1, [])] == [Status.PASS, Status.PASS]
+    stuck = checks.judge_hotplug("offline 1 1\nonline 0 1\n", 1, [])
+    assert stuck[0].status is Status.FAIL and "offline gave 1 1" in stuck[0].message
+    assert stuck[1].status is Status.SKIP  # no channel served by it
+    lost = checks.judge_hotplug(ok.replace("cpu 1\n", "cpu 0\n"), 1, [])
+    assert lost[1].status is Status.FAIL and "1 channels moved off cpu1, 0 put back" in \
+        lost[1].message
+    refused = checks.judge_hotplug("error cpu1 cannot be taken offline here\n", 1, [])
+    assert refused[0].status is Status.SKIP
+
+
+ETHTOOL_OK = """nic eth0
+l Channel parameters for eth0:
+l Pre-set maximums:
+l Combined:	8
+l exit 0
+g Ring parameters for eth0:
+g exit 0
+k Features for eth0:
+k rx-checksumming: on
+k exit 0
+"""
+
+
+def test_ethtool_read_back_and_a_channel_change_that_is_restored() -> None:
+    assert checks.judge_ethtool(ETHTOOL_OK, ["eth0"])[0].status is Status.PASS
+    broken = ETHTOOL_OK.replace("g Ring parameters for eth0:",
+                                "g netlink error: Operation not supported")
+    case = checks.judge_ethtool(broken, ["eth0"])[0]
+    assert case.status is Status.FAIL and case.message.startswith("ethtool -g gave no settings")
+    assert checks.judge_ethtool("noethtool\n", ["eth0"])[0].status is Status.SKIP
+    done = checks.judge_channels_change("current 4 max 8\nset 0 3 3\nrestore 0 4 4\n", "eth1")
+    assert done.status is Status.PASS and done.output == "4 -> 3 -> 4\n"
+    kept = checks.judge_channels_change("current 4 max 8\nset 0 3 3\nrestore 1 4 3\n", "eth1")
+    assert kept.status is Status.FAIL and "not restored to 4 channels" in kept.message
