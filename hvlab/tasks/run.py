@@ -265,12 +265,16 @@ def _in_parallel(s: Session, matrix: Matrix, by_host: dict[str, list[Cell]]) -> 
         finally:
             finished[host].set()
 
-    for h, todo in by_host.items():
-        threading.Thread(target=work, args=(h, todo), name=f"host-{h}", daemon=True).start()
     # Wait on events, not Thread.join: a signal raised inside join() can leave
     # the thread marked finished while it still runs (CPython), and the process
-    # would then exit under it, leaving its QEMU behind.
+    # would then exit under it, leaving its QEMU behind.  The threads start
+    # inside the try: a signal while the second one starts must stop the first.
+    threads: dict[str, threading.Thread] = {}
     try:
+        for h, todo in by_host.items():
+            threads[h] = threading.Thread(target=work, args=(h, todo), name=f"host-{h}",
+                                          daemon=True)
+            threads[h].start()
         for event in finished.values():
             while not event.wait(0.5):
                 pass
@@ -279,8 +283,9 @@ def _in_parallel(s: Session, matrix: Matrix, by_host: dict[str, list[Cell]]) -> 
         # their QEMU processes, close their sessions and release their hosts
         cancel.request(describe_exception(exc))
         deadline = time.monotonic() + 8
-        for event in finished.values():
-            event.wait(max(deadline - time.monotonic(), 0.1))
+        for h, thread in threads.items():
+            if thread.ident is not None:  # it started (perhaps while the signal came)
+                finished[h].wait(max(deadline - time.monotonic(), 0.1))
         raise
     finally:
         cancel.reset()
