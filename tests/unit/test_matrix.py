@@ -317,7 +317,9 @@ def test_an_interrupt_mid_matrix_reports_what_ran_and_what_did_not(
     assert run.code == 3
     assert run.case("k1+s1", "boot", "h1").status == "pass"
     stopped = run.case("k1+none", "boot", "h1")
-    assert stopped.status == "error" and stopped.message == "interrupted by SIGINT", [(s.name, c.name, c.status.value, c.message) for s in run.suites for c in s.cases if c.status != "pass"]
+    not_passed = [(s.name, c.name, c.status.value, c.message) for s in run.suites
+                  for c in s.cases if c.status != "pass"]
+    assert stopped.status == "error" and stopped.message == "interrupted by SIGINT", not_passed
     later = run.case("k2+none", "boot", "h1")
     assert later.status == "skip" and later.message == "not run: the run stopped before it"
     top = [c for s in run.suites if s.stage == "run" for c in s.cases]
