@@ -209,15 +209,15 @@ def test_storage_check_writes_and_reads_back_a_scratch_disk(env: Env, vmlinuz: s
         env.write(f"hosts/{name}.yaml",
                   "kind: qemu\naccel: tcg\nmemory: 512\ncpus: 1\nscratch_disk: /dev/vda\n"
                   f"qemu_args: [-drive, 'file={disks[name]},if=virtio,format=raw']\n")
-    # no requirements: the storvsc part fails off Hyper-V, the disk I/O is real
+    # no requirements: the storvsc part is skipped off Hyper-V, the disk I/O is real
     env.write("suites/storage.yaml", "tests:\n  - name: storage\n    run: builtin:hv-storage\n")
     done = env.inv("test", "--prebuilt", vmlinuz, "--host", "big", "--suite", "storage",
                    timeout=600)
-    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     validate_junit(env.latest / "junit.xml")
     cases = env.suite("big.storage")
-    assert status(cases["storage: storvsc disk"]) == "failure"
-    assert message(cases["storage: storvsc disk"]) == "no VMBus device is bound to hv_storvsc"
+    assert status(cases["storage: storvsc disk"]) == "skipped"
+    assert "not on Hyper-V" in message(cases["storage: storvsc disk"])
     scratch = cases["storage: 64 MiB read back from /dev/vda"]
     assert status(scratch) == "pass", message(scratch)
     written = disks["big"].read_bytes()[: 64 << 20]
