@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import fnmatch
 import json
 import os
 import re
@@ -74,6 +75,44 @@ class PsFailure(Exception):
         return (f"{self.command} : {self.message}\r\n"
                 f"    + CategoryInfo          : {self.category}: (:) [{self.command}], "
                 f"Exception\r\n    + FullyQualifiedErrorId : {self.error_id}\r\n")
+
+
+class Many(list):  # type: ignore[type-arg]
+    """Several objects in one value (``@(...)``, a pipeline with more than one)."""
+
+
+def display(key: str, vm: dict[str, Any]) -> str:
+    """A VM's name; state keys differ when two VMs share a name ("name" says it)."""
+    return str(vm.get("name", key))
+
+
+def _writer_alive(path: Path) -> bool:
+    marker = path.with_name(path.name + ".writer")
+    try:
+        return _alive(int(marker.read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def _share_check(path: Path, shown: str, method: str, share: str) -> None:
+    """.NET's sharing rule: a file another process holds open for writing can only
+    be opened by one that shares Write (FileShare.ReadWrite).  ReadAllBytes
+    shares Read only."""
+    if "Write" not in share and _writer_alive(path):
+        raise PsFailure(f'Exception calling "{method}" with "{1 if method == "ReadAllBytes" else 4}'
+                        f'" argument(s): "The process cannot access the file \'{shown}\' '
+                        'because it is being used by another process."', "",
+                        "IOException", "NotSpecified")
+
+
+def open_file(state: State, path: str, mode: str = "Open", access: str = "Read",
+              share: str = "Read") -> dict[str, Any]:
+    target = state.path(path)
+    if mode == "Open" and not target.is_file():
+        raise PsFailure(f'Exception calling "Open" with "4" argument(s): "Could not find file '
+                        f'\'{path}\'."', "", "FileNotFoundException", "NotSpecified")
+    _share_check(target, path, "Open", share)
+    return {"__file__": str(target)}
 
 
 class Exit(Exception):
@@ -197,9 +236,24 @@ class Interp:
             return "" if v is None else str(v)
         if t.startswith("@{") and t.endswith("}"):
             return self.hashtable(t[2:-1])
+        if t.startswith("@(") and t.endswith(")"):
+            return Many(self.pipeline(t[2:-1]))
+        if t.startswith("(") and t.endswith(")"):
+            found = self.pipeline(t[1:-1])
+            return found[0] if len(found) == 1 else Many(found)
+        m = re.fullmatch(r"\[IO\.File\]::Open\((.*)\)", t)
+        if m:
+            args = [self.expr(a) for a in split_top(m.group(1), ",")]
+            return open_file(self.state, *[str(a) for a in args])
+        if t == "New-Object IO.MemoryStream":
+            return {"__stream__": ""}
+        m = re.fullmatch(r"\[Convert\]::ToBase64String\(\$(\w+)\.ToArray\(\)\)", t)
+        if m:
+            return self.vars.get(m.group(1), {}).get("__stream__", "")
         m = re.fullmatch(r"\[Convert\]::ToBase64String\(\[IO\.File\]::ReadAllBytes\((.*)\)\)", t)
         if m:
             path = self.state.path(str(self.expr(m.group(1))))
+            _share_check(path, str(self.expr(m.group(1))), "ReadAllBytes", "Read")
             try:
                 return base64.b64encode(path.read_bytes()).decode()
             except OSError:
@@ -215,6 +269,9 @@ class Interp:
                 return None
             value = self.vars[name]
             for prop in filter(None, m.group(2).split(".")):
+                if isinstance(value, dict) and "__stream__" in value and prop == "Length":
+                    value = len(base64.b64decode(value["__stream__"]))
+                    continue
                 value = value.get(prop) if isinstance(value, dict) else None
             return value
         raise PsFailure(f"Unexpected token '{t[:40]}' in expression or statement.", "",
@@ -245,6 +302,15 @@ class Interp:
         m = re.fullmatch(r"exit\s+(\d+)", line)
         if m:
             raise Exit(int(m.group(1)))
+        m = re.fullmatch(r"\$(\w+)\.CopyTo\(\$(\w+)\)", line)
+        if m:
+            handle, stream = self.vars.get(m.group(1)), self.vars.get(m.group(2))
+            if isinstance(handle, dict) and isinstance(stream, dict):
+                stream["__stream__"] = base64.b64encode(
+                    Path(handle["__file__"]).read_bytes()).decode()
+            return
+        if re.fullmatch(r"\$(\w+)\.(Close|Dispose)\(\)", line):
+            return
         m = re.fullmatch(r"\[Console\]::Error\.WriteLine\(\((.*)\)\)", line)
         if m:
             for v in self.pipeline(m.group(1)):
@@ -258,8 +324,9 @@ class Interp:
         first = stages[0]
         if first.startswith("[pscustomobject]@{"):
             values: list[Any] = [self.expr(first[len("[pscustomobject]"):])]
-        elif first.startswith(("'", "$", "[", "@")) or re.fullmatch(r"-?\d+", first):
-            values = [self.expr(first)]
+        elif first.startswith(("'", "$", "[", "@", "(")) or re.fullmatch(r"-?\d+", first):
+            value = self.expr(first)
+            values = list(value) if isinstance(value, Many) else [value]
         else:
             values = self.cmdlet(first, None)
         for stage in stages[1:]:
@@ -300,17 +367,49 @@ class Interp:
             raise PsFailure(f"A parameter cannot be found that matches parameter name "
                             f"'{unknown[0]}'.", name,
                             f"NamedParameterNotFound,{name}", "InvalidArgument")
-        if positional and name.lower() != "select-object":
+        if positional and name.lower() not in ("select-object", "new-object"):
             raise PsFailure(f"A positional parameter cannot be found that accepts argument "
                             f"'{positional[0]}'.", name, f"PositionalParameterNotFound,{name}",
                             "InvalidArgument")
-        resolved = {k: (self.expr(v) if isinstance(v, str) and v[:1] in "'$@[" else v)
+        resolved = {k: (self.expr(v) if isinstance(v, str) and v[:1] in "'$@[(" else v)
                     for k, v in params.items()}
         self.state.data.setdefault("calls", []).append(
             {"cmdlet": name, "params": {k: v for k, v in resolved.items()
                                         if isinstance(v, (str, int, bool))}})
         result = fn(self, resolved, positional, piped)
         return result
+
+    def targets(self, cmdlet: str, p: dict[str, Any], piped: Any = None) -> list[str]:
+        """The state keys of the VMs a cmdlet acts on: -VM objects (by their Id),
+        or -Name/-VMName, which take wildcards and match every VM of that name,
+        as Hyper-V's module does."""
+        vms = self.state.data["vms"]
+        objects = p.get("vm")
+        if objects is not None:
+            items = list(objects) if isinstance(objects, Many) else [objects]
+            by_id = {v["id"]: k for k, v in vms.items()}
+            keys = [by_id[o["Id"]] for o in items if isinstance(o, dict) and o.get("Id") in by_id]
+            if not keys:
+                raise PsFailure("Cannot validate argument on parameter 'VM'. The argument is "
+                                "null or empty.", cmdlet, f"ParameterArgumentValidationError,"
+                                f"{cmdlet}", "InvalidData")
+            return keys
+        name = p.get("name") if "vmname" not in p else p.get("vmname")
+        if not isinstance(name, str) or not name:
+            raise PsFailure("Cannot validate argument on parameter 'Name'. The argument is "
+                            "null or empty.", cmdlet, f"ParameterArgumentValidationError,{cmdlet}",
+                            "InvalidData")
+        wildcard = any(c in name for c in "*?[")
+        keys = [k for k, v in vms.items()
+                if (fnmatch.fnmatchcase(display(k, v).lower(), name.lower()) if wildcard
+                    else display(k, v).lower() == name.lower())]
+        if not keys and not wildcard:
+            raise PsFailure(f'Hyper-V was unable to find a virtual machine with name "{name}".',
+                            cmdlet, f"InvalidParameter,Microsoft.HyperV.PowerShell.Commands."
+                            f"{cmdlet.replace('-', '')}Command", "InvalidArgument")
+        for k in keys:
+            self.state.data.setdefault("touched", []).append({"cmdlet": cmdlet, "vm": k})
+        return keys
 
     def hyperv_module(self) -> bool:
         return bool(self.state.data["host"].get("hyperv"))
@@ -320,12 +419,11 @@ class Interp:
             raise PsFailure("Cannot validate argument on parameter 'Name'. The argument is "
                             "null or empty.", cmdlet, f"ParameterArgumentValidationError,{cmdlet}",
                             "InvalidData")
-        vms = self.state.data["vms"]
-        if name not in vms:
-            raise PsFailure(f'Hyper-V was unable to find a virtual machine with name "{name}".',
-                            cmdlet, f"InvalidParameter,Microsoft.HyperV.PowerShell.Commands."
-                            f"{cmdlet.replace('-', '')}Command", "InvalidArgument")
-        return dict(vms[name], Name=name)
+        keys = self.targets(cmdlet, {"name": name})
+        if not keys:
+            return {}
+        return dict(self.state.data["vms"][keys[0]], Name=display(keys[0],
+                                                                  self.state.data["vms"][keys[0]]))
 
 
 def _format(value: Any) -> str:
@@ -360,19 +458,30 @@ def c_module(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[A
     return []
 
 
-def _vm_object(vm: dict[str, Any]) -> dict[str, Any]:
-    return {"Name": vm["Name"], "State": vm["state"], "Generation": vm["generation"],
+def _vm_object(key: str, vm: dict[str, Any]) -> dict[str, Any]:
+    return {"Name": display(key, vm), "State": vm["state"], "Generation": vm["generation"],
             "Version": vm["version"], "Id": vm["id"]}
 
 
 def c_get_vm(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
-    return [_vm_object(ip.vm("Get-VM", p.get("name")))]
+    vms = ip.state.data["vms"]
+    if "id" in p:
+        found = [k for k, v in vms.items() if v["id"] == str(p["id"])]
+        if not found:
+            raise PsFailure(f"Hyper-V was unable to find a virtual machine with id "
+                            f"\"{p['id']}\".", "Get-VM", "InvalidParameter", "InvalidArgument")
+        return [_vm_object(found[0], vms[found[0]])]
+    return [_vm_object(k, vms[k]) for k in ip.targets("Get-VM", p)]
 
 
-def _boot(ip: Interp, name: str, vm: dict[str, Any]) -> int:
-    d = ip.state.vm_dir(name)
-    console = d / "com1.out"
-    console.write_bytes(b"")
+def _warn(ip: Interp, text: str) -> None:
+    """A warning, on stdout as powershell.exe writes it when redirected, unless
+    $WarningPreference silences it."""
+    if ip.vars.get("WarningPreference") not in ("SilentlyContinue", "Ignore"):
+        ip.out.append(f"WARNING: {text}")
+
+
+def qemu_argv(vm: dict[str, Any], console: Path) -> list[str]:
     # Secure Boot: the VM's own (signed) kernel boots, in lockdown as Debian's
     # does under Secure Boot, so an unsigned kernel cannot be kexec'd
     lockdown = "lockdown=integrity" if vm.get("secure_boot") == "On" else ""
@@ -380,30 +489,64 @@ def _boot(ip: Interp, name: str, vm: dict[str, Any]) -> int:
                                   "hvlab.net=static:10.0.2.15/24:10.0.2.2", lockdown,
                                   vm.get("append", "")) if x)
     argv = [QEMU, "-accel", "tcg", "-cpu", "max", "-m", str(vm.get("memory", 768)),
-            "-smp", "1", "-nodefaults", "-display", "none",
+            "-smp", "1", "-nodefaults", "-display", "none", "-no-reboot",
             "-kernel", vm["kernel"], "-initrd", vm["initrd"], "-append", append,
             "-serial", f"file:{console}",
             "-netdev", f"user,id=n0,hostfwd=tcp:{vm['ip']}:22-:22",
             "-device", "virtio-net-pci,netdev=n0,romfile="]
     if vm.get("netns"):
         argv = ["ip", "netns", "exec", vm["netns"], *argv]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+    return argv
+
+
+def _boot(ip: Interp, name: str, vm: dict[str, Any]) -> int:
+    """The VM's process: a supervisor that runs QEMU (-no-reboot) and starts it
+    again whenever the guest restarts, as Hyper-V restarts a VM.  Each QEMU run
+    writes its own console file: COM1's pipe closes at every restart."""
+    d = ip.state.vm_dir(name)
+    for old in d.glob("com1.*.out"):
+        old.unlink()
+    proc = subprocess.Popen([sys.executable, __file__, "--state", str(ip.state.root),
+                             "supervise", name], stdin=subprocess.DEVNULL,
                             stdout=(d / "qemu.log").open("ab"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     return proc.pid
 
 
+def supervise(root: Path, name: str) -> None:
+    state = State(root)
+    vm = dict(state.data["vms"][name])
+    d = state.vm_dir(name)
+    state.lock.close()
+    run = 0
+    while True:
+        run += 1
+        console = d / f"com1.{run}.out"
+        console.write_bytes(b"")
+        (d / "com1.out").unlink(missing_ok=True)
+        (d / "com1.out").symlink_to(console.name)  # what _guest_up and tests read
+        done = subprocess.run(qemu_argv(vm, console), stdin=subprocess.DEVNULL, check=False)
+        (d / f"com1.{run}.closed").write_text(str(done.returncode))
+        if done.returncode != 0:  # QEMU killed or failed: the VM is off
+            return
+        if "reboot: Power down" in console.read_text(errors="replace")[-4000:]:
+            return  # the guest powered off (State() then finds the VM Off)
+        time.sleep(0.5)  # the guest asked for a reboot: Hyper-V starts it again
+
+
 def c_start(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
-    name = p.get("name")
-    vm = ip.vm("Start-VM", name)
-    if vm["state"] == "Running":
-        raise PsFailure(f"'{name}' failed to start.\n\nThe operation cannot be performed while "
-                        "the object is in its current state.", "Start-VM",
-                        "InvalidState,Microsoft.HyperV.PowerShell.Commands.StartVM",
-                        "InvalidOperation")
-    _progress(ip, "Starting virtual machine")
-    pid = _boot(ip, str(name), vm)
-    ip.state.data["vms"][name].update(state="Running", pid=pid, started=time.time())
+    for name in ip.targets("Start-VM", p):
+        vm = ip.state.data["vms"][name]
+        if vm["state"] == "Running":
+            raise PsFailure(f"'{display(name, vm)}' failed to start.\n\nThe operation cannot be "
+                            "performed while the object is in its current state.", "Start-VM",
+                            "InvalidState,Microsoft.HyperV.PowerShell.Commands.StartVM",
+                            "InvalidOperation")
+        _progress(ip, "Starting virtual machine")
+        if vm["state"] == "Saved":  # Hyper-V resumes the saved guest: no boot
+            vm["resumed_saved"] = vm.get("resumed_saved", 0) + 1
+        pid = _boot(ip, str(name), vm)
+        vm.update(state="Running", pid=pid, started=time.time())
     return []
 
 
@@ -416,16 +559,16 @@ def _kill(pid: int) -> None:
 
 
 def c_stop(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
-    name = p.get("name")
-    vm = ip.vm("Stop-VM", name)
     if not p.get("turnoff"):
         raise PsFailure("This simulator implements Stop-VM -TurnOff only.", "Stop-VM",
                         "NotSimulated", "NotImplemented")
-    if vm["state"] == "Off":
-        ip.err.append("WARNING: The virtual machine is already in the specified state.\r\n")
-        return []
-    _kill(int(vm.get("pid", 0)))
-    ip.state.data["vms"][name].update(state="Off", pid=0)
+    for name in ip.targets("Stop-VM", p):
+        vm = ip.state.data["vms"][name]
+        if vm["state"] == "Off":
+            _warn(ip, "The virtual machine is already in the specified state.")
+            continue
+        _kill(int(vm.get("pid", 0)))
+        vm.update(state="Off", pid=0)
     return []
 
 
@@ -434,8 +577,19 @@ SECURE_BOOT_TEMPLATES = ("MicrosoftWindows", "MicrosoftUEFICertificateAuthority"
                          "OpenSourceShieldedVM")
 
 
+def one(ip: Interp, cmdlet: str, p: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The first VM a reading cmdlet names (a wildcard name may name none)."""
+    keys = ip.targets(cmdlet, p)
+    if not keys:
+        return "", {}
+    return keys[0], dict(ip.state.data["vms"][keys[0]], Name=display(
+        keys[0], ip.state.data["vms"][keys[0]]))
+
+
 def c_get_fw(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
-    vm = ip.vm("Get-VMFirmware", p.get("vmname"))
+    _key, vm = one(ip, "Get-VMFirmware", p)
+    if not vm:
+        return []
     if vm["generation"] != 2:
         raise PsFailure("Generation 1 virtual machines do not support this operation.",
                         "Get-VMFirmware", "InvalidParameter,Microsoft.HyperV.PowerShell."
@@ -445,8 +599,12 @@ def c_get_fw(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[A
 
 
 def c_set_fw(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
-    name = p.get("vmname")
-    vm = ip.vm("Set-VMFirmware", name)
+    for name in ip.targets("Set-VMFirmware", p):
+        _set_fw(ip, p, name, ip.state.data["vms"][name])
+    return []
+
+
+def _set_fw(ip: Interp, p: dict[str, Any], name: str, vm: dict[str, Any]) -> None:
     value = p.get("enablesecureboot")
     if value not in ("On", "Off"):
         raise PsFailure(f"Cannot bind parameter 'EnableSecureBoot'. Cannot convert value "
@@ -468,7 +626,6 @@ def c_set_fw(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[A
     ip.state.data["vms"][name]["secure_boot"] = value
     if template is not None:
         ip.state.data["vms"][name]["secure_boot_template"] = template
-    return []
 
 
 def _console(ip: Interp, name: str) -> str:
@@ -488,8 +645,9 @@ def _guest_up(ip: Interp, name: str, vm: dict[str, Any]) -> bool:
 
 
 def c_adapter(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
-    name = str(p.get("vmname"))
-    vm = ip.vm("Get-VMNetworkAdapter", name)
+    name, vm = one(ip, "Get-VMNetworkAdapter", p)
+    if not vm:
+        return []
     addresses = []
     if vm.get("kvp", True) and _guest_up(ip, name, vm):
         addresses = [vm["ip"], "fe80::215:5dff:fe01:2a0c"]
@@ -497,24 +655,72 @@ def c_adapter(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[
              "IPAddresses": addresses, "SwitchName": vm.get("switch", "hvlab-internal")}]
 
 
+# Integration services: their Ids (the same in every language), English and German
+# names, and PrimaryOperationalStatus as ConvertTo-Json writes that enum (a number:
+# 2 Ok, 12 NoContact, 13 LostCommunication) beside its localised description.
+SERVICES = (
+    ("6C09BB55-D683-4DA0-8931-C9BF705F6480", "Guest Service Interface",
+     "Gastdienstschnittstelle", False),
+    ("84EAAE65-2F2E-45F5-9BB5-0E857DC8EB47", "Heartbeat", "Takt", True),
+    ("2A34B1C2-FD73-4043-8A5B-DD2159BC743F", "Key-Value Pair Exchange",
+     "Austausch von Schlüsselwertpaaren", True),
+    ("9F8233AC-BE49-4C79-8EE3-E7E1985B2077", "Shutdown", "Herunterfahren", True),
+    ("2497F4DE-E9FA-4204-80E4-4B75C46419C0", "Time Synchronization",
+     "Zeitsynchronisierung", True),
+    ("5CED1297-4598-4915-A5FC-AD21BB4D02A4", "VSS", "VSS", True),
+)
+STATUS_TEXT = {2: ("OK", "OK"), 12: ("No Contact", "Kein Kontakt"),
+               13: ("Lost Communication", "Kommunikation unterbrochen")}
+
+
 def c_integration(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
-    name = str(p.get("vmname"))
-    vm = ip.vm("Get-VMIntegrationService", name)
+    name, vm = one(ip, "Get-VMIntegrationService", p)
+    if not vm:
+        return []
+    german = ip.state.data["host"].get("language") == "de-DE"
     running = vm["state"] == "Running"
-    up = _guest_up(ip, name, vm) and vm.get("heartbeat", True)
-    status = ("OK" if up else "No Contact") if running else None
+    beat = vm.get("heartbeat", True)
+    code = None
+    if running:
+        code = 13 if beat == "lost" else 2 if _guest_up(ip, name, vm) and beat else 12
     services = []
-    for svc, enabled in (("Guest Service Interface", False), ("Heartbeat", True),
-                         ("Key-Value Pair Exchange", True), ("Shutdown", True),
-                         ("Time Synchronization", True), ("VSS", True)):
-        services.append({"VMName": name, "Name": svc, "Enabled": enabled,
-                         "PrimaryStatusDescription": status if enabled else None})
+    for guid, english, deutsch, enabled in SERVICES:
+        services.append({
+            "VMName": display(name, vm), "Id": f"Microsoft:{vm['id'].upper()}\\{guid}",
+            "Name": deutsch if german else english, "Enabled": enabled,
+            "PrimaryOperationalStatus": code if enabled else None,
+            "PrimaryStatusDescription": STATUS_TEXT[code][1 if german else 0]
+            if enabled and code else None})
     return services
 
 
-def c_restore(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
-    name = p.get("vmname")
-    vm = ip.vm("Restore-VMCheckpoint", name)
+def c_get_checkpoint(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
+    name, vm = one(ip, "Get-VMCheckpoint", p)
+    if not vm:
+        return []
+    snaps = vm.get("checkpoints", {})
+    wanted = p.get("name") if "vm" in p else None
+    found = [{"VMName": display(name, vm), "Name": n, "VMId": vm["id"],
+              "SnapshotType": s.get("type", "Standard")}
+             for n, s in snaps.items() if wanted is None or n == wanted]
+    if wanted is not None and not found:
+        raise PsFailure(f"Hyper-V was unable to find a checkpoint named '{wanted}'.",
+                        "Get-VMCheckpoint", "ObjectNotFound", "ObjectNotFound")
+    return found
+
+
+def c_restore(ip: Interp, p: dict[str, Any], _pos: list[str], piped: Any) -> list[Any]:
+    if piped:  # Get-VMCheckpoint ... | Restore-VMCheckpoint
+        for snap in piped:
+            key = next(k for k, v in ip.state.data["vms"].items() if v["id"] == snap["VMId"])
+            _restore(ip, dict(p, name=snap["Name"]), key, ip.state.data["vms"][key])
+        return []
+    for key in ip.targets("Restore-VMCheckpoint", {"vmname": p.get("vmname")}):
+        _restore(ip, p, key, ip.state.data["vms"][key])
+    return []
+
+
+def _restore(ip: Interp, p: dict[str, Any], name: str, vm: dict[str, Any]) -> None:
     if p.get("confirm") not in (False, "$false"):
         raise PsFailure("PowerShell is in NonInteractive mode. Read and Prompt functionality is "
                         "not available.", "Restore-VMCheckpoint",
@@ -525,13 +731,26 @@ def c_restore(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[
         raise PsFailure("Unable to find a snapshot matching the given criteria.",
                         "Restore-VMCheckpoint", "ObjectNotFound,Microsoft.HyperV.PowerShell."
                         "Commands.RestoreVMSnapshot", "ObjectNotFound")
-    if vm["state"] != "Off":  # stricter than Windows, which may apply it to a running VM
+    if vm["state"] not in ("Off", "Saved"):  # stricter than Windows (a running VM)
         raise PsFailure("The operation cannot be performed while the virtual machine is in its "
                         "current state.", "Restore-VMCheckpoint", "InvalidState",
                         "InvalidOperation")
     _progress(ip, "Applying checkpoint")
-    ip.state.data["vms"][name].update(snap)
+    ip.state.data["vms"][name].update({k: v for k, v in snap.items() if k != "type"})
     ip.state.data["vms"][name]["restored"] = ip.state.data["vms"][name].get("restored", 0) + 1
+    # a standard checkpoint keeps the memory: the VM comes back Saved (production: Off)
+    if snap.get("type", "Standard") == "Standard":
+        ip.state.data["vms"][name]["state"] = "Saved"
+
+
+def c_remove_saved(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
+    for name in ip.targets("Remove-VMSavedState", p):
+        vm = ip.state.data["vms"][name]
+        if vm["state"] != "Saved":
+            raise PsFailure("The operation cannot be performed while the virtual machine is in "
+                            "its current state.", "Remove-VMSavedState", "InvalidState",
+                            "InvalidOperation")
+        vm["state"] = "Off"
     return []
 
 
@@ -539,16 +758,24 @@ SNAPSHOT_KEYS = ("kernel", "initrd", "append", "secure_boot", "com1")
 
 
 def c_checkpoint(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
-    name = p.get("name")
-    vm = ip.vm("Checkpoint-VM", name)
+    name, vm = one(ip, "Checkpoint-VM", p)
     snap = {k: vm.get(k) for k in SNAPSHOT_KEYS}
     ip.state.data["vms"][name].setdefault("checkpoints", {})[p.get("snapshotname")] = snap
     return []
 
 
 def c_comport(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
-    name = p.get("vmname")
-    ip.vm("Set-VMComPort", name)
+    for name in ip.targets("Set-VMComPort", p):
+        _comport(ip, p, name, ip.state.data["vms"][name])
+    return []
+
+
+def _comport(ip: Interp, p: dict[str, Any], name: str, vm: dict[str, Any]) -> None:
+    if vm["state"] != "Off":
+        raise PsFailure("Failed to modify device 'COM 1'.\n\nThe operation cannot be performed "
+                        "while the virtual machine is in its current state.", "Set-VMComPort",
+                        "InvalidState,Microsoft.HyperV.PowerShell.Commands.SetVMComPort",
+                        "InvalidOperation")
     if p.get("number") not in ("1", "2", 1, 2):
         raise PsFailure("The COM port number must be 1 or 2.", "Set-VMComPort",
                         "InvalidParameter", "InvalidArgument")
@@ -558,7 +785,6 @@ def c_comport(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[
                         "InvalidParameter", "InvalidArgument")
     if str(p.get("number")) == "1":
         ip.state.data["vms"][name]["com1"] = path
-    return []
 
 
 def c_new_item(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
@@ -588,8 +814,26 @@ def c_get_item(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list
     return [{"FullName": p.get("literalpath"), "Length": target.stat().st_size}]
 
 
-READER_RE = re.compile(r"NamedPipeClientStream\('\.', '([^']*)'.*?\[System\.IO\.File\]::Open\("
-                       r"'((?:[^']|'')*)', 'Append'", re.S)
+READER_RE = re.compile(r"NamedPipeClientStream\('\.', '([^']*)'")
+FILE_RE = re.compile(r"\[System\.IO\.File\]::Open\('((?:[^']|'')*)', 'Append', 'Write', "
+                     r"'ReadWrite'\)")
+MARKER_RE = re.compile(r"GetBytes\(\"`r`n(.*?) \(\$n\)`r`n\"\)")
+
+
+def reader_shape(script: str) -> tuple[bool, str] | None:
+    """How a pipe reader script behaves, from its shape (the simulator runs no
+    .NET): (reconnects after end of file, marker), or None when it is not a
+    reader this simulator can stand in for.  A reader reconnects when it loops
+    over short Connect attempts and stops on the VM's state; one long Connect
+    spins while there is no pipe and ends at the first end of file."""
+    if not READER_RE.search(script) or not FILE_RE.search(script) or \
+            "$out.Flush()" not in script:
+        return None
+    short = [int(n) for n in re.findall(r"\$pipe\.Connect\((\d+)\)", script)]
+    reconnect = "while ($true)" in script and bool(short) and max(short) <= 5000 and \
+        ".State -eq 'Off'" in script
+    found = MARKER_RE.search(script)
+    return reconnect, found.group(1) if found else ""
 
 
 def c_invoke_cim(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
@@ -603,16 +847,18 @@ def c_invoke_cim(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> li
         script = base64.b64decode(words[words.index("-EncodedCommand") + 1]).decode("utf-16-le")
     except (ValueError, IndexError):
         return [{"ProcessId": 0, "ReturnValue": 9}]  # "path not found"
-    m = READER_RE.search(script)
-    if not m or "$pipe.Connect(" not in script or "$out.Flush()" not in script:
+    shape = reader_shape(script)
+    if shape is None:
         return [{"ProcessId": 0, "ReturnValue": 21}]  # not a script this simulator can run
-    pipe, target = m.group(1), m.group(2).replace("''", "'")
+    pipe = READER_RE.search(script).group(1)  # type: ignore[union-attr]
+    target = FILE_RE.search(script).group(1).replace("''", "'")  # type: ignore[union-attr]
     vm_name = next((n for n, vm in ip.state.data["vms"].items()
                     if vm.get("com1") == f"\\\\.\\pipe\\{pipe}"), None)
     out = ip.state.path(target)
     out.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen([sys.executable, __file__, "--state", str(ip.state.root),
-                             "copy-serial", vm_name or "", str(out)],
+                             "copy-serial", vm_name or "", str(out),
+                             "reconnect" if shape[0] else "once", shape[1]],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     ip.state.data.setdefault("readers", []).append(proc.pid)
@@ -638,19 +884,27 @@ def c_out_null(ip: Interp, p: dict[str, Any], _pos: list[str], _piped: Any) -> l
     return []
 
 
+def c_new_object(ip: Interp, p: dict[str, Any], pos: list[str], _piped: Any) -> list[Any]:
+    if pos[:1] in (["IO.MemoryStream"], ["System.IO.MemoryStream"]):
+        return [{"__stream__": ""}]
+    raise PsFailure("This simulator creates memory streams only.", "New-Object", "NotSimulated")
+
+
 CMDLETS: dict[str, tuple[Any, set[str]]] = {
     "get-ciminstance": (c_cim, {"classname"}),
     "get-module": (c_module, {"listavailable", "name"}),
-    "get-vm": (c_get_vm, {"name"}),
-    "start-vm": (c_start, {"name"}),
-    "stop-vm": (c_stop, {"name", "turnoff", "force"}),
-    "get-vmfirmware": (c_get_fw, {"vmname"}),
-    "set-vmfirmware": (c_set_fw, {"vmname", "enablesecureboot", "secureboottemplate"}),
-    "get-vmnetworkadapter": (c_adapter, {"vmname"}),
-    "get-vmintegrationservice": (c_integration, {"vmname"}),
+    "get-vm": (c_get_vm, {"name", "id"}),
+    "start-vm": (c_start, {"name", "vm"}),
+    "stop-vm": (c_stop, {"name", "vm", "turnoff", "force"}),
+    "get-vmfirmware": (c_get_fw, {"vmname", "vm"}),
+    "set-vmfirmware": (c_set_fw, {"vmname", "vm", "enablesecureboot", "secureboottemplate"}),
+    "get-vmnetworkadapter": (c_adapter, {"vmname", "vm"}),
+    "get-vmintegrationservice": (c_integration, {"vmname", "vm"}),
+    "get-vmcheckpoint": (c_get_checkpoint, {"vmname", "vm", "name"}),
     "restore-vmcheckpoint": (c_restore, {"vmname", "name", "confirm"}),
-    "checkpoint-vm": (c_checkpoint, {"name", "snapshotname"}),
-    "set-vmcomport": (c_comport, {"vmname", "number", "path"}),
+    "remove-vmsavedstate": (c_remove_saved, {"vmname", "vm"}),
+    "checkpoint-vm": (c_checkpoint, {"name", "vm", "snapshotname"}),
+    "set-vmcomport": (c_comport, {"vmname", "vm", "number", "path"}),
     "new-item": (c_new_item, {"itemtype", "force", "path"}),
     "set-content": (c_set_content, {"literalpath", "value"}),
     "get-item": (c_get_item, {"literalpath"}),
@@ -658,9 +912,10 @@ CMDLETS: dict[str, tuple[Any, set[str]]] = {
     "select-object": (c_select, set()),
     "convertto-json": (c_json, {"compress", "depth", "inputobject"}),
     "out-null": (c_out_null, set()),
+    "new-object": (c_new_object, set()),
 }
 GENERIC = {"get-ciminstance", "get-module", "new-item", "set-content", "get-item",
-           "invoke-cimmethod", "select-object", "convertto-json", "out-null"}
+           "invoke-cimmethod", "select-object", "convertto-json", "out-null", "new-object"}
 
 
 # -- running a script ---------------------------------------------------------------
@@ -739,7 +994,8 @@ def run_script(state: State, script: str) -> tuple[str, str, int]:
     def run_lines(lines: list[str]) -> None:
         nonlocal code
         for line in lines:
-            m = re.fullmatch(r"\$(ErrorActionPreference|ProgressPreference)\s*=\s*'(\w+)'", line)
+            m = re.fullmatch(r"\$(ErrorActionPreference|ProgressPreference|WarningPreference)"
+                             r"\s*=\s*'(\w+)'", line)
             if m:
                 ip.vars[m.group(1)] = m.group(2)
                 continue
@@ -799,46 +1055,82 @@ def serve(root: Path, command: str) -> int:
         state.save()
     finally:
         state.lock.close()
+    if state.data["host"].get("default_shell") == "powershell" and stderr:
+        stderr = wrap_native_stderr(stderr)
     sys.stdout.write(stdout)
     sys.stderr.write(stderr)
     return code
 
 
-def copy_serial(root: Path, vm_name: str, target: Path) -> None:
-    """The COM1 pipe reader: waits up to 120 s for the VM to run, then copies its
-    serial output to ``target`` until it turns off."""
-    def pid_of() -> int:
-        try:
-            data = json.loads((root / "state.json").read_text())
-            return int(data["vms"].get(vm_name, {}).get("pid", 0))
-        except (OSError, ValueError, KeyError):
-            return 0
+def wrap_native_stderr(stderr: str) -> str:
+    """What PowerShell, as sshd's default shell, makes of a native command's
+    stderr: each line an error record, "powershell : <line>" and its category."""
+    out = []
+    for i, line in enumerate(stderr.splitlines()):
+        if not line.strip():
+            continue
+        out.append(f"powershell : {line}\r\n" if i == 0 else f"{line}\r\n")
+    out.append("    + CategoryInfo          : NotSpecified: (:String) [], RemoteException\r\n"
+               "    + FullyQualifiedErrorId : NativeCommandError\r\n")
+    return "".join(out)
 
-    deadline = time.monotonic() + 120
-    pid = pid_of()
-    while not _alive(pid):
-        if time.monotonic() > deadline or not vm_name:
+
+def copy_serial(root: Path, vm_name: str, target: Path, reconnect: bool, marker: str) -> None:
+    """The COM1 pipe reader.  Its pipe is one QEMU run's console file; the pipe
+    closes when that run ends (a guest restart, a power-off).  A reader without a
+    reconnect loop ends there, as the .NET one does at the first end of file; a
+    reconnecting one waits for the next run until the VM is off, writing
+    ``marker (n)`` at each connection.  While it runs it holds ``target`` open
+    for writing (``target.writer``: the FileShare rule of _share_check)."""
+    def vm() -> dict[str, Any]:
+        try:
+            return dict(json.loads((root / "state.json").read_text())["vms"].get(vm_name, {}))
+        except (OSError, ValueError, KeyError):
+            return {}
+
+    d = root / "vms" / re.sub(r"[^A-Za-z0-9_.-]", "_", vm_name)
+    writer = target.with_name(target.name + ".writer")
+    writer.write_text(str(os.getpid()))
+    try:
+        deadline = time.monotonic() + 120
+        run, connected = 1, 0
+        with target.open("ab") as out:
+            while time.monotonic() < deadline or connected:
+                source = d / f"com1.{run}.out"
+                if not source.exists() or not _alive(int(vm().get("pid", 0))):
+                    if connected and not reconnect:
+                        return
+                    if connected and vm().get("state") == "Off":
+                        return
+                    time.sleep(0.2)
+                    continue
+                connected += 1
+                if marker:
+                    out.write(f"\r\n{marker} ({connected})\r\n".encode())
+                _copy_run(source, d / f"com1.{run}.closed", out,
+                          lambda: _alive(int(vm().get("pid", 0))))
+                run += 1
+                if not reconnect:
+                    return
+    finally:
+        writer.unlink(missing_ok=True)
+
+
+def _copy_run(source: Path, closed: Path, out: Any, running: Any) -> None:
+    """One connection: the run's console until it closes (or the VM was killed)."""
+    offset = 0
+    while True:
+        done = closed.exists() or not running()
+        with source.open("rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+        if data:
+            out.write(data)
+            out.flush()
+            offset += len(data)
+        if done:
             return
         time.sleep(0.2)
-        pid = pid_of()
-    source = root / "vms" / re.sub(r"[^A-Za-z0-9_.-]", "_", vm_name) / "com1.out"
-    offset = 0
-    with target.open("ab") as out:
-        while True:
-            alive = _alive(pid) and pid_of() == pid
-            try:
-                with source.open("rb") as fh:
-                    fh.seek(offset)
-                    data = fh.read()
-            except OSError:
-                data = b""
-            if data:
-                out.write(data)
-                out.flush()
-                offset += len(data)
-            if not alive:
-                return
-            time.sleep(0.2)
 
 
 def cleanup(root: Path) -> None:
@@ -869,7 +1161,10 @@ def main(argv: list[str]) -> int:
     root = Path(argv[1])
     rest = argv[2:]
     if rest[:1] == ["copy-serial"]:
-        copy_serial(root, rest[1], Path(rest[2]))
+        copy_serial(root, rest[1], Path(rest[2]), rest[3] == "reconnect", rest[4])
+        return 0
+    if rest[:1] == ["supervise"]:
+        supervise(root, rest[1])
         return 0
     if rest[:1] == ["cleanup"]:
         cleanup(root)

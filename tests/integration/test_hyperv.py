@@ -19,6 +19,7 @@ from hvlab.workspace import Workspace
 from tests.conftest import REPO, Env
 from tests.conftest import case_status as status
 from tests.hyperv_lab import Lab, hyperv_lab
+from tests.hyperv_sim import GENERIC
 
 pytestmark = pytest.mark.integration
 
@@ -68,10 +69,15 @@ def test_full_flow_on_the_simulator(env: Env, lab: Lab, validate_junit: Any) -> 
     assert vm["restored"] == 2  # before the run, and release: revert after it
     assert vm["secure_boot"] == "On"  # as the checkpoint has it
     assert {"cmdlet": "Set-VMFirmware",
-            "params": {"vmname": lab.vm, "enablesecureboot": "Off"}} in lab.data()["calls"]
+            "params": {"enablesecureboot": "Off"}} in lab.data()["calls"]  # by -VM, its Id
     calls = lab.calls()
     assert calls.index("Set-VMComPort") < calls.index("Start-VM")
-    assert calls[-2:] == ["Stop-VM", "Restore-VMCheckpoint"]
+    # turned off, reverted, and the standard checkpoint's saved state removed
+    acted = [c for c in calls if c != "Get-VM" and c.lower() not in GENERIC]
+    assert acted[-4:] == ["Stop-VM", "Get-VMCheckpoint", "Restore-VMCheckpoint",
+                          "Remove-VMSavedState"]
+    assert not vm.get("resumed_saved")  # never resumed an old guest
+    assert "hvlab: serial reader connected (1)" in serial
     assert qemu_left(lab) == ""
     # every script went through -EncodedCommand with the preferences set
     scripts = (lab.state / "scripts.log").read_text()
@@ -187,3 +193,48 @@ def test_secure_boot_left_on_refuses_the_unsigned_kernel_clearly(env: Env, lab: 
     assert "kexec failed: kexec_load failed: Operation not permitted" in done.stderr
     assert "secure_boot: off" in done.stderr
     assert lab.vm_state()["state"] == "Off"
+
+
+def test_the_serial_log_follows_the_vm_across_a_restart(env: Env, lab: Lab) -> None:
+    """Hyper-V closes COM1's pipe when the guest restarts and opens it again: the
+    reader reconnects, so the log holds both boots (the simulator restarts its
+    -no-reboot QEMU as Hyper-V restarts the VM)."""
+    from hvlab.hosts.hyperv.client import MARKER, HypervClient
+    from hvlab.model import SshEndpoint
+    from hvlab.ssh import SshSession
+
+    windows = SshSession("win", SshEndpoint(lab.server.address, lab.server.port, "root",
+                                            lab.server.client_key,
+                                            host_key=lab.server.fingerprint))
+    client = HypervClient(windows, "win", lab.vm)
+    guest = SshSession("guest", SshEndpoint(lab.ip, 22, "root", lab.guest_key,
+                                            host_key=lab.guest_host_key, connect_timeout=5))
+    try:
+        client.clear_serial()
+        client.attach_serial()
+        client.start_serial_reader()
+        client.start()
+        client.wait_ipv4(120)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                guest.connect()
+                break
+            except Exception:
+                assert time.monotonic() < deadline
+                time.sleep(1)
+        guest.run(["reboot", "-f"], timeout=10)  # the connection drops with the guest
+        guest.close()
+        deadline = time.monotonic() + 180
+        while client.read_serial().count(b"Linux version") < 2:
+            assert time.monotonic() < deadline, client.read_serial()[-2000:]
+            time.sleep(2)
+        while MARKER.encode() + b" (2)" not in client.read_serial():
+            assert time.monotonic() < deadline
+            time.sleep(1)
+        assert client.vm_info().state == "Running"  # restarted, not off
+    finally:
+        guest.close()
+        client.turn_off()
+        windows.close()
+    assert qemu_left(lab) == ""

@@ -40,9 +40,16 @@ class HostFacts:
 
 @dataclass(frozen=True)
 class IntegrationService:
-    name: str
+    name: str  # as the host's language says it
     enabled: bool
-    status: str  # PrimaryStatusDescription: OK | No Contact | Lost Communication | ...
+    status: str  # OK | No Contact | Lost Communication | ... from the enum, not the text
+    id: str = ""  # Microsoft:<VM id>\<service GUID>
+    description: str = ""  # PrimaryStatusDescription, localised
+
+    @property
+    def is_heartbeat(self) -> bool:
+        return self.id.upper().endswith(HEARTBEAT_ID) or (not self.id and
+                                                          self.name == "Heartbeat")
 
 
 class PowerShellError(InfraError):
@@ -61,17 +68,44 @@ def serial_file(vm: str) -> str:
 
 # The serial reader runs detached on the host (Win32_Process.Create: Windows
 # OpenSSH ends every process of the session's job object when the session
-# closes).  It copies COM1's pipe to a file, flushing as it goes, until the
-# VM turns off and the pipe closes.
+# closes).  It copies COM1's pipe to a file (shared for reading while it
+# writes), flushing as it goes.  The pipe closes whenever the VM restarts and
+# exists only while the VM runs, and NamedPipeClientStream.Connect spins while
+# there is no pipe: so it connects in short attempts, reconnects after every
+# end of file, writes a marker line at each connection and stops once the VM
+# is off (found by its Id: a name could match several VMs).
+MARKER = "hvlab: serial reader connected"
 READER = """\
 $ErrorActionPreference = 'Stop'
-$pipe = New-Object System.IO.Pipes.NamedPipeClientStream('.', {pipe}, 'In')
-$pipe.Connect(120000)
 $out = [System.IO.File]::Open({file}, 'Append', 'Write', 'ReadWrite')
 $buf = New-Object byte[] 4096
-while (($n = $pipe.Read($buf, 0, $buf.Length)) -gt 0) {{ $out.Write($buf, 0, $n); $out.Flush() }}
+$n = 0
+while ($true) {{
+    $pipe = New-Object System.IO.Pipes.NamedPipeClientStream('.', {pipe}, 'In')
+    try {{ $pipe.Connect(1000) }} catch {{
+        $pipe.Dispose()
+        if ((Get-VM -Id {vm_id}).State -eq 'Off') {{ break }}
+        Start-Sleep -Milliseconds 500
+        continue
+    }}
+    $n = $n + 1
+    $line = [Text.Encoding]::ASCII.GetBytes("`r`n{marker} ($n)`r`n")
+    $out.Write($line, 0, $line.Length); $out.Flush()
+    while (($got = $pipe.Read($buf, 0, $buf.Length)) -gt 0) {{
+        $out.Write($buf, 0, $got); $out.Flush()
+    }}
+    $pipe.Dispose()
+    if ((Get-VM -Id {vm_id}).State -eq 'Off') {{ break }}
+}}
 $out.Close()
 """
+
+# Heartbeat, by the integration service's Id (the names are localised) and its
+# PrimaryOperationalStatus enum (ConvertTo-Json writes the number; the
+# description beside it is localised text, for people).
+HEARTBEAT_ID = "84EAAE65-2F2E-45F5-9BB5-0E857DC8EB47"
+OPERATIONAL = {2: "OK", 3: "Degraded", 6: "Error", 7: "Non-Recoverable Error",
+               12: "No Contact", 13: "Lost Communication", 15: "Dormant"}
 
 
 class HypervClient:
@@ -82,11 +116,15 @@ class HypervClient:
         self.vm = vm
         self.log = log
         self.timeout = timeout
+        self._vm_id = ""  # resolved once (vm_id()): every later call names the VM by Id
 
     def call(self, what: str, body: str, values: dict[str, str | int] | None = None,
              timeout: float | None = None, logged: bool = True) -> Any:
         """Run one script; its JSON answer, or a PowerShellError."""
-        text = ps.script(body, {"vmName": self.vm, **(values or {})})
+        bound: dict[str, str | int] = {"vmName": self.vm}
+        if self._vm_id:
+            bound["vmId"] = self._vm_id
+        text = ps.script(body, {**bound, **(values or {})})
         shown = f"powershell -EncodedCommand <{what}: {' '.join(body.split())[:160]}>"
         result = self.session.run_command(ps.command_line(text), ("powershell", what), shown,
                                           timeout=timeout or self.timeout,
@@ -101,10 +139,36 @@ class HypervClient:
             raise PowerShellError(self.host, what, ps.parse_error(result.stderr))
         stdout = result.stdout
         try:
-            return ps.parse_json(stdout)
+            answer = ps.parse_json(stdout)
         except ValueError:
             raise InfraError(f"Hyper-V host {self.host}: {what}: the answer is not JSON: "
                              f"{stdout.strip()[:200]!r}") from None
+        noise = [line for line in stdout.splitlines() if line.strip() and
+                 not line.strip().startswith(("{", "["))]
+        if noise and self.log is not None:  # warnings and such, apart from the answer
+            with self.log.open("a", encoding="utf-8") as fh:
+                fh.write("".join(f"[hvlab] {what} also printed: {line}\n" for line in noise))
+        return answer
+
+    # -- the VM, by Id ------------------------------------------------------------
+    def vm_id(self) -> str:
+        """Resolve the configured name to exactly one VM, once.  ``Get-VM -Name``
+        takes wildcards and two VMs can share a name: none or several is an error
+        naming them, never an action on every match."""
+        if self._vm_id:
+            return self._vm_id
+        data = self.call("Get-VM", """\
+@(Get-VM -Name $vmName | Select-Object Name,Id) | ConvertTo-Json -Compress
+""")
+        found = [v for v in ps.as_list(data) if isinstance(v, dict)]
+        if not found:
+            raise InfraError(f"Hyper-V host {self.host}: no VM is named '{self.vm}'")
+        if len(found) > 1 or str(found[0].get("Name")) != self.vm:
+            names = ", ".join(f"{v.get('Name')} ({v.get('Id')})" for v in found)
+            raise InfraError(f"Hyper-V host {self.host}: '{self.vm}' names {len(found)} VMs "
+                             f"({names}): hvlab needs exactly one; rename the others")
+        self._vm_id = str(found[0]["Id"])
+        return self._vm_id
 
     # -- facts -------------------------------------------------------------------
     def host_facts(self) -> HostFacts:
@@ -120,8 +184,9 @@ $mod = Get-Module -ListAvailable -Name Hyper-V
                          str(data.get("HyperV") or ""))
 
     def vm_info(self) -> VmInfo:
+        self.vm_id()
         data = self.call("Get-VM", """\
-$v = Get-VM -Name $vmName
+$v = Get-VM -Id $vmId
 [pscustomobject]@{
     Name = $v.Name; State = [string]$v.State; Generation = $v.Generation
     Version = [string]$v.Version; Id = [string]$v.Id
@@ -132,14 +197,14 @@ $v = Get-VM -Name $vmName
 
     def secure_boot(self) -> str:
         data = self.call("Get-VMFirmware", """\
-$fw = Get-VMFirmware -VMName $vmName
+$fw = Get-VMFirmware -VM (Get-VM -Id $vmId)
 [pscustomobject]@{SecureBoot = [string]$fw.SecureBoot} | ConvertTo-Json -Compress
 """)
         return str(data["SecureBoot"])
 
     def addresses(self) -> list[str]:
         data = self.call("Get-VMNetworkAdapter", """\
-Get-VMNetworkAdapter -VMName $vmName |
+Get-VMNetworkAdapter -VM (Get-VM -Id $vmId) |
     Select-Object Name,MacAddress,IPAddresses | ConvertTo-Json -Compress
 """, timeout=60)
         found: list[str] = []
@@ -148,37 +213,56 @@ Get-VMNetworkAdapter -VMName $vmName |
         return found
 
     def integration_services(self) -> list[IntegrationService]:
+        self.vm_id()
         data = self.call("Get-VMIntegrationService", """\
-Get-VMIntegrationService -VMName $vmName |
-    Select-Object Name,Enabled,PrimaryStatusDescription | ConvertTo-Json -Compress
+Get-VMIntegrationService -VM (Get-VM -Id $vmId) |
+    Select-Object Id,Name,Enabled,PrimaryOperationalStatus,PrimaryStatusDescription |
+    ConvertTo-Json -Compress
 """)
         return [IntegrationService(str(s.get("Name", "")), bool(s.get("Enabled")),
+                                   _operational(s.get("PrimaryOperationalStatus")),
+                                   str(s.get("Id") or ""),
                                    str(s.get("PrimaryStatusDescription") or ""))
                 for s in ps.as_list(data)]
 
     # -- actions -----------------------------------------------------------------
     def start(self) -> None:
-        self.call("Start-VM", "Start-VM -Name $vmName")
+        self.vm_id()
+        self.call("Start-VM", "Start-VM -VM (Get-VM -Id $vmId)")
 
     def turn_off(self) -> None:
-        """Power off at once (a hung guest, or the end of a run)."""
-        self.call("Stop-VM -TurnOff", "Stop-VM -Name $vmName -TurnOff -Force")
+        """Power off at once (a hung guest, or the end of a run); a VM already off is
+        left alone (Stop-VM would only warn)."""
+        if self.vm_info().state == "Off":
+            return
+        self.call("Stop-VM -TurnOff", "Stop-VM -VM (Get-VM -Id $vmId) -TurnOff -Force")
 
-    def restore(self, checkpoint: str) -> None:
-        self.call("Restore-VMCheckpoint",
-                  "Restore-VMCheckpoint -VMName $vmName -Name $checkpoint -Confirm:$false",
+    def restore(self, checkpoint: str) -> str:
+        """Apply a checkpoint.  A standard checkpoint keeps the memory: the VM is then
+        Saved, and Start-VM would resume the old guest instead of booting, so its
+        saved state is removed.  Returns what was done."""
+        self.vm_id()
+        self.call("Restore-VMCheckpoint", "Get-VMCheckpoint -VM (Get-VM -Id $vmId) -Name "
+                  "$checkpoint | Restore-VMCheckpoint -Confirm:$false",
                   {"checkpoint": checkpoint}, timeout=900)
+        state = self.vm_info().state
+        if state == "Saved":
+            self.call("Remove-VMSavedState", "Remove-VMSavedState -VM (Get-VM -Id $vmId)")
+            return f"restored checkpoint '{checkpoint}' (Saved: its saved state removed)"
+        return f"restored checkpoint '{checkpoint}'"
 
     def set_secure_boot(self, on: bool) -> None:
         """Off, or On with the template Linux guests need: the default template
         (MicrosoftWindows) trusts only Windows' boot loader, so a Linux shim signed
         by Microsoft's UEFI CA would not start."""
+        self.vm_id()
         if on:
-            self.call("Set-VMFirmware", "Set-VMFirmware -VMName $vmName -EnableSecureBoot On "
-                      "-SecureBootTemplate $template",
+            self.call("Set-VMFirmware", "Set-VMFirmware -VM (Get-VM -Id $vmId) "
+                      "-EnableSecureBoot On -SecureBootTemplate $template",
                       {"template": "MicrosoftUEFICertificateAuthority"})
         else:
-            self.call("Set-VMFirmware", "Set-VMFirmware -VMName $vmName -EnableSecureBoot Off")
+            self.call("Set-VMFirmware", "Set-VMFirmware -VM (Get-VM -Id $vmId) "
+                      "-EnableSecureBoot Off")
 
     def first_ipv4(self) -> str | None:
         """The routable IPv4 address the VM reports now, if any (no waiting)."""
@@ -188,14 +272,16 @@ Get-VMIntegrationService -VMName $vmName |
         """COM1 to a named pipe (the VM must be off on some versions; hvlab sets
         it before Start-VM).  Returns the pipe path."""
         pipe = f"\\\\.\\pipe\\{pipe_name(self.vm)}"
-        self.call("Set-VMComPort", "Set-VMComPort -VMName $vmName -Number 1 -Path $pipe",
+        self.vm_id()
+        self.call("Set-VMComPort", "Set-VMComPort -VM (Get-VM -Id $vmId) -Number 1 -Path $pipe",
                   {"pipe": pipe})
         return pipe
 
     def start_serial_reader(self) -> int:
         """Start the detached copier of COM1 into serial_file(); its process id."""
         reader = READER.format(pipe=ps.quote(pipe_name(self.vm)),
-                               file=ps.quote(serial_file(self.vm)))
+                               file=ps.quote(serial_file(self.vm)),
+                               vm_id=ps.quote(self.vm_id()), marker=MARKER)
         data = self.call("serial reader", """\
 New-Item -ItemType Directory -Force -Path $dir | Out-Null
 $p = Invoke-CimMethod -ClassName Win32_Process -MethodName Create `
@@ -215,11 +301,16 @@ Set-Content -LiteralPath $file -Value $null
 
     def read_serial(self) -> bytes:
         """The serial log so far (empty when none was written)."""
+        # ReadAllBytes opens with FileShare.Read and is refused while the reader
+        # holds the file for writing: open it sharing ReadWrite and copy
         data = self.call("serial log", """\
-$item = Get-Item -LiteralPath $file
+$fs = [IO.File]::Open($file, 'Open', 'Read', 'ReadWrite')
+$ms = New-Object IO.MemoryStream
+$fs.CopyTo($ms)
+$fs.Close()
 [pscustomobject]@{
-    Length = $item.Length
-    Data = [Convert]::ToBase64String([IO.File]::ReadAllBytes($file))
+    Length = $ms.Length
+    Data = [Convert]::ToBase64String($ms.ToArray())
 } | ConvertTo-Json -Compress
 """, {"file": serial_file(self.vm)}, timeout=300, logged=False)  # it lands in its own log
         return base64.b64decode(str(data.get("Data") or ""))
@@ -235,6 +326,18 @@ $item = Get-Item -LiteralPath $file
             if time.monotonic() + alive > deadline:
                 raise TimeoutError
             cancel.sleep(alive)
+
+
+def _operational(value: object) -> str:
+    """PrimaryOperationalStatus as ConvertTo-Json gives it (a number; a name when a
+    script cast it) as the English words hvlab reports."""
+    if isinstance(value, int):
+        return OPERATIONAL.get(value, f"status {value}")
+    if value is None:
+        return ""
+    text = str(value)
+    return {"Ok": "OK", "NoContact": "No Contact", "LostCommunication": "Lost Communication"
+            }.get(text, text)
 
 
 def _routable_ipv4(address: str) -> bool:

@@ -24,7 +24,7 @@ from hvlab import cancel
 from hvlab.boot.verify import host_lease
 from hvlab.errors import HvlabError, InfraError
 from hvlab.hosts.base import BootedGuest, CellLog, HostEnv
-from hvlab.hosts.hyperv.client import HypervClient, VmInfo
+from hvlab.hosts.hyperv.client import MARKER, HypervClient, VmInfo
 from hvlab.hosts.machine import hvlab_initrd
 from hvlab.hosts.oneshot import install_and_boot
 from hvlab.hosts.sessions import close_chain, open_session
@@ -91,11 +91,17 @@ class _Vm:
         return f"hard reset (Stop-VM -TurnOff, Start-VM): {after}"
 
     def start(self) -> None:
-        self.started = True
         if self.hv.serial_log:
-            self.client.attach_serial()
-            self.client.start_serial_reader()  # waits for the pipe: nothing is lost
+            if not self.started:  # the host-side log is appended to: empty it per run
+                self.client.clear_serial()
+            self.client.attach_serial()  # the VM is off: Set-VMComPort refuses otherwise
+            self.client.start_serial_reader()  # it retries until the pipe exists
+        self.started = True
         self.client.start()
+
+    def reader_connected(self) -> bool:
+        """The reader left its marker in the log (the pipe was opened)."""
+        return not self.hv.serial_log or any(MARKER in line for line in self.serial_lines())
 
     def serial_lines(self) -> list[str]:
         if not self.hv.serial_log:
@@ -142,12 +148,9 @@ class _Vm:
         how = self.hv.release
         if how == "keep" or not self.started and how == "stop":
             return "kept" if how == "keep" else "not started"
-        info = self.client.vm_info()
-        if info.state != "Off":
-            self.client.turn_off()
+        self.client.turn_off()  # a VM already off is left alone
         if how == "revert" and self.hv.checkpoint:
-            self.client.restore(self.hv.checkpoint)
-            return f"turned off and reverted to checkpoint '{self.hv.checkpoint}'"
+            return f"turned off and {self.client.restore(self.hv.checkpoint)}"
         return "turned off"
 
 
@@ -160,8 +163,7 @@ def _prepare(vm: _Vm, info: VmInfo) -> list[str]:
         notes.append(f"VM was {state}: turned off")
         state = "Off"
     if vm.hv.checkpoint:
-        vm.client.restore(vm.hv.checkpoint)
-        notes.append(f"restored checkpoint '{vm.hv.checkpoint}'")
+        notes.append(vm.client.restore(vm.hv.checkpoint))
     if vm.hv.secure_boot is not None:
         if info.generation != 2:
             notes.append("secure_boot ignored: generation 1 VMs have no Secure Boot")
@@ -201,6 +203,9 @@ def boot_hyperv(env: HostEnv, host: HostSpec, build_dir: Path, cell: CellLog
                 vm.start()
                 guest = vm.wait_guest(win, host.boot_timeout)
                 vm.win = win
+                if not vm.reader_connected():
+                    env.info(f"{host.name}: the serial reader has not connected to COM1's "
+                             "pipe: the console is not captured")
                 vm.default_release = guest.check(["uname", "-r"], timeout=30).strip()
             yield install_and_boot(
                 guest, vm, cell, build_dir, hv.boot_method, hv.keep_kernels,
@@ -231,7 +236,7 @@ def _heartbeat(client: HypervClient, props: dict[str, str], timeout: float = 60)
         props["integration_services"] = ", ".join(
             f"{svc.name}={svc.status or ('disabled' if not svc.enabled else 'none')}"
             for svc in services)
-        beat = next((svc for svc in services if svc.name == "Heartbeat"), None)
+        beat = next((svc for svc in services if svc.is_heartbeat), None)  # by Id
         status = beat.status if beat else "missing"
         if status == "OK" or time.monotonic() - t0 > timeout:
             break

@@ -21,7 +21,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-PREAMBLE = "$ErrorActionPreference = 'Stop'\n$ProgressPreference = 'SilentlyContinue'\n"
+# Warnings (Stop-VM on a VM already off: "WARNING: The virtual machine is already in
+# the specified state") go to stdout with powershell.exe and would break the JSON
+# answer: silenced here, the cmdlet's own -WarningVariable is not needed.
+PREAMBLE = ("$ErrorActionPreference = 'Stop'\n$ProgressPreference = 'SilentlyContinue'\n"
+            "$WarningPreference = 'SilentlyContinue'\n")
 
 # One JSON error record on stderr: message, the cmdlet, the error id.
 CATCH = (
@@ -93,12 +97,16 @@ def parse_error(stderr: str) -> PsError:
     text (``Cmdlet : message`` then ``+ CategoryInfo ...`` lines), else the
     last line.  CLIXML (``#< CLIXML``) is reduced to its error strings."""
     for line in reversed(stderr.splitlines()):
-        line = line.strip()
-        if line.startswith("{") and "hvlab_error" in line:
-            try:
-                data = json.loads(line)
-            except ValueError:
-                continue
+        # PowerShell as sshd's default shell wraps a native command's stderr as an
+        # error record: "powershell : {...}" then "+ CategoryInfo ..." lines
+        start, end = line.find("{"), line.rfind("}")
+        if start < 0 or end < start or "hvlab_error" not in line:
+            continue
+        try:
+            data = json.loads(line[start:end + 1])
+        except ValueError:
+            continue
+        if isinstance(data, dict):
             return PsError(str(data.get("hvlab_error", "")).strip(),
                            str(data.get("command") or ""), str(data.get("id") or ""))
     text = stderr
@@ -118,11 +126,20 @@ def parse_error(stderr: str) -> PsError:
 
 
 def parse_json(stdout: str) -> Any:
-    """The JSON document a script printed (empty output: None)."""
-    text = stdout.strip().lstrip("\ufeff")
-    if not text:
+    """The JSON document a script printed (empty output: None).  Only the last line
+    that is JSON counts: anything a cmdlet wrote before it (a warning another
+    host setting let through) is not the answer."""
+    lines = [line.strip().lstrip("\ufeff") for line in stdout.splitlines() if line.strip()]
+    if not lines:
         return None
-    return json.loads(text)
+    for line in reversed(lines):
+        if line[:1] in "[{" or line in ("null", "true", "false") or line[:1].isdigit() \
+                or line[:1] == '"':
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    return json.loads(lines[-1])  # not JSON: the caller says so
 
 
 def as_list(value: Any) -> list[Any]:

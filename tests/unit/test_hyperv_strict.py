@@ -1,0 +1,201 @@
+"""The hyperv client against a simulator as strict as Windows in the places where
+a first run on a real host breaks (tests/HYPERV_SIMULATOR.md says what each
+behaviour follows).  In process: hvlab's real command lines through the
+simulator's command-line handling, no SSH."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from hvlab.errors import InfraError
+from hvlab.hosts.hyperv import powershell as ps
+from hvlab.hosts.hyperv.client import MARKER, READER, HypervClient, PowerShellError, serial_file
+from hvlab.hosts.hyperv.flow import _heartbeat
+from hvlab.results import Status
+from tests import hyperv_sim as sim
+from tests.unit.test_powershell import _SimSession, run
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    vm = sim.new_vm("/k", "/i", "10.9.9.2", "", "hvlab-ready", generation=2)
+    vm["checkpoints"] = {"clean": {"kernel": "/k", "initrd": "/i"}}
+    (tmp_path / "state.json").write_text(json.dumps({
+        "host": {"build": "20348", "caption": "Microsoft Windows Server 2022", "hyperv": "2.0"},
+        "vms": {"vm1": vm}}))
+    return tmp_path
+
+
+def edit(state: Path, change) -> None:  # type: ignore[no-untyped-def]
+    s = sim.State(state)
+    change(s.data)
+    s.save()
+    s.lock.close()
+
+
+def client(state: Path, vm: str = "vm1", log: Path | None = None) -> HypervClient:
+    return HypervClient(_SimSession(state), "win", vm, log)  # type: ignore[arg-type]
+
+
+def running(state: Path, console: str = "") -> None:
+    """The VM runs (this process stands in for QEMU) with ``console`` on COM1."""
+    def up(d: dict) -> None:  # type: ignore[type-arg]
+        d["vms"]["vm1"].update(state="Running", pid=os.getpid())
+    edit(state, up)
+    folder = state / "vms" / "vm1"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "com1.out").write_text(console)
+
+
+# 1 -- the serial log is read while the detached reader holds it open for writing
+def test_serial_log_is_read_while_the_reader_writes_it(state: Path) -> None:
+    target = sim.State(state).path(serial_file("vm1"))
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"Linux version 6.1\r\n")
+    target.with_name(target.name + ".writer").write_text(str(os.getpid()))  # held open
+    # as Windows: ReadAllBytes (FileShare.Read) is refused while another process writes
+    _o, err, code = run(state, "", raw=ps.script(
+        "[Convert]::ToBase64String([IO.File]::ReadAllBytes($f))", {"f": serial_file("vm1")}))
+    assert code == 1 and "being used by another process" in err
+    assert client(state).read_serial() == b"Linux version 6.1\r\n"
+
+
+# 2 -- the reader reconnects after every end of file, in short attempts, and says so
+def test_the_reader_reconnects_until_the_vm_is_off_and_leaves_a_marker() -> None:
+    text = READER.format(pipe="'hvlab-vm1'", file=ps.quote(serial_file("vm1")),
+                         vm_id="'id'", marker=MARKER)
+    assert sim.reader_shape(text) == (True, MARKER)
+    one_shot = ("$pipe = New-Object System.IO.Pipes.NamedPipeClientStream('.', 'p', 'In')\n"
+                "$pipe.Connect(120000)\n$out = [System.IO.File]::Open('C:\\x', 'Append', "
+                "'Write', 'ReadWrite')\n$out.Flush()\n")
+    assert sim.reader_shape(one_shot) == (False, "")  # it stops at the first end of file
+
+
+def test_the_simulated_pipe_follows_each_run_and_a_one_shot_reader_stops(
+        tmp_path: Path) -> None:
+    root = tmp_path
+    folder = root / "vms" / "vm1"
+    folder.mkdir(parents=True)
+    (folder / "com1.1.out").write_text("Linux version A\n")
+    (folder / "com1.1.closed").write_text("0")
+    (folder / "com1.2.out").write_text("Linux version B\n")
+    (folder / "com1.2.closed").write_text("0")
+    (root / "state.json").write_text(json.dumps({"vms": {"vm1": {"pid": os.getpid(),
+                                                                  "state": "Running"}}}))
+    once, again = tmp_path / "once.log", tmp_path / "again.log"
+    sim.copy_serial(root, "vm1", once, False, "")
+    assert once.read_text() == "Linux version A\n"  # ended with the first run
+    (root / "state.json").write_text(json.dumps({"vms": {"vm1": {"pid": os.getpid(),
+                                                                  "state": "Off"}}}))
+    sim.copy_serial(root, "vm1", again, True, MARKER)
+    text = again.read_text()
+    assert "Linux version A" in text and "Linux version B" in text
+    assert text.count(MARKER) == 2
+    assert not once.with_name("once.log.writer").exists()  # the file is released
+
+
+# 3 -- warnings on stdout do not break the answer; a VM already off is left alone
+def test_warnings_on_stdout_do_not_break_the_json_answer(state: Path, tmp_path: Path) -> None:
+    log = tmp_path / "hv.log"
+    c = client(state, log=log)
+    c.vm_id()
+    out, _e, _c = run(state, "", raw="$vmName = 'vm1'\nStop-VM -Name $vmName -TurnOff\n"
+                      "[pscustomobject]@{A = 1} | ConvertTo-Json -Compress\n")
+    assert out.startswith("WARNING: The virtual machine is already in the specified state.")
+    assert ps.parse_json(out) == {"A": 1}  # the JSON line, not the warning
+    answer = c.call("both", "Stop-VM -VM (Get-VM -Id $vmId) -TurnOff -Force\n"
+                    "[pscustomobject]@{A = 1} | ConvertTo-Json -Compress")
+    assert answer == {"A": 1}  # $WarningPreference silences it
+    c.turn_off()  # already off: not even asked
+    stops = [x for x in sim.State(state).data["calls"] if x["cmdlet"] == "Stop-VM"]
+    assert len(stops) == 2  # the raw script's and the "both" call's, not turn_off's
+
+
+# 4 -- a standard checkpoint restores to Saved: its saved state is removed
+def test_a_restored_standard_checkpoint_does_not_resume_the_old_guest(state: Path) -> None:
+    note = client(state).restore("clean")
+    data = sim.State(state).data
+    assert data["vms"]["vm1"]["state"] == "Off"
+    assert "saved state removed" in note
+    assert [x["cmdlet"] for x in data["calls"]][-2:] == ["Get-VM", "Remove-VMSavedState"]
+    _o, err, code = run(state, "", raw=ps.script(  # the simulator: Saved, as Windows
+        "Get-VMCheckpoint -VM (Get-VM -Name $vmName) -Name 'clean' | "
+        "Restore-VMCheckpoint -Confirm:$false\n"
+        "Set-VMComPort -VM (Get-VM -Name $vmName) -Number 1 -Path '\\\\.\\pipe\\x'",
+        {"vmName": "vm1"}))
+    assert code == 1 and "current state" in err  # Saved: the COM port cannot change
+    assert sim.State(state).data["vms"]["vm1"]["state"] == "Saved"
+
+
+# 5 -- VM names are wildcards and need not be unique: resolved once to one Id
+def test_a_name_shared_by_two_vms_is_refused_before_anything_is_done(state: Path) -> None:
+    def twin(d: dict) -> None:  # type: ignore[type-arg]
+        d["vms"]["vm1-copy"] = dict(d["vms"]["vm1"], id="aaaa-twin", name="vm1")
+    edit(state, twin)
+    with pytest.raises(InfraError, match="'vm1' names 2 VMs"):
+        client(state).vm_info()
+    with pytest.raises(InfraError, match="names 2 VMs"):
+        client(state, "vm*").start()
+    assert not [x for x in sim.State(state).data.get("touched", [])
+                if x["cmdlet"] != "Get-VM"]  # nothing but Get-VM reached a VM
+    out, _e, _c = run(state, "@(Get-VM -Name $vmName) | ConvertTo-Json -Compress",
+                      {"vmName": "vm?"})
+    assert len(json.loads(out)) == 2  # as Windows: the wildcard matches both
+
+
+def test_every_action_names_the_vm_by_its_id(state: Path) -> None:
+    c = client(state)
+    c.set_secure_boot(False)
+    c.attach_serial()
+    c.start()
+    scripts = (state / "scripts.log").read_text() if (state / "scripts.log").exists() else ""
+    calls = sim.State(state).data["calls"]
+    acting = [x for x in calls if x["cmdlet"] in ("Start-VM", "Set-VMFirmware",
+                                                  "Set-VMComPort")]
+    assert acting and all("name" not in x["params"] and "vmname" not in x["params"]
+                          for x in acting), acting
+    assert "Get-VM -Name" not in scripts.replace("@(Get-VM -Name", "")
+    sim.cleanup(state)
+
+
+# 6 -- PowerShell as the SSH default shell wraps stderr lines
+def test_the_error_record_is_found_when_powershell_is_the_default_shell(state: Path) -> None:
+    edit(state, lambda d: d["host"].update(default_shell="powershell"))
+    with pytest.raises(PowerShellError) as err:
+        client(state, "no-such-vm").vm_info()
+    assert err.value.error.describe() == \
+        'Get-VM: Hyper-V was unable to find a virtual machine with name "no-such-vm".'
+    line = ('powershell : {"hvlab_error":"boom","command":"Start-VM","id":"X"}\r\n'
+            "    + CategoryInfo          : NotSpecified: (:String) [], RemoteException\r\n")
+    assert ps.parse_error(line).describe() == "Start-VM: boom"
+
+
+# 7 -- localised hosts: heartbeat by the service's Id and the status enum
+def test_heartbeat_on_a_localised_host_and_lost_communication(state: Path) -> None:
+    edit(state, lambda d: d["host"].update(language="de-DE"))
+    running(state, "Linux version 6.1\nhvlab-ready\n")
+    c = client(state)
+    services = c.integration_services()
+    assert "Takt" in {s.name for s in services}  # no "Heartbeat" on this host
+    props: dict[str, str] = {}
+    case = _heartbeat(c, props, timeout=0)
+    assert case.status is Status.PASS, case.message
+    edit(state, lambda d: d["vms"]["vm1"].update(heartbeat="lost"))
+    lost = _heartbeat(c, props, timeout=0)
+    assert lost.status is Status.FAIL and "'Lost Communication'" in lost.message
+    assert "Takt=Lost Communication" in props["integration_services"]
+
+
+def test_the_simulator_refuses_com_port_and_firmware_changes_while_running(
+        state: Path) -> None:
+    running(state)
+    for body in ("Set-VMComPort -VMName $vmName -Number 1 -Path '\\\\.\\pipe\\x'",
+                 "Set-VMFirmware -VMName $vmName -EnableSecureBoot Off"):
+        _o, err, code = run(state, body, {"vmName": "vm1"})
+        assert code == 1 and "current state" in err, body
