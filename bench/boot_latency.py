@@ -23,7 +23,8 @@ import paramiko
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hvlab.boot import guest_image
-from hvlab.boot.verify import BootTarget, boot_qemu
+from hvlab.boot.verify import BootTarget
+from hvlab.hosts.qemu import boot_qemu
 from hvlab.hosts.qemu_guest import QemuGuest, free_port
 from hvlab.model import HostSpec, QemuHost
 from hvlab.workspace import Workspace

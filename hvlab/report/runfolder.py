@@ -168,7 +168,7 @@ class RunFolder:
                 {"stage": r.stage.name, "kernel": r.kernel, "host": r.host,
                  "status": r.stage.status.value, "duration_s": round(r.stage.duration, 3),
                  "log": str(r.stage.log_path) if r.stage.log_path else None,
-                 "properties": dict(r.stage.properties),
+                 "properties": dict(r.stage.properties), "cached": r.stage.cached,
                  "cases": [_case_meta(c) for c in r.stage.cases]}
                 for r in self.recorded
             ],

@@ -21,7 +21,7 @@ def test_boot_hyperv_sample_build_in_local_qemu(real_env: Env) -> None:
     assert status(cases["boot: local-qemu"]) == "pass"
     release = cases["kernel release"].system_out.strip()
     meta = json.loads((real_env.latest / "metadata.json").read_text())
-    build = real_env.kernels / "builds" / meta["properties"]["build_id"]
+    build = real_env.kernels / "builds" / meta["cells"][0]["facts"]["build_id"]
     assert release == (build / "kernelrelease").read_text().strip()
     assert not [n for n in cases if n.startswith(("console:", "dmesg:"))], list(cases)
 
