@@ -241,6 +241,8 @@ class Interp:
         if t.startswith("(") and t.endswith(")"):
             found = self.pipeline(t[1:-1])
             return found[0] if len(found) == 1 else Many(found)
+        if t == "[DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()":
+            return int(time.time() * 1000) + int(self.state.data["host"].get("clock_skew_ms", 0))
         m = re.fullmatch(r"\[IO\.File\]::Open\((.*)\)", t)
         if m:
             args = [self.expr(a) for a in split_top(m.group(1), ",")]

@@ -71,7 +71,7 @@ class _Machine:
             return f"power_cycle failed (exit {done.returncode})"
         return "power-cycled back to the default kernel"
 
-    def after_boot(self) -> list[TestCase]:
+    def after_boot(self, session: SshSession) -> list[TestCase]:
         return []
 
     def address(self) -> str | None:

@@ -232,7 +232,7 @@ class Machine(Protocol):
         """The new kernel never answered: bring the machine back on its default
         kernel (hard reset, power cycle); says what happened."""
 
-    def after_boot(self) -> list[TestCase]:
+    def after_boot(self, session: SshSession) -> list[TestCase]:
         """Checks the host side makes once the new kernel answered."""
 
     def address(self) -> str | None:
@@ -286,7 +286,7 @@ def install_and_boot(session: SshSession, machine: Machine, cell: CellLog, build
                                          cell.logs / f"dmesg-{machine.name}.log")
         cases = [TestCase(f"boot: {machine.name}", Status.PASS,
                           output=f"SSH answered with a new boot_id after {waited:.1f} s",
-                          duration=waited, log_path=log), *verified, *machine.after_boot()]
+                          duration=waited, log_path=log), *verified, *machine.after_boot(session)]
         stage = StageResult.from_cases("boot", cases, time.monotonic() - t0, log, properties={
             **machine.properties, "kernel_release": booted, "expected_release": release})
     cell.record(stage)

@@ -199,3 +199,31 @@ def test_the_simulator_refuses_com_port_and_firmware_changes_while_running(
                  "Set-VMFirmware -VMName $vmName -EnableSecureBoot Off"):
         _o, err, code = run(state, body, {"vmName": "vm1"})
         assert code == 1 and "current state" in err, body
+
+
+class _Guest:
+    """The guest's side of the time check: its own clock, ``skew`` seconds off."""
+
+    def __init__(self, skew: float = 0.0, text: str = "") -> None:
+        self.skew, self.text = skew, text
+
+    def run(self, argv: list[str], timeout: float = 0) -> object:
+        import time
+
+        from hvlab.ssh import RemoteResult
+
+        out = self.text or f"{time.time() + self.skew:.6f}\n"
+        return RemoteResult(tuple(argv), 0, 0.0, out, "", stdout=out)
+
+
+def test_time_sync_against_the_windows_host_clock(state: Path) -> None:
+    from hvlab.hosts.hyperv.flow import _time_sync
+
+    c = client(state)
+    ok = _time_sync(c, _Guest())  # type: ignore[arg-type]
+    assert ok.status is Status.PASS and abs(float(ok.properties["time_offset_s"])) < 1
+    edit(state, lambda d: d["host"].update(clock_skew_ms=-30000))  # the host is 30 s behind
+    late = _time_sync(c, _Guest())  # type: ignore[arg-type]
+    assert late.status is Status.FAIL and "+30." in late.message
+    coarse = _time_sync(c, _Guest(text="1700000000.%N\n"))  # busybox without %N
+    assert coarse.status is Status.FAIL  # its clock is 2023: far from the host's

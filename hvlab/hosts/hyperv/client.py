@@ -264,6 +264,13 @@ Get-VMIntegrationService -VM (Get-VM -Id $vmId) |
             self.call("Set-VMFirmware", "Set-VMFirmware -VM (Get-VM -Id $vmId) "
                       "-EnableSecureBoot Off")
 
+    def host_time_ms(self) -> int:
+        """The Windows host's clock, in milliseconds since the epoch (UTC)."""
+        data = self.call("host time", "[pscustomobject]@{Ms = "
+                         "[DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()} | "
+                         "ConvertTo-Json -Compress", timeout=60)
+        return int(data["Ms"])
+
     def first_ipv4(self) -> str | None:
         """The routable IPv4 address the VM reports now, if any (no waiting)."""
         return next((a for a in self.addresses() if _routable_ipv4(a)), None)

@@ -61,8 +61,8 @@ class _Vm:
     def console_lines(self) -> list[str]:
         return self.serial_lines()
 
-    def after_boot(self) -> list[TestCase]:
-        return [_heartbeat(self.client, self.properties)]
+    def after_boot(self, session: SshSession) -> list[TestCase]:
+        return [_heartbeat(self.client, self.properties), _time_sync(self.client, session)]
 
     def address(self) -> str | None:
         """Get-VMNetworkAdapter's address now (a failed query is no address)."""
@@ -225,6 +225,33 @@ def boot_hyperv(env: HostEnv, host: HostSpec, build_dir: Path, cell: CellLog
                     raise
             finally:
                 close_chain(win)
+
+
+TIME_SYNC_LIMIT = 2.0  # seconds between the guest's clock and the host's
+
+
+def _time_sync(client: HypervClient, guest: SshSession) -> TestCase:
+    """The guest's clock against the Windows host's (hv_utils' time sync keeps
+    them together), each read timed so the round trips cancel out."""
+    name = "integration: time sync"
+    t0 = time.time()
+    host_ms = client.host_time_ms()
+    t1 = time.time()
+    r = guest.run(["date", "+%s.%N"], timeout=30)
+    t2 = time.time()
+    text = r.output.strip()
+    try:
+        guest_s = float(text) if "%N" not in text else float(text.split(".")[0])
+    except ValueError:
+        return TestCase(name, Status.ERROR, f"the guest's date answered {text[:80]!r}")
+    # each clock as read at the middle of its own call, against our clock
+    offset = (guest_s - (t1 + t2) / 2) - (host_ms / 1000 - (t0 + t1) / 2)
+    detail = f"guest clock {offset:+.3f} s from the host's"
+    if abs(offset) > TIME_SYNC_LIMIT:
+        return TestCase(name, Status.FAIL, f"{detail} (more than {TIME_SYNC_LIMIT:.0f} s: "
+                        "is the time sync integration service on, and hv_utils loaded?)")
+    return TestCase(name, Status.PASS, output=detail + "\n",
+                    properties={"time_offset_s": f"{offset:.3f}"})
 
 
 def _heartbeat(client: HypervClient, props: dict[str, str], timeout: float = 60) -> TestCase:
