@@ -94,10 +94,18 @@ class Capture:
         return self.folder / "root"
 
     def _path(self, rel: str) -> Path:
+        """``rel`` inside root/.  A guest's symlinks are data: a path through one
+        (a directory of the capture that is a link) is not followed, so nothing
+        outside the capture is ever read; such a path reads as missing."""
         parts = PurePosixPath(rel.lstrip("/")).parts
         if ".." in parts:
             raise ValueError(f"not a guest path: {rel}")
-        return self.root.joinpath(*parts)
+        path = self.root
+        for part in parts[:-1]:
+            path = path / part
+            if path.is_symlink():
+                return self.root / ".hvlab-through-a-symlink" / "missing"
+        return path / parts[-1] if parts else path
 
     def read_bytes(self, rel: str) -> bytes | None:
         """A guest file's bytes, or None when the capture does not have it."""
@@ -146,11 +154,36 @@ class Capture:
 
 
 def unpack(archive: Path, into: Path) -> Path:
-    """A ``.tar.gz`` capture unpacked into ``into`` (members that would leave the
-    folder, devices and such refused by tarfile's data filter); its folder."""
+    """A ``.tar.gz`` capture unpacked into ``into``; its folder.  Members must be
+    files, folders or symlinks at relative paths without '..'; symlinks are kept
+    as the guest had them (sysfs links point up and out of a capture's root: they
+    are read with readlink and never followed, see Capture._path)."""
     try:
         with tarfile.open(archive, "r:gz") as tf:
-            tf.extractall(into, filter="data")
+            for m in tf:
+                parts = [x for x in m.name.split("/") if x not in ("", ".")]
+                if m.name.startswith("/") or ".." in parts or not (
+                        m.isreg() or m.isdir() or m.issym()):
+                    raise UserError(f"{archive}: not a readable capture archive: member "
+                                    f"{m.name!r} is not a file, folder or symlink inside it")
+                if not parts:
+                    continue
+                dest = into.joinpath(*parts)
+                if any(p.is_symlink() for p in (dest, *dest.parents) if into in p.parents):
+                    raise UserError(f"{archive}: not a readable capture archive: member "
+                                    f"{m.name!r} goes through a symlink")
+                if m.isdir():
+                    dest.mkdir(parents=True, exist_ok=True)
+                elif m.issym():
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    os.symlink(m.linkname, dest)
+                else:
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    src = tf.extractfile(m)
+                    if src is None:
+                        continue
+                    with dest.open("wb") as out:
+                        shutil.copyfileobj(src, out)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise UserError(f"{archive}: not a readable capture archive: {exc}") from None
     found = [p.parent for p in into.rglob("dmesg.txt")]

@@ -189,3 +189,21 @@ def test_reload_verdicts() -> None:
     enodev = modules.parse_reload("step modprobe 1 modprobe: ERROR: No such device\n")
     assert modules.judge_reload(modules.Module("hv_utils", "loadable"), enodev, False,
                                 []).status is Status.PASS
+
+
+def test_sysfs_links_that_point_out_of_the_capture_are_kept_and_never_followed(
+        tmp_path: Path) -> None:
+    """A real guest's driver links are relative to the deep /sys/devices path: in a
+    capture they point out of root/.  They unpack as they are, are read with
+    readlink, and a path through a link reads as missing (never the host's)."""
+    folder = C.write(C.AZURE_GEN2, tmp_path / "a")
+    dev = folder / "root/sys/bus/vmbus/devices" / C._id(1) / "driver"
+    dev.unlink()
+    dev.symlink_to("../../../../../../../bus/vmbus/drivers/hv_netvsc")  # as on a guest
+    (folder / "root/proc/self").symlink_to("/proc/self")  # a hostile one
+    pack(folder, tmp_path / "a.tar.gz")
+    cap = open_capture(tmp_path / "a.tar.gz", tmp_path)
+    assert cap.link(f"sys/bus/vmbus/devices/{C._id(1)}/driver").endswith("/hv_netvsc")
+    assert cap.read("proc/self/status") is None and cap.listdir("proc/self") is None
+    cases = judge(cap.folder, "hyperv-drivers")
+    assert cases[f"hyperv-drivers/vmbus: network {C._id(1)}"].status is Status.PASS
