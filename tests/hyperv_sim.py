@@ -223,6 +223,9 @@ class Interp:
     # expressions
     def expr(self, text: str) -> Any:
         t = text.strip()
+        parts = split_top(t, "+")
+        if len(parts) > 1:  # string concatenation
+            return "".join(str(self.expr(p)) for p in parts)
         if t.startswith("'") and t.endswith("'") and len(t) >= 2:
             inner = t[1:-1]
             if re.search(r"(?<!')'(?!')", inner.replace("''", "")):
@@ -241,6 +244,10 @@ class Interp:
         if t.startswith("(") and t.endswith(")"):
             found = self.pipeline(t[1:-1])
             return found[0] if len(found) == 1 else Many(found)
+        m = re.fullmatch(r"\[Convert\]::ToBase64String\(\[Text\.Encoding\]::Unicode\."
+                         r"GetBytes\((.*)\)\)", t)
+        if m:
+            return base64.b64encode(str(self.expr(m.group(1))).encode("utf-16-le")).decode()
         if t == "[DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()":
             return int(time.time() * 1000) + int(self.state.data["host"].get("clock_skew_ms", 0))
         m = re.fullmatch(r"\[IO\.File\]::Open\((.*)\)", t)
@@ -293,7 +300,7 @@ class Interp:
 
     # statements
     def statement(self, line: str) -> None:
-        m = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)", line)
+        m = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)", line, re.S)
         if m:
             if m.group(2).strip() == "$_":
                 self.vars[m.group(1)] = self.vars.get("_")
@@ -932,7 +939,13 @@ def logical_lines(script: str) -> list[str]:
     backtick, and inside an open ``@{`` (whose lines are entries)."""
     out: list[str] = []
     pending = ""
+    literal = ""  # a single-quoted literal that goes on over several lines
     for raw in script.replace("\r\n", "\n").split("\n"):
+        if literal or _open_quote(raw):
+            literal = f"{literal}\n{raw}" if literal else raw
+            if _open_quote(literal):
+                continue
+            raw, literal = literal, ""
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -947,9 +960,17 @@ def logical_lines(script: str) -> list[str]:
             pending = line
         else:
             out.append(line)
+    if literal:
+        raise PsFailure("The string is missing the terminator: '.", "",
+                        "TerminatorExpectedAtEndOfString", "ParserError")
     if pending:
         out.append(pending)
     return out
+
+
+def _open_quote(text: str) -> bool:
+    """Whether ``text`` ends inside a single-quoted literal ('' is a quote in it)."""
+    return text.replace("''", "").count("'") % 2 == 1
 
 
 def _open_braces(line: str) -> int:
@@ -1051,6 +1072,10 @@ def serve(root: Path, command: str) -> int:
                          "encoded.\r\n")
         return 1
     state = State(root)
+    if state.data["host"].get("default_shell") != "powershell" and len(command) > 8191:
+        state.lock.close()  # cmd.exe, Windows OpenSSH's default shell, takes no more
+        sys.stderr.write("The command line is too long.\r\n")
+        return 1
     try:
         (root / "scripts.log").open("a").write(f"--- {time.time():.3f}\n{script}\n")
         stdout, stderr, code = run_script(state, script)

@@ -20,12 +20,14 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from hvlab.boot import cpio
 from hvlab.errors import InfraError
+from hvlab.locks import FileLock
 from hvlab.proc import capture, require_tool
 from hvlab.workspace import Workspace
 
@@ -162,7 +164,7 @@ def base_entries(binaries: dict[str, str], host_key: Path, client_pub: Path) -> 
                   0o600))
     add(cpio.file("etc/nsswitch.conf", b"passwd: files\ngroup: files\nshadow: files\n"))
     add(cpio.file("etc/hostname", b"hvlab-guest\n"))
-    add(cpio.file("etc/hvlab-guest", f"{IMAGE_FORMAT}\n".encode()))  # hosts/sshhost.py checks it
+    add(cpio.file("etc/hvlab-guest", f"{IMAGE_FORMAT}\n".encode()))  # hosts/oneshot.py checks it
     return [entries[k] for k in sorted(entries)]
 
 
@@ -190,6 +192,12 @@ def build_image(ws: Workspace, force: bool = False) -> GuestImage:
         for lib in _libraries(host):
             binaries[lib] = os.path.realpath(lib)
     folder = ws.kernels / "images" / f"base-{_inputs_digest(binaries.values())}"
+    # hosts boot in parallel: one builds the image, the others then find it made
+    with FileLock(ws.locks / "guest-image.lock", "the guest image", timeout=600, wait=True):
+        return _build_locked(folder, binaries, force)
+
+
+def _build_locked(folder: Path, binaries: dict[str, str], force: bool) -> GuestImage:
     image = folder / "initramfs.cpio.gz"
     meta = folder / "image.json"
     if image.is_file() and meta.is_file() and not force:
@@ -276,9 +284,14 @@ def modules_from_tree(root: Path, release: str, wanted: Iterable[str]) -> list[c
     return entries
 
 
+def _tmp(target: Path) -> Path:
+    """A temporary name beside ``target`` no other writer (process or thread) uses."""
+    return target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+
+
 def write_modules_archive(entries: list[cpio.Entry], target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
+    tmp = _tmp(target)
     buf = io.BytesIO()
     cpio.write(buf, entries)
     tmp.write_bytes(gzip.compress(buf.getvalue(), 1, mtime=0))
@@ -289,7 +302,7 @@ def write_modules_archive(entries: list[cpio.Entry], target: Path) -> Path:
 def write_modules_tarball(entries: list[cpio.Entry], target: Path) -> Path:
     """The same modules as a build's modules.tar.gz (for installing on a host)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
+    tmp = _tmp(target)
     with tarfile.open(tmp, "w:gz", compresslevel=1) as tf:
         for e in entries:
             info = tarfile.TarInfo(e.path)

@@ -76,7 +76,9 @@ class BootedGuest:
 
     @property
     def facts(self) -> dict[str, str]:
-        return {"kernel_release": self.release or self.expected}
+        """The booted release (none when the guest never answered: the build's
+        own release stays the cell's)."""
+        return {"kernel_release": self.release} if self.release else {}
 
 
 class Host(Protocol):

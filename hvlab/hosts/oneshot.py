@@ -56,6 +56,12 @@ def install(session: SshSession, name: str, boot_method: str, keep_kernels: int,
             # kexec-tools loads such a bzImage without complaint and it dies silently
             raise UserError(f"host {name}: booting by kexec needs a relocatable kernel: "
                             "add CONFIG_RELOCATABLE=y to a fragment, or use boot_method: grub")
+    listed = _installed(session)
+    if release not in listed and session.run(["test", "-e", f"/boot/vmlinuz-{release}"],
+                                             timeout=30).ok:
+        raise UserError(f"host {name}: /boot/vmlinuz-{release} is there and hvlab did not "
+                        "install it (a distro kernel?): refusing to overwrite it; give the "
+                        "build another release (CONFIG_LOCALVERSION) or boot it elsewhere")
     # Best effort: an initramfs root has no mount entry and df cannot size it;
     # a real ENOSPC during the upload is still reported below.
     df = session.run(["df", "-Pk", "/boot"], timeout=30, log=log)
@@ -112,18 +118,28 @@ def _stream_modules(session: SshSession, tarball: Path, log: Path) -> None:
                          f"{result.stderr.strip()[-300:]}")
 
 
+def _installed(session: SshSession) -> list[str]:
+    """The releases hvlab installed on this machine (its marker file), oldest first."""
+    if not session.run(["test", "-f", MARKER], timeout=30).ok:
+        return []
+    return session.run(["cat", MARKER], timeout=30).output.split()
+
+
 def _record_and_prune(session: SshSession, release: str, keep: int, log: Path) -> None:
-    """Remember what hvlab installed; remove the oldest beyond ``keep``."""
-    listed = session.run(["cat", MARKER], timeout=30).output.split() \
-        if session.run(["test", "-f", MARKER], timeout=30).ok else []
-    releases = [r for r in listed if r != release] + [release]
+    """Remember what hvlab installed; remove the oldest beyond ``keep``.  Only
+    releases hvlab installed itself are ever removed, never the running one."""
+    running = session.run(["uname", "-r"], timeout=30).output.strip()
+    releases = [r for r in _installed(session) if r != release] + [release]
     while len(releases) > keep:
         old = releases.pop(0)
+        if old == running:
+            releases.insert(0, old)
+            break
         session.run(["rm", "-rf", f"/boot/vmlinuz-{old}", f"/boot/System.map-{old}",
                      f"/boot/config-{old}", f"/boot/initrd.img-{old}",
                      f"/boot/initramfs-{old}.img", f"/lib/modules/{old}"], timeout=120, log=log)
-    session.run(["sh", "-c", f"printf '%s\\n' {' '.join(map(shlex.quote, releases))} > {MARKER}"],
-                timeout=30, log=log)
+    session.run(["tee", MARKER], timeout=30, log=log,
+                stdin="".join(f"{r}\n" for r in releases).encode())
 
 
 def boot_id(session: SshSession) -> str:

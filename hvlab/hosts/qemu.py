@@ -190,9 +190,13 @@ def _watch_boot(host: HostSpec, target: BootTarget, workdir: Path,
                                   + console.tail(lines), duration=waited, log_path=log))
         elif not guest.alive():
             reason = guest.exit_reason()
-            msg = "QEMU exited during boot" + (f": {reason}" if reason else "")
-            cases.append(TestCase(f"boot: {host.name}", Status.FAIL, msg,
-                                  output=console.tail(lines), duration=waited, log_path=log))
+            started = any("Linux version" in line for line in lines)
+            msg = ("QEMU exited during boot" if started else
+                   "QEMU exited before the kernel started") + (f": {reason}" if reason else "")
+            # no banner: QEMU itself failed (its arguments, a port), not the kernel
+            cases.append(TestCase(f"boot: {host.name}", Status.FAIL if started else Status.ERROR,
+                                  msg, output=console.tail(lines), duration=waited,
+                                  log_path=log))
         else:
             msg = (f"no SSH within boot_timeout ({host.boot_timeout} s); "
                    "QEMU stopped; last 100 console lines attached")

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from hvlab.errors import InfraError
 from hvlab.model import HostSpec, QemuHost, SshEndpoint
 from hvlab.proc import require_tool
 from hvlab.ssh import SshSession
@@ -207,10 +206,6 @@ class QemuGuest(GuestFiles):
             return True
         except OSError:
             return False
-
-    def hard_reset(self) -> None:
-        if not self._qmp("system_reset"):
-            raise InfraError(f"host {self.host.name}: QMP system_reset failed")
 
     def stop(self) -> None:
         """Power off hard (QMP quit), then make sure the process group is gone."""

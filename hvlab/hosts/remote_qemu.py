@@ -52,7 +52,10 @@ class RemoteQemuGuest(GuestFiles):
                     "-D", f"{self.rdir}/qemu.log"]
             result = r.run(argv, timeout=60)
             if result.ok:
-                self.pid = r.check(["cat", f"{self.rdir}/qemu.pid"], timeout=30).strip()
+                pid = r.check(["cat", f"{self.rdir}/qemu.pid"], timeout=30).strip()
+                if not pid.isdigit():
+                    raise InfraError(f"host {r.name}: QEMU's pid file holds {pid[:40]!r}")
+                self.pid = pid
                 self.started = time.monotonic()
                 return
             if "host forwarding" not in result.output:

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from hvlab.bulk import gc_paused
@@ -32,7 +32,6 @@ class Recorded:
     stage: StageResult
     kernel: str
     host: str
-    extra: Mapping[str, str] = field(default_factory=dict)
     ended: float = 0.0  # time.time() when it was recorded
 
     @property
@@ -61,7 +60,7 @@ class RunFolder:
         # that cell carries them ("local" = the cell's build, else that host's stages)
         self._facts: dict[tuple[str, str], dict[str, str]] = {}
         self.info: dict[str, str] = {}  # facts of the run as a whole (import source, ...)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by finish(), which holds it throughout
         self.known: dict[tuple[str, str], str] = {}  # failing cases known failures cover
         self.classes: dict[tuple[str, str], Class] | None = None  # vs a baseline, if compared
 
@@ -69,6 +68,14 @@ class RunFolder:
         path = self.logs / f"{name}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    def cell_logs(self, label: str, host: str) -> Path:
+        """logs/ for a single cell (a kernel name), logs/<cell>@<host>/ in a matrix."""
+        if "+" not in label:
+            return self.logs
+        folder = self.logs / f"{label}@{host}".replace("/", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def attach(self, label: str, host: str, facts: Mapping[str, str]) -> None:
         with self._lock:
@@ -88,10 +95,9 @@ class RunFolder:
             if (stage, label, host) not in self.planned:
                 self.planned.append((stage, label, host))
 
-    def add(self, stage: StageResult, label: str, host: str = "local",
-            extra: Mapping[str, str] | None = None) -> StageResult:
+    def add(self, stage: StageResult, label: str, host: str = "local") -> StageResult:
         with self._lock:
-            self.recorded.append(Recorded(stage, label, host, dict(extra or {}), time.time()))
+            self.recorded.append(Recorded(stage, label, host, time.time()))
         return stage
 
     def case_results(self) -> dict[tuple[str, str], CaseResult]:
@@ -138,7 +144,7 @@ class RunFolder:
         out = []
         cells = any("+" in r.kernel for r in self.recorded)
         for r in self.recorded + self._missing_stages():
-            extra = {**self.facts_of(r.kernel, r.host), **r.extra}
+            extra = self.facts_of(r.kernel, r.host)
             suite = junit.suite_from_stage(r.stage, r.kernel, r.host, extra, r.timestamp)
             if cells:  # a matrix: the cell names the suite too (hosts repeat across cells)
                 suite = dataclasses.replace(suite, name=f"{r.kernel}/{suite.name}")
@@ -146,7 +152,9 @@ class RunFolder:
         return out
 
     def finish(self, exit_code: int, error: str | None = None) -> Path:
-        with gc_paused():  # a row per case in junit.xml, metadata.json and the summaries
+        # the lock: a host thread still finishing after an interrupt cannot add to
+        # what is being written
+        with self._lock, gc_paused():  # a row per case in junit.xml, metadata.json, summaries
             return self._finish(exit_code, error)
 
     def _finish(self, exit_code: int, error: str | None) -> Path:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hvlab.boot import console
-from hvlab.errors import InfraError
+from hvlab.errors import InfraError, UserError
 from hvlab.results import Status, TestCase
 from hvlab.ssh import RemoteResult, SshSession
 from hvlab.suites import checks, hvchecks, ktap, modules
@@ -87,7 +87,10 @@ def take_capture(session: SshSession, workdir: Path, host: str, log: Path) -> Ca
         session.get_file(remote, archive)
     finally:
         session.run(["rm", "-f", remote], timeout=30)
-    return Capture(unpack(archive, workdir / f"capture-{host}-{n}"), live=True)
+    try:
+        return Capture(unpack(archive, workdir / f"capture-{host}-{n}"), live=True)
+    except UserError as exc:  # the guest's own capture: the machinery, not the input
+        raise InfraError(f"host {host}: {exc}") from None
 
 
 BIG = 16 << 20  # what a collector may print (dmesg, KTAP) and still be judged whole
@@ -319,6 +322,19 @@ echo "ok $n"
 """
 
 
+def _spare_refused(ctx: GuestContext, log: Path, name: str) -> TestCase | None:
+    """An error case unless the spare NIC is known not to carry the SSH session."""
+    found = _sh(ctx, modules.CARRIERS, log, 60)
+    carriers = modules.parse_carriers(found.stdout) if found.ok else modules.Carriers()
+    if not carriers.session:
+        return TestCase(name, Status.ERROR, "the NIC that carries the SSH session was not "
+                        f"found: {ctx.spare_nic} is not touched")
+    if carriers.session[0] == ctx.spare_nic:
+        return TestCase(name, Status.ERROR, f"spare_nic {ctx.spare_nic} carries the SSH "
+                        "session: it is not spare")
+    return None
+
+
 def netvsc_reload(ctx: GuestContext, log: Path, rounds: int = 3) -> list[TestCase]:
     """The spare synthetic NIC unbound from hv_netvsc and bound again, ``rounds``
     times, then no kernel report.  The session's NIC is never touched."""
@@ -329,10 +345,9 @@ def netvsc_reload(ctx: GuestContext, log: Path, rounds: int = 3) -> list[TestCas
     if not ctx.spare_nic:
         return [TestCase(name, Status.SKIP, "skipped: the synthetic NIC carries the SSH "
                          f"session; name a second one as spare_nic in host {ctx.host}")]
-    carriers = modules.parse_carriers(_sh(ctx, modules.CARRIERS, log, 60).stdout)
-    if carriers.session[:1] == (ctx.spare_nic,):
-        return [TestCase(name, Status.ERROR, f"spare_nic {ctx.spare_nic} carries the SSH "
-                         "session: it is not spare")]
+    refused = _spare_refused(ctx, log, name)
+    if refused:
+        return [refused]
     before = len(_dmesg_lines(ctx, log))
     r = _sh(ctx, NIC_REBIND, log, 60 + 40 * rounds, ctx.spare_nic, str(rounds))
     ctx.changed()
@@ -385,6 +400,9 @@ def netvsc_settings(ctx: GuestContext, log: Path) -> list[TestCase]:
     cases = checks.judge_ethtool(r.stdout, nics)
     if not ctx.spare_nic or "noethtool" in r.stdout:
         return cases
+    refused = _spare_refused(ctx, log, f"netvsc: channels {ctx.spare_nic}")
+    if refused:
+        return [*cases, refused]
     changed = _sh(ctx, CHANNELS, log, 120, ctx.spare_nic)
     ctx.changed()
     if not changed.ok:

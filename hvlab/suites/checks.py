@@ -125,6 +125,19 @@ SCRATCH_MIB = 64
 SCRATCH_IO = r"""dev=$(readlink -f "$1"); mib="$2"
 [ -b "$dev" ] || { echo "error $1 is not a block device"; exit 0; }
 if grep -q "^$dev" /proc/mounts; then echo "error $dev or a partition of it is mounted"; exit 0; fi
+b=$(basename "$dev"); s=/sys/class/block/$b
+for p in "$s" "$s"/"$b"*; do  # the disk and its partitions
+  [ -e "$p/dev" ] || continue
+  if [ -n "$(ls "$p/holders" 2>/dev/null)" ]; then
+    echo "error $dev is in use by $(ls "$p/holders" | tr '\n' ' ')(LVM, RAID or dm)"; exit 0
+  fi
+  if grep -q "^/dev/$(basename "$p")[[:space:]]" /proc/swaps 2>/dev/null; then
+    echo "error $dev holds active swap"; exit 0
+  fi
+  if [ "$(mountpoint -d / 2>/dev/null)" = "$(cat "$p/dev")" ]; then
+    echo "error $dev holds the root filesystem"; exit 0
+  fi
+done
 sectors=$(cat "/sys/class/block/$(basename "$dev")/size" 2>/dev/null || echo 0)
 if [ "$sectors" -lt $((mib * 2048)) ]; then
   echo "error $dev has $((sectors / 2048)) MiB, fewer than $mib"; exit 0

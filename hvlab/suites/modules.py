@@ -96,10 +96,16 @@ CARRIERS = r"""mods() { d=$(readlink -f "$1" 2>/dev/null); out=""
     [ -L "$d/driver/module" ] && out="$out $(basename "$(readlink -f "$d/driver/module")")"
     d=${d%/*}
   done; echo "$out"; }
+nicmods() {  # a NIC's driver modules, through bridge ports and bond/VLAN lower devices
+  echo "$(mods "/sys/class/net/$1/device")"
+  for l in /sys/class/net/$1/lower_* /sys/class/net/$1/brif/*; do
+    [ -e "$l" ] && echo "$(mods "/sys/class/net/${l##*/lower_}/device")" \
+      "$(mods "/sys/class/net/${l##*/}/device")"
+  done; }
 set -- $SSH_CONNECTION
 if [ -n "$3" ]; then
   ip -o addr 2>/dev/null | while read -r _ ifc fam addr _; do
-    [ "${addr%/*}" = "$3" ] && echo "session $ifc $(mods "/sys/class/net/$ifc/device")"
+    [ "${addr%/*}" = "$3" ] && echo "session $ifc" $(nicmods "$ifc")
   done
 fi
 src=$(awk '$2 == "/" {print $1}' /proc/mounts | tail -n 1)
@@ -137,11 +143,17 @@ def parse_carriers(text: str) -> Carriers:
 
 
 def refusal(m: Module, carriers: Carriers, keep: tuple[str, ...] = KEEP) -> str:
-    """Why ``m`` must not be unloaded here ("" when it may be)."""
+    """Why ``m`` must not be unloaded here ("" when it may be).  When the NIC of
+    the SSH session or its drivers cannot be found, nothing loaded is unloaded."""
     if m.state == "builtin":
         return "built in: it cannot be unloaded"
     if m.state != "loaded":
         return ""
+    if not carriers.session:
+        return "the NIC that carries the SSH session was not found: nothing is unloaded"
+    if len(carriers.session) == 1:
+        return (f"the drivers of {carriers.session[0]}, the NIC that carries the SSH "
+                "session, were not found: nothing is unloaded")
     if m.name in carriers.session_modules:
         return (f"it serves {carriers.session[0]}, the NIC that carries the SSH session "
                 "(name a second NIC in the host's config to reload it)")

@@ -75,20 +75,30 @@ class _Step:
                 return "bad", f"boot failed: {bad.message if bad else 'no SSH'}"
             if self.step == "boot":
                 return "good", "boots"
-            ctx = GuestContext(guest.session, host.spec.name, guest.expected, workdir)
+            spec = host.spec
+            ctx = GuestContext(guest.session, spec.name, guest.expected, workdir,
+                               spec.iperf_server, None, build_dir, spec.scratch_disk,
+                               spec.spare_nic)
             failed: list[TestCase] = []
+            judged = 0
             for suite in self.suites:
                 stage = run_suite(ctx, suite, workdir, {})
                 cases = [c for c in stage.cases if not self.test or c.name == self.test
                          or c.name.startswith(f"{self.test}:")]
+                if self.test and not cases:
+                    continue
                 errors = [c for c in cases if c.status is Status.ERROR]
                 if errors:
                     raise InfraError(f"bisect: the test could not be judged on "
                                      f"{build_dir.name[:12]}: {errors[0].name}: "
                                      f"{errors[0].message}")
                 failed += [c for c in cases if c.status is Status.FAIL]
+                judged += len(cases)
             if failed:
                 return "bad", f"{failed[0].name}: {failed[0].message}"
+            if self.test and not judged:
+                raise UserError(f"--test {self.test}: no case of that name in the suites "
+                                f"{', '.join(s.name for s in self.suites)}")
             return "good", "tests pass"
 
 

@@ -100,13 +100,14 @@ class Suites:
         if not specs or guest.session is None:
             return
         spec = self.host.spec
-        ctx = GuestContext(guest.session, spec.name, guest.expected, self.s.run.logs,
+        logs = self.s.run.cell_logs(self.scope.label, self.scope.host)
+        ctx = GuestContext(guest.session, spec.name, guest.expected, logs,
                            spec.iperf_server, self._dmesg_baseline(guest.session), self.build,
                            spec.scratch_disk, spec.spare_nic)
         props = {"kernel": self.kernel, "host": spec.name}
         for suite in specs:
             with self.s.stage(suite.name, self.scope):
-                result = run_suite(ctx, suite, self.s.run.logs, props)
+                result = run_suite(ctx, suite, logs, props)
             self.s.record(result, self.scope)
 
     def _dmesg_baseline(self, session: SshSession) -> list[str] | None:

@@ -288,7 +288,8 @@ def _in_parallel(s: Session, matrix: Matrix, by_host: dict[str, list[Cell]]) -> 
                 finished[h].wait(max(deadline - time.monotonic(), 0.1))
         raise
     finally:
-        cancel.reset()
+        if all(not t.is_alive() for t in threads.values()):
+            cancel.reset()  # else the stop request stands for the threads still running
     if failures:
         raise failures[0]
 
@@ -301,15 +302,16 @@ def _compare_with_baseline(s: Session, plan_cells: list[Cell]) -> None:
         if cell.build.series == NO_SERIES:
             continue
         base = dataclasses.replace(cell.build, series=NO_SERIES).label
-        prefix = junit.classname(cell.label, cell.host, "")[:-1]
-        base_prefix = junit.classname(base, cell.host, "")[:-1]
-        for (cls, name), now in results.items():
-            if not cls.startswith(prefix):
-                continue
-            before = results.get((base_prefix + cls[len(prefix):], name))
-            one = compare.classify({(cls, name): now},
-                                   {(cls, name): before} if before else {})
-            classes[(cls, name)] = one[(cls, name)]
+        for where in (cell.host, "local"):  # its host's stages and its build's
+            prefix = junit.classname(cell.label, where, "")[:-1]
+            base_prefix = junit.classname(base, where, "")[:-1]
+            for (cls, name), now in results.items():
+                if not cls.startswith(prefix):
+                    continue
+                before = results.get((base_prefix + cls[len(prefix):], name))
+                one = compare.classify({(cls, name): now},
+                                       {(cls, name): before} if before else {})
+                classes[(cls, name)] = one[(cls, name)]
     s.run.classes = classes
     regressions = sum(c == compare.REGRESSION for c in classes.values())
     s.progress.info(f"against the unpatched baseline: {regressions} regressions")

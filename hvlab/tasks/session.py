@@ -235,7 +235,10 @@ class CellRecorder:
 
     @property
     def logs(self) -> Path:
-        return self.s.run.logs
+        """Where this cell's host-side logs go: the run's logs/ for a task of one
+        cell; logs/<cell>@<host>/ in a matrix, so hosts working in parallel and
+        the cells of one host never write the same file."""
+        return self.s.run.cell_logs(self.scope.label, self.scope.host)
 
     def stage(self, name: str, detail: str = "") -> AbstractContextManager[Path]:
         return self.s.stage(name, self.scope, detail)

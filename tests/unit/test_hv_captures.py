@@ -207,3 +207,13 @@ def test_sysfs_links_that_point_out_of_the_capture_are_kept_and_never_followed(
     assert cap.read("proc/self/status") is None and cap.listdir("proc/self") is None
     cases = judge(cap.folder, "hyperv-drivers")
     assert cases[f"hyperv-drivers/vmbus: network {C._id(1)}"].status is Status.PASS
+
+
+def test_nothing_is_unloaded_when_the_session_nic_or_its_drivers_are_unknown() -> None:
+    loaded = modules.Module("virtio_blk", "loaded")
+    assert "was not found" in modules.refusal(loaded, modules.parse_carriers(""))
+    bridge = modules.parse_carriers("session br0\n")  # a bridge, its ports not found
+    assert "drivers of br0" in modules.refusal(loaded, bridge)
+    ports = modules.parse_carriers("session br0 hv_netvsc\nroot none\n")
+    assert modules.refusal(loaded, ports) == ""
+    assert "SSH session" in modules.refusal(modules.Module("hv_netvsc", "loaded"), ports)

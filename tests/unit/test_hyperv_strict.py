@@ -227,3 +227,16 @@ def test_time_sync_against_the_windows_host_clock(state: Path) -> None:
     assert late.status is Status.FAIL and "+30." in late.message
     coarse = _time_sync(c, _Guest(text="1700000000.%N\n"))  # busybox without %N
     assert coarse.status is Status.FAIL  # its clock is 2023: far from the host's
+
+
+def test_the_serial_reader_fits_cmd_exe_and_the_simulator_enforces_the_limit(
+        state: Path) -> None:
+    session = _SimSession(state)
+    c = HypervClient(session, "win", "vm1")  # type: ignore[arg-type]
+    c.attach_serial()
+    assert c.start_serial_reader() > 0
+    assert max(len(line) for line in session.lines) <= 8191  # cmd.exe's limit
+    sim.cleanup(state)
+    _o = session.run_command("powershell -NoProfile -NonInteractive -EncodedCommand "
+                             + "A" * 8200, ("powershell",), "")
+    assert _o.exit_status == 1 and "command line is too long" in _o.stderr

@@ -163,7 +163,7 @@ class HypervClient:
         found = [v for v in ps.as_list(data) if isinstance(v, dict)]
         if not found:
             raise InfraError(f"Hyper-V host {self.host}: no VM is named '{self.vm}'")
-        if len(found) > 1 or str(found[0].get("Name")) != self.vm:
+        if len(found) > 1 or str(found[0].get("Name")).lower() != self.vm.lower():
             names = ", ".join(f"{v.get('Name')} ({v.get('Id')})" for v in found)
             raise InfraError(f"Hyper-V host {self.host}: '{self.vm}' names {len(found)} VMs "
                              f"({names}): hvlab needs exactly one; rename the others")
@@ -242,6 +242,12 @@ Get-VMIntegrationService -VM (Get-VM -Id $vmId) |
         Saved, and Start-VM would resume the old guest instead of booting, so its
         saved state is removed.  Returns what was done."""
         self.vm_id()
+        found = ps.as_list(self.call("Get-VMCheckpoint", "@(Get-VMCheckpoint -VM (Get-VM -Id "
+                                     "$vmId) -Name $checkpoint | Select-Object Name) | "
+                                     "ConvertTo-Json -Compress", {"checkpoint": checkpoint}))
+        if len(found) != 1:
+            raise InfraError(f"Hyper-V host {self.host}: VM '{self.vm}' has {len(found)} "
+                             f"checkpoints named '{checkpoint}': hvlab needs exactly one")
         self.call("Restore-VMCheckpoint", "Get-VMCheckpoint -VM (Get-VM -Id $vmId) -Name "
                   "$checkpoint | Restore-VMCheckpoint -Confirm:$false",
                   {"checkpoint": checkpoint}, timeout=900)
@@ -289,12 +295,16 @@ Get-VMIntegrationService -VM (Get-VM -Id $vmId) |
         reader = READER.format(pipe=ps.quote(pipe_name(self.vm)),
                                file=ps.quote(serial_file(self.vm)),
                                vm_id=ps.quote(self.vm_id()), marker=MARKER)
+        # the reader's text is bound as a value and encoded there: encoded here and
+        # then again with the script, the command line would pass cmd.exe's 8191
         data = self.call("serial reader", """\
 New-Item -ItemType Directory -Force -Path $dir | Out-Null
+$cmd = ($prefix + [Convert]::ToBase64String([Text.Encoding]::Unicode.GetBytes($reader)))
 $p = Invoke-CimMethod -ClassName Win32_Process -MethodName Create `
-    -Arguments @{CommandLine = $reader}
+    -Arguments @{CommandLine = $cmd}
 [pscustomobject]@{ProcessId = $p.ProcessId; ReturnValue = $p.ReturnValue} | ConvertTo-Json -Compress
-""", {"dir": SERIAL_DIR, "reader": ps.command_line(reader)})
+""", {"dir": SERIAL_DIR, "reader": reader,
+       "prefix": "powershell -NoProfile -NonInteractive -EncodedCommand "})
         if int(data.get("ReturnValue", 1)) != 0:
             raise InfraError(f"Hyper-V host {self.host}: starting the serial reader failed "
                              f"(Win32_Process.Create returned {data.get('ReturnValue')})")

@@ -49,6 +49,9 @@ class HypervKind:
 
         g = r.nested("guest", guest, required=True)
         checkpoint = r.string("checkpoint")
+        if checkpoint is not None and any(c in checkpoint for c in "*?[]"):
+            r.error("checkpoint", f"'{checkpoint}' has wildcard characters, which "
+                    "Get-VMCheckpoint -Name would expand: name exactly one checkpoint")
         secure_boot = r.boolean("secure_boot", False) if r.has("secure_boot") else None
         r.raw("secure_boot")  # absent: leave the VM's firmware setting alone
         ip_timeout = r.integer("ip_timeout", 300, 1, 86400)
