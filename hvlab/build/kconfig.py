@@ -126,6 +126,7 @@ _CONFIG_LINE = re.compile(r"^\s*(?:menu)?config\s+([A-Za-z0-9_]+)\s*$")
 _DEPENDS = re.compile(r"^\s*depends\s+on\s+(.+?)\s*(?:#.*)?$")
 _IF = re.compile(r"^\s*if\s+(.+?)\s*(?:#.*)?$")
 _ENDIF = re.compile(r"^\s*endif\b")
+_HELP = re.compile(r"^\s*(?:help|---help---)\s*$")
 _BLOCK_END = re.compile(r"^\s*(?:(?:menu)?config|choice|endchoice|menu|endmenu|if|endif|"
                         r"source|comment|mainmenu)\b")
 
@@ -136,7 +137,21 @@ def find_depends(kconfig_text: str, symbol: str) -> list[str]:
     deps: list[str] = []
     ifs: list[str] = []
     inside = False
+    help_indent: int | None = None  # inside a help text: its indentation (-1: not yet)
     for raw in kconfig_text.splitlines():
+        if help_indent is not None:  # help text says "if ..." and "depends on ..." too
+            if not raw.strip():
+                continue
+            indent = len(raw.expandtabs(8)) - len(raw.expandtabs(8).lstrip())
+            if help_indent < 0:
+                help_indent = indent
+                continue
+            if indent >= help_indent:
+                continue
+            help_indent = None
+        if _HELP.match(raw):
+            help_indent = -1
+            continue
         m_if = _IF.match(raw)
         if _ENDIF.match(raw):
             inside = False

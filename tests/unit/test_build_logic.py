@@ -131,3 +131,14 @@ def test_later_fragment_request_overrides_earlier() -> None:
                        "x86_64", ())
     assert [(n, o.symbol, o.value) for n, o in two.requested()] == [
         ("hyperv", "NLS", "y"), ("extra", "HYPERV_UTILS", "y")]
+
+
+def test_help_text_is_not_kconfig_syntax() -> None:
+    """The 6.1 lib/Kconfig.debug's help texts have lines that start with "if" and
+    say "depends on": the explanation must not take them for conditions."""
+    text = ("menu \"Kernel hacking\"\n\nconfig DEBUG_INFO\n\tbool \"info\"\n\thelp\n"
+            "\t  if you say Y here the kernel gets larger,\n\t  and this depends on gdb.\n"
+            "\nif RUNTIME_TESTING_MENU\n\nconfig LIST_KUNIT_TEST\n\ttristate \"list\"\n"
+            "\tdepends on KUNIT\n\thelp\n\t  if unsure, say N.\n\nendif\nendmenu\n")
+    assert kconfig.find_depends(text, "LIST_KUNIT_TEST") == ["RUNTIME_TESTING_MENU", "KUNIT"]
+    assert kconfig.find_depends(text, "DEBUG_INFO") == []
