@@ -204,14 +204,16 @@ def test_the_simulator_refuses_com_port_and_firmware_changes_while_running(
 class _Guest:
     """The guest's side of the time check: its own clock, ``skew`` seconds off."""
 
-    def __init__(self, skew: float = 0.0, text: str = "") -> None:
-        self.skew, self.text = skew, text
+    def __init__(self, skew: float = 0.0, text: str = "", vmbus: bool = True) -> None:
+        self.skew, self.text, self.vmbus = skew, text, vmbus
 
     def run(self, argv: list[str], timeout: float = 0) -> object:
         import time
 
         from hvlab.ssh import RemoteResult
 
+        if argv[0] == "test":  # a Hyper-V guest: it has a VMBus
+            return RemoteResult(tuple(argv), 0 if self.vmbus else 1, 0.0, "", "")
         out = self.text or f"{time.time() + self.skew:.6f}\n"
         return RemoteResult(tuple(argv), 0, 0.0, out, "", stdout=out)
 
@@ -227,6 +229,8 @@ def test_time_sync_against_the_windows_host_clock(state: Path) -> None:
     assert late.status is Status.FAIL and "+30." in late.message
     coarse = _time_sync(c, _Guest(text="1700000000.%N\n"))  # busybox without %N
     assert coarse.status is Status.FAIL  # its clock is 2023: far from the host's
+    off = _time_sync(c, _Guest(vmbus=False))  # type: ignore[arg-type]
+    assert off.status is Status.SKIP and "no VMBus" in off.message
 
 
 def test_the_serial_reader_fits_cmd_exe_and_the_simulator_enforces_the_limit(
