@@ -452,14 +452,25 @@ def cpu_hotplug(ctx: GuestContext, log: Path) -> list[TestCase]:
     return checks.judge_hotplug(r.stdout, cpus - 1, _reports_since(ctx, log, before))
 
 
-KUNIT_COLLECT = r"""d=/sys/kernel/debug/kunit
-mountpoint -q /sys/kernel/debug 2>/dev/null || mount -t debugfs none /sys/kernel/debug 2>/dev/null
+# KTAP of every KUnit suite the kernel ran: debugfs has one results file per suite,
+# each a KTAP document of its own (version, "1..1", the suite, "ok 1 <suite>"):
+# joined under one plan with the suites numbered in turn.  Without debugfs results,
+# the kernel log.  $1: the kunit debugfs folder (another one in tests).
+KUNIT_COLLECT = r"""d="${1:-/sys/kernel/debug/kunit}"
+[ -n "$1" ] || mountpoint -q /sys/kernel/debug 2>/dev/null || \
+  mount -t debugfs none /sys/kernel/debug 2>/dev/null
 if [ -d "$d" ]; then
   echo "KTAP version 1"
   set -- "$d"/*/results
   [ -e "$1" ] || { echo "1..0"; exit 0; }
   echo "1..$#"
-  for f in "$@"; do sed 's/^/    /' "$f" | grep -v '^    KTAP version'; done
+  n=0
+  for f in "$@"; do
+    n=$((n + 1))
+    awk -v n="$n" '/^KTAP version/ || /^1\.\.[0-9]+$/ {next}
+      /^ok [0-9]+ / {sub(/^ok [0-9]+ /, "ok " n " ")}
+      /^not ok [0-9]+ / {sub(/^not ok [0-9]+ /, "not ok " n " ")} {print}' "$f"
+  done
   exit 0
 fi
 echo "hvlab: no debugfs kunit" >&2

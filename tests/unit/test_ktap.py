@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from hvlab.results import Status
 from hvlab.suites import ktap
 
 pytestmark = pytest.mark.unit
@@ -133,3 +136,24 @@ def test_result_names_keep_inner_spaces_and_lose_trailing_ones() -> None:
     doc = ktap.parse(["TAP version 13", "1..2", "ok 1 - a  name \t ", "not ok 2 b # a note  "])
     assert [(n.name, n.status, n.reason) for n in doc.tests] == [
         ("a  name", ktap.PASS, ""), ("b", ktap.FAIL, "a note")]
+
+
+def test_kunit_debugfs_results_of_a_real_61_kernel_are_judged_whole() -> None:
+    """The results files a real 6.1 KUnit kernel left in debugfs (tests/data/ktap),
+    joined by the kunit built-in's collector, as one document of three suites."""
+    import subprocess
+
+    from hvlab.suites.builtin import KUNIT_COLLECT
+    from hvlab.suites.ktapcases import cases_from_document
+
+    folder = Path(__file__).resolve().parents[1] / "data" / "ktap" / "kunit-6.1-debugfs"
+    out = subprocess.run(["sh", "-c", KUNIT_COLLECT, "sh", str(folder)], capture_output=True,
+                         text=True, check=True).stdout
+    doc = ktap.parse(out.splitlines())
+    assert [t.name for t in doc.tests] == ["example", "hlist", "list-kunit-test"]
+    counts = doc.counts()
+    assert counts[Status.SKIP] == 2 and counts[Status.FAIL] == 0 and counts[Status.ERROR] == 0
+    assert counts[Status.PASS] == 2 + 18 + len(doc.tests[2].children) > 20
+    cases = {c.name: c for c in cases_from_document(doc, "kunit")}
+    assert cases["kunit: example.example_skip_test"].status is Status.SKIP
+    assert cases["kunit: example.example_skip_test"].message == "this test should be skipped"
