@@ -157,3 +157,20 @@ def test_kunit_debugfs_results_of_a_real_61_kernel_are_judged_whole() -> None:
     cases = {c.name: c for c in cases_from_document(doc, "kunit")}
     assert cases["kunit: example.example_skip_test"].status is Status.SKIP
     assert cases["kunit: example.example_skip_test"].message == "this test should be skipped"
+
+
+def test_kselftest_output_recorded_from_an_e2e_run() -> None:
+    """run_kselftest.sh's output from hvlab's own e2e run on the real 6.1 build:
+    two TAP documents (one per target) with the programs' TAP nested behind '# '."""
+    from hvlab.suites.ktapcases import cases_from_document
+
+    path = Path(__file__).resolve().parents[1] / "data" / "ktap" / "kselftest-size-vdso-6.1.tap"
+    with path.open(errors="replace") as fh:
+        doc = ktap.parse(fh)
+    cases = {c.name: c for c in cases_from_document(doc, "kselftest")}
+    size = cases["kselftest: selftests: size: get_size.get runtime memory use"]
+    assert size.status is Status.PASS
+    vdso = [n for n in cases if n.startswith("kselftest: selftests: vDSO: vdso_test_")]
+    assert len(vdso) >= 5, sorted(cases)
+    assert all(cases[n].status in (Status.PASS, Status.SKIP) for n in vdso)
+    assert not [c for c in cases.values() if c.status in (Status.FAIL, Status.ERROR)]
