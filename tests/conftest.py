@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -64,6 +65,15 @@ FAKE_TREE = {
     "drivers/hv/vmbus_drv.c": "".join(f"/* vmbus line {i} */\n" for i in range(1, 41)),
     "drivers/net/hyperv/netvsc.c": "".join(f"/* netvsc line {i} */\n" for i in range(1, 41)),
 }
+
+
+def fake_kernel_repo(root: Path, message: str = "start") -> Path:
+    """tests/data/fake-kernel as a git repository at ``root``, one commit on main."""
+    shutil.copytree(FAKE_KERNEL, root)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", message)
+    return root
 
 
 def format_series(upstream: Path, out: Path, edits: list[tuple[str, str, str]]) -> Path:

@@ -423,17 +423,6 @@ class Interp:
     def hyperv_module(self) -> bool:
         return bool(self.state.data["host"].get("hyperv"))
 
-    def vm(self, cmdlet: str, name: Any) -> dict[str, Any]:
-        if not isinstance(name, str):
-            raise PsFailure("Cannot validate argument on parameter 'Name'. The argument is "
-                            "null or empty.", cmdlet, f"ParameterArgumentValidationError,{cmdlet}",
-                            "InvalidData")
-        keys = self.targets(cmdlet, {"name": name})
-        if not keys:
-            return {}
-        return dict(self.state.data["vms"][keys[0]], Name=display(keys[0],
-                                                                  self.state.data["vms"][keys[0]]))
-
 
 def _format(value: Any) -> str:
     if isinstance(value, dict):

@@ -5,13 +5,12 @@ value file of the tree, which the suite checks on the guest."""
 from __future__ import annotations
 
 import glob
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import FAKE_KERNEL, Env, git
+from tests.conftest import Env, fake_kernel_repo, git
 from tests.conftest import case_status as status
 
 pytestmark = pytest.mark.integration
@@ -24,11 +23,7 @@ def commit(repo: Path, message: str, path: str, text: str) -> str:
 
 
 def history(tmp: Path) -> tuple[Path, dict[str, str]]:
-    repo = tmp / "upstream"
-    shutil.copytree(FAKE_KERNEL, repo)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "good start")
+    repo = fake_kernel_repo(tmp / "upstream", "good start")
     c = {"c1": git(repo, "rev-parse", "HEAD")}
     main_c = (repo / "init" / "main.c").read_text()
     c["c2"] = commit(repo, "hv: break the value", "drivers/hv/value", "bad\n")

@@ -4,15 +4,14 @@ carry the tree's value file), judged by a suite that reads that file."""
 
 from __future__ import annotations
 
-import glob
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hvlab.report import view
-from tests.conftest import FAKE_KERNEL, Env, format_series, git
+from tests.conftest import Env, fake_kernel_repo, format_series
+from tests.integration.test_bisect import setup_env
 
 pytestmark = pytest.mark.integration
 
@@ -20,19 +19,10 @@ STAGES = {"fetch", "configure", "build", "q.boot", "q.value"}
 
 
 def setup(env: Env, tmp: Path) -> None:
-    repo = tmp / "upstream"
-    shutil.copytree(FAKE_KERNEL, repo)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "start")
+    """test_bisect's kernel, host and value suite; a series that breaks the value."""
+    repo = fake_kernel_repo(tmp / "upstream")
     format_series(repo, env.configs / "patches" / "s", [("drivers/hv/value", "good", "bad")])
-    vmlinuz = sorted(glob.glob("/boot/vmlinuz-*"))[-1]
-    env.write("fragments/m.config", "CONFIG_MODULES=y\n")
-    env.write("kernels/k.yaml", f"source:\n  git: {repo}\n  ref: main\nconfig:\n"
-              f"  base: tinyconfig\n  fragments: [m]\nmake_vars: {{FAKE_BOOT: {vmlinuz}}}\n")
-    env.write("hosts/q.yaml", "kind: qemu\naccel: tcg\nmemory: 512\ncpus: 1\n")
-    env.write("suites/value.yaml", "tests:\n  - name: value\n"
-              "    run: grep -qx good /lib/modules/$(uname -r)/extra/hvlab-value\n")
+    setup_env(env, repo)
     env.write("plans/p.yaml", "kernels: [k]\nseries: [s, none]\nhosts: [q]\n"
               "suites: [value]\nbaseline: true\n")
 
@@ -98,11 +88,7 @@ def test_a_bad_gate_is_bad_input_with_a_run_folder(env: Env, tmp_path: Path,
 def test_the_baseline_configuration_is_verified_like_the_tested_one(
         env: Env, tmp_path: Path) -> None:
     """The series drops a dependency; without it the baseline loses the option."""
-    repo = tmp_path / "upstream"
-    shutil.copytree(FAKE_KERNEL, repo)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "start")
+    repo = fake_kernel_repo(tmp_path / "upstream")
     format_series(repo, env.configs / "patches" / "s",
                   [("Kconfig", "depends on HYPERV && CONNECTOR && NLS", "depends on HYPERV")])
     env.write("fragments/hv.config", "CONFIG_HYPERVISOR_GUEST=y\nCONFIG_HYPERV=y\n"
