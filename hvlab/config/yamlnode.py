@@ -2,7 +2,9 @@
 
 Values are *not* typed by YAML 1.1's resolver: a scalar keeps its source
 text, so ``ref: 5.10`` stays "5.10" and ``user: no`` stays "no".  Typing is
-the schema reader's job (``reader.py``).  Duplicate keys are refused.
+the schema reader's job (``reader.py``).  Duplicate keys are refused, and so
+are aliases (``*name``): a few nested ones expand to billions of nodes, and
+configs/ is a repository that takes pull requests.  Files are bounded in size.
 """
 
 from __future__ import annotations
@@ -62,6 +64,18 @@ class YamlIssue:
 
 
 _NULL_TAG = "tag:yaml.org,2002:null"
+MAX_BYTES = 1 << 20  # no hvlab config comes near 1 MiB
+
+
+def _alias(text: str, file: str) -> YamlIssue | None:
+    """The first alias of the document, found from the event stream (cheap:
+    aliases are never expanded here)."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            return YamlIssue(_mark(file, event.start_mark),
+                             f"YAML alias '*{event.anchor}' refused: hvlab configs "
+                             "use no anchors or aliases (write the value out)")
+    return None
 
 
 def _mark(file: str, m: yaml.Mark | None) -> Mark:
@@ -105,6 +119,9 @@ def parse(text: str, file: str) -> tuple[Node | None, list[YamlIssue]]:
     """Parse one YAML document.  Returns (root or None, issues)."""
     issues: list[YamlIssue] = []
     try:
+        alias = _alias(text, file)
+        if alias:
+            return None, [alias]
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = _mark(file, exc.problem_mark)
@@ -121,6 +138,10 @@ def parse(text: str, file: str) -> tuple[Node | None, list[YamlIssue]]:
 def load(path: Path, display: str | None = None) -> tuple[Node | None, list[YamlIssue]]:
     name = display or str(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            return None, [YamlIssue(Mark(name, 1, 1), f"{size} bytes: larger than any hvlab "
+                                    f"config should be ({MAX_BYTES} bytes at most)")]
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         return None, [YamlIssue(Mark(name, 1, 1), f"not UTF-8 text ({exc.reason})")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -270,3 +272,35 @@ def test_scratch_disk_must_be_a_device_path(tmp_path: Path) -> None:
     write(tmp_path, "hosts/q.yaml", "kind: qemu\nscratch_disk: 'sdb; rm -rf /'\n")
     assert only(tmp_path).endswith(
         "hosts/q.yaml:2:1: scratch_disk: 'sdb; rm -rf /' is not a device path (/dev/<name>)")
+
+
+LAUGHS = "".join([
+    "source: {git: https://example.invalid/linux.git, ref: v6.1}\n",
+    "config: {base: tinyconfig}\n",
+    'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n',
+    *(f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},"
+      f"*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},"
+      f"*{chr(97 + i)}]\n" for i in range(8)),
+])
+
+
+def test_nested_yaml_aliases_are_refused_at_their_line(tmp_path: Path) -> None:
+    """The classic billion laughs: 9**9 strings once expanded.  In a child process
+    with a deadline, so that an expanding loader fails the test instead of
+    hanging it."""
+    write(tmp_path, "kernels/k.yaml", LAUGHS)
+    code = ("import sys; from pathlib import Path; from hvlab.config import loader; "
+            "from hvlab.workspace import Workspace; r = Path(sys.argv[1]); "
+            "ws = Workspace(r, r / 'configs', r / 'kernels', r / 'reports'); "
+            "print(*loader.load(ws)[1], sep='\\n')")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, timeout=30, check=True)
+    assert done.stdout.strip().endswith(
+        "kernels/k.yaml:4:8: YAML alias '*a' refused: hvlab configs use no anchors or "
+        "aliases (write the value out)"), done.stdout
+
+
+def test_a_config_file_larger_than_any_config_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, "kernels/k.yaml", KERNEL + "# padding\n" * 200_000)
+    assert "kernels/k.yaml:1:1: 2000" in only(tmp_path)
+    assert "larger than any hvlab config should be" in only(tmp_path)
