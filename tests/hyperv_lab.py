@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import fcntl
 import glob
-import itertools
 import json
-import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -20,10 +19,9 @@ from typing import Any
 from hvlab.boot import guest_image
 from hvlab.workspace import Workspace
 from tests.hyperv_sim import new_vm
-from tests.sshd import Sshd, netns, sshd
+from tests.sshd import Sshd, free_subnet, netns, sshd
 
 SIM = Path(__file__).with_name("hyperv_sim.py")
-_subnets = itertools.count(100 + os.getpid() % 50)
 
 
 @dataclass
@@ -90,8 +88,8 @@ def hyperv_lab(tmp: Path, ws: Workspace, vm: str = "linux-gen2-01",
         guest_image.modules_from_tree(Path("/"), release, guest_image.GUEST_MODULES),
         tmp / "vm-modules.cpio.gz")
     initrd = guest_image.combined_initrd(image, mods, tmp / "vm-initrd")
-    n = next(_subnets) % 200 + 20
-    name = f"hvsim{os.getpid() % 1000}x{n}"
+    n = free_subnet()
+    name = f"hvs{n}{secrets.token_hex(3)}"  # unique: netns() first deletes its namesake
     ip = f"10.{n}.77.2"
     state = tmp / "hvsim"
     state.mkdir()

@@ -3,6 +3,8 @@ namespace the test creates, each with its own host key and authorized key."""
 
 from __future__ import annotations
 
+import random
+import re
 import socket
 import subprocess
 import time
@@ -99,6 +101,20 @@ def sshd(workdir: Path, address: str = "127.0.0.1", port: int | None = None,
         yield server
     finally:
         server.stop()
+
+
+def free_subnet() -> int:
+    """A second octet N, picked at random, such that nothing on this machine
+    (another test, another job sharing the network) already uses 10.N.0.0/16:
+    a clash would route the test's connections into someone else's namespace."""
+    used = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True,
+                          check=False).stdout
+    used += subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True,
+                           check=False).stdout
+    taken = {int(m) for m in re.findall(r"\b10\.(\d+)\.", used)}
+    free = [n for n in range(20, 250) if n not in taken]
+    assert free, "no free 10.N.0.0/16 for a test network namespace"
+    return random.choice(free)
 
 
 @contextmanager

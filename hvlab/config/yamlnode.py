@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -78,7 +79,7 @@ def _alias(text: str, file: str) -> YamlIssue | None:
     return None
 
 
-def _mark(file: str, m: yaml.Mark | None) -> Mark:
+def _mark(file: str, m: Any) -> Mark:  # a yaml.Mark of the pure or the C parser
     if m is None:
         return Mark(file, 0, 0)
     return Mark(file, m.line + 1, m.column + 1)

@@ -244,3 +244,37 @@ def test_the_serial_reader_fits_cmd_exe_and_the_simulator_enforces_the_limit(
     _o = session.run_command("powershell -NoProfile -NonInteractive -EncodedCommand "
                              + "A" * 8200, ("powershell",), "")
     assert _o.exit_status == 1 and "command line is too long" in _o.stderr
+
+
+def test_a_guest_that_never_answers_ssh_names_the_console_tail(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    """The error a user reads says what the VM printed last, not only 'refused'."""
+    from hvlab.hosts.hyperv import flow
+    from hvlab.model import HostKind, HostSpec, HypervHost, SshEndpoint
+
+    class Client:
+        def wait_ipv4(self, _timeout: float) -> str:
+            return "192.0.2.9"
+
+        def read_serial(self) -> bytes:
+            return b"Linux version 6.1\r\n\r\nsshd: no hostkeys available -- exiting.\r\n"
+
+    class Refusing:
+        def connect(self) -> None:
+            raise InfraError("unreachable: Unable to connect to port 22 on 192.0.2.9")
+
+        def close(self) -> None:
+            pass
+
+    hv = HypervHost(SshEndpoint("192.0.2.1"), "vm1", SshEndpoint("0.0.0.0"))
+    host = HostSpec("hv", tmp_path / "hv.yaml", HostKind.HYPERV, hv, boot_timeout=1)
+    env = flow.HostEnv(None, None, lambda _text: None)  # type: ignore[arg-type]
+    vm = flow._Vm(env, host, hv, Client(), tmp_path / "console.log")  # type: ignore[arg-type]
+    monkeypatch.setattr(vm, "guest", lambda address, win: Refusing())
+    with pytest.raises(InfraError) as caught:
+        vm.wait_guest(None, 0.2)  # type: ignore[arg-type]
+    text = str(caught.value)
+    assert "did not answer SSH within 0 s: unreachable" in text
+    assert text.endswith("the console ends: Linux version 6.1 | sshd: no hostkeys available "
+                         "-- exiting.")

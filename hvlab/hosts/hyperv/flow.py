@@ -140,8 +140,11 @@ class _Vm:
                 last = str(exc)
                 guest.close()
             cancel.sleep(1)
+        seen = [line for line in self.serial_lines() if line.strip()][-3:]
+        console = ("; the console ends: " + " | ".join(line.strip() for line in seen)
+                   if seen else "")
         raise InfraError(f"host {self.host.name}: the guest at {address} did not answer SSH "
-                         f"within {timeout:.0f} s: {last}")
+                         f"within {timeout:.0f} s: {last}{console}")
 
     def release(self) -> str:
         """Leave the VM as the config says; returns what was done."""
