@@ -350,7 +350,7 @@ def clean(c: Context, days: float = 30.0, budget_gb: float = 0.0, worktrees: boo
 
 @task(help={})
 def status(c: Context) -> None:
-    """What kernels/ holds and how much space it takes."""
+    """What kernels/ holds, how much space it takes, and runs that never finished."""
     from hvlab.tasks import housekeeping
     from hvlab.workspace import Workspace
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvlab import procs
 from hvlab.errors import InfraError
 
 # tool -> the Debian package that provides it (named in "missing tool" errors)
@@ -131,6 +132,7 @@ def run(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=procs.die_with_parent,
         )
     except FileNotFoundError:
         if logf:
@@ -143,6 +145,7 @@ def run(
             logf.close()
         raise InfraError(f"cannot run '{argv[0]}': {exc.strerror}") from None
     timed_out = False
+    procs.track(proc.pid, argv, f"'{Path(argv[0]).name}'")
     try:
         if stdin_data is not None and proc.stdin is not None:
             try:
@@ -167,6 +170,7 @@ def run(
         _stop_group(proc)
         raise
     finally:
+        procs.untrack(proc.pid)
         if logf:
             if timed_out:
                 logf.write(f"[hvlab] timed out after {timeout} s; process group killed\n".encode())

@@ -57,6 +57,11 @@ class Workspace:
     def locks(self) -> Path:
         return self.kernels / "locks"
 
+    @property
+    def processes(self) -> Path:
+        """Records of the processes running sessions started (``procs``)."""
+        return self.kernels / "run" / "procs"
+
     def display(self, path: Path) -> str:
         """A path as a user should read it: relative to the cwd when inside it."""
         try:

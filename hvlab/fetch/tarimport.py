@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
+from hvlab import procs
 from hvlab.errors import InfraError, UserError
 
 
@@ -160,7 +161,7 @@ def import_tarball(store: Path, tarball: Path, ref: str, message: str,
         ["git", "--git-dir", str(store), "fast-import", "--quiet", "--done",
          "--date-format=raw"],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errlog,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=procs.die_with_parent,
     )
     assert proc.stdin is not None
     out = proc.stdin

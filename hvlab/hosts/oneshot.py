@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from hvlab import cancel
+from hvlab import cancel, procs
 from hvlab.boot import console
 from hvlab.boot.verify import verify_booted
 from hvlab.build import kconfig
@@ -207,7 +207,9 @@ class ConsoleCapture:
         self.log = log
         if command:
             self.proc = subprocess.Popen(list(command), stdout=log.open("ab"),  # noqa: S603
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=procs.die_with_parent)
+            procs.track(self.proc.pid, command, "console command")
 
     def lines(self) -> list[str]:
         try:
@@ -222,6 +224,9 @@ class ConsoleCapture:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None:
+            procs.untrack(self.proc.pid)
 
 
 class Machine(Protocol):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from hvlab import procs
 from hvlab.model import HostSpec, QemuHost, SshEndpoint
 from hvlab.proc import require_tool
 from hvlab.ssh import SshSession
@@ -138,9 +139,12 @@ class QemuGuest(GuestFiles):
         self.qmp.unlink(missing_ok=True)
         self.port = free_port()
         log = self.qemu_log.open("ab")
-        self.proc = subprocess.Popen(self.argv(accel), stdin=subprocess.DEVNULL,  # noqa: S603
-                                     stdout=log, stderr=log, start_new_session=True)
+        argv = self.argv(accel)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,  # noqa: S603
+                                     stdout=log, stderr=log, start_new_session=True,
+                                     preexec_fn=procs.die_with_parent)
         log.close()
+        procs.track(self.proc.pid, argv, f"QEMU guest of host {self.host.name}")
         self.accel = accel
         self.started = time.monotonic()
 
@@ -229,6 +233,7 @@ class QemuGuest(GuestFiles):
             except subprocess.TimeoutExpired:
                 continue
         self.proc.wait()
+        procs.untrack(self.proc.pid)
         if self._sockdir:
             shutil.rmtree(self._sockdir, ignore_errors=True)
             self._sockdir = ""

@@ -2,6 +2,11 @@
 
 junit.xml, metadata.json, logs/ and the ``reports/latest`` link, written
 whatever happened (a failed or interrupted run still leaves valid XML).
+They exist from the start of the run and are rewritten, atomically, as each
+stage begins and ends: until the run finishes, junit.xml carries an ERROR
+case "run did not finish (stage X was running)", so a run killed with
+SIGKILL (a CI timeout, the OOM killer) still leaves a valid report of what it
+did, and metadata.json says ``"finished": false`` with the run's pid.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvlab import procs
 from hvlab.bulk import gc_paused
 from hvlab.report import html, junit, summary, view
 from hvlab.report.compare import CaseResult, Class, KnownFailure, KnownOutcome, apply_known
 from hvlab.results import StageResult, Status, TestCase
 from hvlab.workspace import Workspace
+
+BULK_CASES = 10_000
 
 
 @dataclass
@@ -63,6 +71,9 @@ class RunFolder:
         self._lock = threading.RLock()  # re-entered by finish(), which holds it throughout
         self.known: dict[tuple[str, str], str] = {}  # failing cases known failures cover
         self.classes: dict[tuple[str, str], Class] | None = None  # vs a baseline, if compared
+        self._running: dict[int, str] = {}  # stages begun and not yet ended
+        self._latest = False  # reports/latest points here
+        self._tokens = 0
 
     def log(self, name: str) -> Path:
         path = self.logs / f"{name}.log"
@@ -98,7 +109,58 @@ class RunFolder:
     def add(self, stage: StageResult, label: str, host: str = "local") -> StageResult:
         with self._lock:
             self.recorded.append(Recorded(stage, label, host, time.time()))
+            if len(stage.cases) <= BULK_CASES:
+                self.checkpoint()
+            # else (an import of 100 000 results): the report of its begin stands,
+            # saying this stage was running, until the next stage or the end; a
+            # rewrite per bulk stage would double the cost of report.import
         return stage
+
+    def begin(self, what: str) -> int:
+        """A stage starts (``what`` names it in the unfinished report); returns
+        the token ``end`` takes."""
+        with self._lock:
+            self._tokens += 1
+            self._running[self._tokens] = what
+            self.checkpoint()
+            return self._tokens
+
+    def end(self, token: int) -> None:
+        with self._lock:
+            self._running.pop(token, None)
+
+    def unfinished(self) -> Recorded:
+        """The ERROR case a report written before the end carries."""
+        running = list(self._running.values())
+        if not running:
+            what = "between stages"
+        elif len(running) == 1:
+            what = f"stage {running[0]} was running"
+        else:
+            what = f"stages {', '.join(running)} were running"
+        case = TestCase(f"run did not finish ({what})", Status.ERROR,
+                        "hvlab stopped before the end of the run (killed, or the machine "
+                        "went down): what follows is what it had done")
+        return Recorded(StageResult.from_cases(self.task, [case], 0.0), "-", "local")
+
+    def checkpoint(self) -> None:
+        """junit.xml, summary.md and metadata.json as they stand, marked unfinished.
+        A report that cannot be written now is tried again at the next stage
+        (finish() reports a failure to write)."""
+        with self._lock, gc_paused():
+            try:
+                suites = self.suites(self.unfinished())
+                junit.write(self.path / "junit.xml", suites)
+                self._write_meta(None, None, finished=False)
+                summary_text = summary.render(f"hvlab {self.task}: not finished",
+                                              [_view(x) for x in suites], self.facts(),
+                                              self.classes, self.known, [])
+                _replace_text(self.path / "summary.md", summary_text)
+                if not self._latest:
+                    self._point_latest()
+                    self._latest = True
+            except OSError:
+                pass
 
     def case_results(self) -> dict[tuple[str, str], CaseResult]:
         """Every recorded case by (classname, name), as compare reads them."""
@@ -140,10 +202,10 @@ class RunFolder:
             out.append(Recorded(StageResult.skipped(stage, reason), label, host))
         return out
 
-    def suites(self) -> list[junit.Suite]:
+    def suites(self, *extra_first: Recorded) -> list[junit.Suite]:
         out = []
         cells = any("+" in r.kernel for r in self.recorded)
-        for r in self.recorded + self._missing_stages():
+        for r in [*extra_first, *self.recorded, *self._missing_stages()]:
             extra = self.facts_of(r.kernel, r.host)
             suite = junit.suite_from_stage(r.stage, r.kernel, r.host, extra, r.timestamp)
             if cells:  # a matrix: the cell names the suite too (hosts repeat across cells)
@@ -160,6 +222,14 @@ class RunFolder:
     def _finish(self, exit_code: int, error: str | None) -> Path:
         suites = self.suites()
         xml = junit.write(self.path / "junit.xml", suites)
+        self._write_meta(exit_code, error, finished=True)
+        write_summaries(self.path, f"hvlab {self.task}: exit {exit_code}",
+                        [_view(s) for s in suites], self.facts(), self.classes,
+                        self.known, [f"error: {error}"] if error else [])
+        self._point_latest()
+        return xml
+
+    def _write_meta(self, exit_code: int | None, error: str | None, finished: bool) -> None:
         meta = {
             "run_id": self.id,
             "task": self.task,
@@ -167,6 +237,10 @@ class RunFolder:
             "command": shlex.join(["inv", *self.argv]),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             "duration_s": round(time.time() - self.started, 3),
+            "finished": finished,
+            "pid": os.getpid(),
+            "pid_started": procs.start_time(os.getpid()),
+            "running": list(self._running.values()),
             "exit_code": exit_code,
             "error": error,
             "properties": self.info,
@@ -183,16 +257,9 @@ class RunFolder:
             "host": {"python": sys.version.split()[0], "platform": platform.platform(),
                      "machine": platform.machine()},
         }
-        tmp = self.path / ".metadata.json.tmp"
         # indented only when small: the pure-Python indenting encoder is slow
         large = sum(len(r.stage.cases) for r in self.recorded) > 2000
-        tmp.write_text(json.dumps(meta, indent=None if large else 2))
-        os.replace(tmp, self.path / "metadata.json")
-        write_summaries(self.path, f"hvlab {self.task}: exit {exit_code}",
-                        [_view(s) for s in suites], self.facts(), self.classes,
-                        self.known, [f"error: {error}"] if error else [])
-        self._point_latest()
-        return xml
+        _replace_text(self.path / "metadata.json", json.dumps(meta, indent=None if large else 2))
 
     def tally(self) -> str:
         """"12 passed, 1 failed, 0 errors, 3 skipped" over every case of the run."""
@@ -246,6 +313,15 @@ def write_summaries(folder: Path, title: str, suites: list[view.SuiteView],
     for name, text in (
             ("summary.md", summary.render(title, suites, facts, classes, known, notes)),
             ("report.html", html.render(title, suites, facts, str(folder), classes, known))):
-        tmp = folder / f".{name}.tmp"
+        _replace_text(folder / name, text)
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: a full disk leaves the old file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, folder / name)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

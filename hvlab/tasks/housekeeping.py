@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hvlab.errors import HvlabError
 from hvlab.locks import FileLock
+from hvlab.report import unfinished
 from hvlab.results import StageResult, Status, TestCase
 from hvlab.tasks.session import Scope, Session
 from hvlab.workspace import Workspace
@@ -88,6 +89,10 @@ def status_lines(ws: Workspace) -> list[str]:
         lines.append(f"    {b.path.name[:16]}  {b.kernel} {b.release}  "
                      f"{(now - b.created) / 86400:.1f} days old  {human(b.size)}")
     lines.append(f"  total: {human(total)}")
+    runs = unfinished.find(ws.reports)
+    if runs:
+        lines.append(f"reports/: {len(runs)} runs not finished")
+        lines += [f"  {r.line()}" for r in runs]
     return lines
 
 

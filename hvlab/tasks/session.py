@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from hvlab import procs
 from hvlab.config import loader
 from hvlab.config.tables import Config
 from hvlab.errors import HvlabError, UserError
@@ -105,6 +106,8 @@ class Session:
         """Run stage ``name`` of ``scope``: yields its log path.  An exception that
         escapes is filed as this stage's ERROR case (once) and re-raised."""
         self.progress.stage(name, detail or scope.label)
+        where = scope.label if scope.host == "local" else f"{scope.label} on {scope.host}"
+        token = self.run.begin(f"{name} ({where})")
         try:
             yield self.run.log(scope.log_name(name))
         except BaseException as exc:
@@ -115,6 +118,8 @@ class Session:
                     output=traceback.format_exc() if self.debug else "")], 0.0), scope)
                 _mark(exc)
             raise
+        finally:
+            self.run.end(token)
 
     def record(self, stage: StageResult, scope: Scope) -> StageResult:
         self.run.add(stage, scope.label, scope.host)
@@ -153,6 +158,9 @@ def session(task: str, argv: Sequence[str], debug: bool = False, quiet: bool = F
     progress = Progress(quiet=quiet)
     run = RunFolder(ws, task, argv)
     s = Session(ws, run, progress, debug, loaded=config)
+    procs.use(ws.processes)
+    procs.reap(ws.processes, progress.info)  # what a killed run left running
+    run.checkpoint()  # a report exists from the start: SIGKILL leaves it in place
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     code = 0
     error: str | None = None

@@ -1,0 +1,61 @@
+"""The run folder is a valid report at every moment: from the first stage, and
+rewritten as each stage begins and ends, saying what was running."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hvlab.report import unfinished, view
+from hvlab.report.runfolder import RunFolder
+from hvlab.results import StageResult, Status, TestCase
+from hvlab.workspace import Workspace
+
+pytestmark = pytest.mark.unit
+
+
+def cases(run: RunFolder) -> dict[str, Status]:
+    suites = view.parse((run.path / "junit.xml").read_text())
+    return {c.name: c.status for s in suites for c in s.cases}
+
+
+def test_a_run_that_stops_anywhere_leaves_a_report_of_what_it_did(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, tmp_path / "configs", tmp_path / "kernels", tmp_path / "reports")
+    run = RunFolder(ws, "boot", ["boot"])
+    run.checkpoint()
+    assert cases(run) == {"run did not finish (between stages)": Status.ERROR}
+    assert (ws.reports / "latest").resolve() == run.path
+    token = run.begin("build (k)")
+    assert cases(run) == {"run did not finish (stage build (k) was running)": Status.ERROR}
+    run.add(StageResult.from_cases("build", [TestCase("build: k", Status.PASS)], 1.0), "k")
+    run.end(token)
+    run.begin("boot (k on q)")
+    run.begin("boot (k on r)")
+    assert cases(run) == {"build: k": Status.PASS,
+                          "run did not finish (stages boot (k on q), boot (k on r) were "
+                          "running)": Status.ERROR}
+    meta = json.loads((run.path / "metadata.json").read_text())
+    assert meta["finished"] is False and meta["running"] == ["boot (k on q)", "boot (k on r)"]
+    assert "not finished" in (run.path / "summary.md").read_text()
+    [left] = unfinished.find(ws.reports)
+    assert left.alive and left.line().endswith("boot still running (boot (k on q), "
+                                               "boot (k on r))")
+    run.finish(0)
+    assert cases(run) == {"build: k": Status.PASS}
+    assert json.loads((run.path / "metadata.json").read_text())["finished"] is True
+    assert unfinished.find(ws.reports) == []
+
+
+def test_a_dead_runs_folder_is_listed_as_never_finished(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, tmp_path / "configs", tmp_path / "kernels", tmp_path / "reports")
+    run = RunFolder(ws, "run", ["run"])
+    run.begin("boot (k on q)")
+    meta = json.loads((run.path / "metadata.json").read_text())
+    meta["pid_started"] -= 1  # the pid now names another process: that run is dead
+    (run.path / "metadata.json").write_text(json.dumps(meta, indent=2))
+    [left] = unfinished.find(ws.reports)
+    assert not left.alive
+    assert left.line() == (f"{run.id}: run started {meta['started']} never finished "
+                           "(boot (k on q))")
