@@ -65,7 +65,11 @@ def _alive(pid: int, started: int | None, argv: Sequence[str] | None = None) -> 
 def use(folder: Path) -> None:
     """Record children under ``folder`` from now on (a session's workspace)."""
     global _folder
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a full or read-only kernels/: the death signal still holds
+        _folder = None
+        return
     _folder = folder
 
 

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvlab import procs
+
 SSHD = "/usr/sbin/sshd"
 
 
@@ -94,7 +96,8 @@ def sshd(workdir: Path, address: str = "127.0.0.1", port: int | None = None,
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
     prefix = ["ip", "netns", "exec", netns] if netns else []
     proc = subprocess.Popen([*prefix, SSHD, "-D", "-e", "-f", str(config)],
-                            stderr=(workdir / "sshd.log").open("wb"))
+                            stderr=(workdir / "sshd.log").open("wb"),
+                            preexec_fn=procs.die_with_parent)  # gone with pytest, even killed
     server = Sshd(address, port, host_key, client, workdir, proc)
     try:
         _wait_listening(address, port, netns, proc)

@@ -21,6 +21,19 @@ class LoadedSeries:
         return S.patchset_hash(self.patches)
 
 
+MAX_PATCH_BYTES = 64 << 20  # far above any patch a list or a maintainer sends
+MAX_PATCHES = 5000  # a series, not a tree's history
+
+
+def _inside(f: Path, root: Path) -> bool:
+    """``f`` (after symlinks) lies in the series directory: a series in a
+    repository that takes pull requests cannot name /etc/shadow."""
+    try:
+        return f.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+
+
 def _files(path: Path, display: str) -> tuple[list[tuple[Path, str]], list[str]]:
     problems: list[str] = []
     series_file = path / "series"
@@ -30,16 +43,37 @@ def _files(path: Path, display: str) -> tuple[list[tuple[Path, str]], list[str]]
         files = []
         for e in entries:
             f = path / e.name
-            if not f.is_file():
+            if not _inside(f, path):
+                problems.append(f"{display}/series:{e.line}: patch '{e.name}' points outside "
+                                "the series directory")
+            elif not f.is_file():
                 problems.append(f"{display}/series:{e.line}: patch '{e.name}' does not exist")
             else:
                 files.append((f, f"{display}/{e.name}"))
         return files, problems
-    files = sorted(
-        (f, f"{display}/{f.name}") for f in path.iterdir()
-        if f.is_file() and S.is_patch_file_name(f.name)
-    )
+    files = []
+    for f in sorted(path.iterdir()):
+        if not f.is_file() or not S.is_patch_file_name(f.name):
+            continue
+        if not _inside(f, path):
+            problems.append(f"{display}/{f.name}: a link that points outside the series "
+                            "directory")
+            continue
+        files.append((f, f"{display}/{f.name}"))
     return files, problems
+
+
+def _bounded(files: list[tuple[Path, str]], display: str) -> list[str]:
+    if len(files) > MAX_PATCHES:
+        return [f"{display}: {len(files)} patch files: more than a series holds "
+                f"({MAX_PATCHES} at most)"]
+    out = []
+    for f, shown in files:
+        size = f.stat().st_size
+        if size > MAX_PATCH_BYTES:
+            out.append(f"{shown}:1: {size} bytes: larger than any patch should be "
+                       f"({MAX_PATCH_BYTES >> 20} MiB at most)")
+    return out
 
 
 def load_series(name: str, path: Path, display: str | None = None) -> LoadedSeries:
@@ -51,12 +85,18 @@ def load_series(name: str, path: Path, display: str | None = None) -> LoadedSeri
         files, problems = [(path, display)], []
     else:
         return LoadedSeries(name, path, (), (f"{display}: no such patch directory or file",))
+    too_big = _bounded(files, display)
+    if too_big:
+        return LoadedSeries(name, path, (), tuple(problems + too_big))
     patches: list[S.Patch] = []
     for f, shown in files:
         found = S.parse_patch_file(shown, f.read_bytes())
         if not found:
             problems.append(f"{shown}:1: no patch found (neither a mail with a diff nor a diff)")
         patches.extend(found)
+    if len(patches) > MAX_PATCHES:  # one mbox of many messages
+        problems.append(f"{display}: {len(patches)} patches: more than a series holds "
+                        f"({MAX_PATCHES} at most)")
     if not files and not problems:
         problems.append(f"{display}: the series is empty")
     return LoadedSeries(name, path, tuple(S.number(patches)), tuple(problems))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import errno
 import signal
 import sys
 import traceback
@@ -156,7 +157,14 @@ def session(task: str, argv: Sequence[str], debug: bool = False, quiet: bool = F
     ``config`` is used instead of reading configs/ (in-process tests)."""
     ws = Workspace.from_env(root)
     progress = Progress(quiet=quiet)
-    run = RunFolder(ws, task, argv)
+    try:
+        run = RunFolder(ws, task, argv)
+    except OSError as exc:
+        reason = ("disk full (no space left on device)" if exc.errno == errno.ENOSPC
+                  else exc.strerror or str(exc))
+        print(f"hvlab: error: cannot create a run folder in {ws.display(ws.reports)}: "
+              f"{reason}", file=sys.stderr)
+        raise SystemExit(3) from None
     s = Session(ws, run, progress, debug, loaded=config)
     procs.use(ws.processes)
     procs.reap(ws.processes, progress.info)  # what a killed run left running
@@ -191,7 +199,12 @@ def session(task: str, argv: Sequence[str], debug: bool = False, quiet: bool = F
             if (run.path / "report.html").is_file():
                 where += f", {ws.display(run.path / 'report.html')}"
         except OSError as exc:
-            where = f"(could not write the report: {exc})"
+            reason = exc.strerror or str(exc)
+            if exc.errno == errno.ENOSPC:
+                reason = "disk full (no space left on device)"
+            where = "(not written)"
+            error = (f"{error}; " if error else "") + \
+                f"cannot write the report in {ws.display(run.path)}: {reason}"
             code = 3
         if error:
             print(f"hvlab: error: {error}", file=sys.stderr)

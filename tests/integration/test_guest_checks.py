@@ -130,3 +130,27 @@ def test_hosts_capture_copies_a_running_guest_and_test_capture_judges_it(
     assert cases["shell"].result[0].message == "needs a live guest (this is a capture)"
     qemu = env.inv("hosts.capture", "--host", "q-none", timeout=60)
     assert qemu.returncode == 2 and "unknown host 'q-none'" in qemu.stderr
+
+
+HOSTILE = "x;touch /tmp/m1;$(touch /tmp/m2)`touch /tmp/m3` && touch /tmp/m4 'q' \"d\" *"
+
+
+def test_config_values_with_shell_metacharacters_arrive_verbatim_on_the_guest(
+        running_guest: SshEndpoint, tmp_path: Path) -> None:
+    """scratch_disk and spare_nic (the host config values the suites pass to guest
+    commands) as shell text: they must reach the scripts as one argument each,
+    be named verbatim in the verdict, and never run."""
+    from hvlab.suites import builtin
+
+    with SshSession("machine", running_guest) as s:
+        ctx = builtin.GuestContext(s, "machine", "", tmp_path, scratch_disk=HOSTILE,
+                                   spare_nic=HOSTILE)
+        storage = builtin.hv_storage(ctx, tmp_path / "storage.log")
+        rebind = builtin.netvsc_reload(ctx, tmp_path / "rebind.log", rounds=1)
+        echoed = s.run(["printf", "%s", HOSTILE]).stdout
+        left = s.run(["sh", "-c", "ls /tmp/m1 /tmp/m2 /tmp/m3 /tmp/m4 2>/dev/null"]).stdout
+    assert echoed == HOSTILE
+    assert left == "", "a config value ran as a command on the guest"
+    scratch = [c for c in storage if c.name.startswith("storage: 64 MiB")]
+    assert scratch and HOSTILE in scratch[0].message, storage
+    assert rebind[0].status in ("error", "fail") and HOSTILE in rebind[0].message, rebind

@@ -160,3 +160,32 @@ def test_debug_shows_traceback_only_when_asked(env: Env) -> None:
     assert quiet.returncode == loud.returncode == 2
     assert "Traceback" not in quiet.stderr
     assert "Traceback" in loud.stderr
+
+
+def test_patch_names_that_look_like_shell_or_options_are_only_names(env: Env,
+                                                                      tmp_path: Path) -> None:
+    """Spaces, quotes, $(...), backticks and leading dashes in patch file names
+    (a pull request to configs/ can carry any of them) reach git and checkpatch
+    as data."""
+    upstream = setup_kernel(env, tmp_path)
+    made = format_series(upstream, tmp_path / "made", [
+        ("drivers/hv/vmbus_drv.c", "vmbus line 3 ", "vmbus line three "),
+        ("drivers/hv/connection.c", "connection line 5 ", "connection line five "),
+    ])
+    names = ["--exec=touch pwned; $(touch pwned) 'q' \"d\".patch",
+             "-rf `touch pwned` & a.patch"]
+    series = env.configs / "patches" / "odd"
+    series.mkdir(parents=True)
+    for name, made_patch in zip(names, sorted(made.iterdir()), strict=True):
+        (series / name).write_bytes(made_patch.read_bytes())
+    (series / "series").write_text("".join(f"{n.split(' ')[0]}\n" for n in names))
+    done = env.inv("config.check")  # a series file splits at blanks: those names are absent
+    assert done.returncode == 2 and "patches/odd/series:1:1: patch '--exec=touch' does not " \
+        "exist" in done.stdout + done.stderr
+    (series / "series").unlink()  # name order instead
+    done = env.inv("patch", "--kernel", "k", "--series", "odd")
+    assert done.returncode == 0, done.stderr
+    assert {status(c) for c in cases(env).values()} == {"pass"}
+    tree = env.kernels / "worktrees" / "k"
+    assert "connection line five" in (tree / "drivers/hv/connection.c").read_text()
+    assert not [p for p in tmp_path.rglob("pwned")], "a name ran as a command"

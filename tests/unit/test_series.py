@@ -111,3 +111,42 @@ def test_patch_sha256_is_over_its_bytes() -> None:
     data = mail("x")
     (patch,) = S.parse_patch_file("x.patch", data)
     assert patch.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_series_cannot_reach_outside_its_directory(tmp_path: Path) -> None:
+    outside = tmp_path / "secret.patch"
+    outside.write_bytes(mail("not part of the series"))
+    series = tmp_path / "s"
+    series.mkdir()
+    (series / "a.patch").write_bytes(mail("one"))
+    (series / "link.patch").symlink_to(outside)
+    (series / "series").write_text("a.patch\nlink.patch\n../secret.patch\n")
+    loaded = load_series("s", series, "patches/s")
+    assert loaded.problems == (
+        "patches/s/series:3: '../secret.patch' must be a path inside the series",
+        "patches/s/series:2: patch 'link.patch' points outside the series directory")
+    (series / "series").unlink()
+    loaded = load_series("s", series, "patches/s")
+    assert loaded.problems == ("patches/s/link.patch: a link that points outside the series "
+                               "directory",)
+    assert [p.subject for p in loaded.patches] == ["one"]
+
+
+def test_huge_patches_and_series_are_refused_before_they_are_read(tmp_path: Path) -> None:
+    big = tmp_path / "big" / "0001-big.patch"
+    big.parent.mkdir()
+    with big.open("wb") as fh:  # sparse: 100 MB that take no disk
+        fh.truncate(100_000_000)
+    loaded = load_series("big", big.parent, "patches/big")
+    assert loaded.problems == ("patches/big/0001-big.patch:1: 100000000 bytes: larger than "
+                               "any patch should be (64 MiB at most)",)
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(5001):
+        (many / f"{i:05d}.patch").write_bytes(b"")
+    assert load_series("many", many, "patches/many").problems == (
+        "patches/many: 5001 patch files: more than a series holds (5000 at most)",)
+    mbox = tmp_path / "all.mbox"
+    mbox.write_bytes(b"".join(mail(f"[PATCH {i}/5001] p{i}") for i in range(1, 5002)))
+    assert load_series("mbox", mbox, "all.mbox").problems == (
+        "all.mbox: 5001 patches: more than a series holds (5000 at most)",)
