@@ -192,6 +192,12 @@ class SshSession:
         self._client = client
         return client
 
+    def connected(self) -> bool:
+        """The connection is up (False once it dropped, until the next command
+        reconnects)."""
+        transport = self._client.get_transport() if self._client is not None else None
+        return transport is not None and transport.is_active()
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -69,6 +69,7 @@ class BootedGuest:
     session: SshSession | None
     release: str  # what the guest runs ("" when it never answered)
     expected: str  # the build's release
+    console: Callable[[], list[str]] = field(default=lambda: [], compare=False)  # its lines
 
     @property
     def ok(self) -> bool:

@@ -312,4 +312,4 @@ def install_and_boot(session: SshSession, machine: Machine, cell: CellLog, build
             **machine.properties, "kernel_release": booted, "expected_release": release})
     cell.record(stage)
     return BootedGuest(stage, session if stage.status is Status.PASS else None, booted,
-                       release)
+                       release, machine.console_lines)

@@ -82,7 +82,8 @@ class QemuKind:
                 try:
                     cell.record(outcome.stage)
                     booted = outcome.stage.properties.get("kernel_release", "")
-                    yield BootedGuest(outcome.stage, outcome.session, booted, target.release)
+                    yield BootedGuest(outcome.stage, outcome.session, booted, target.release,
+                                      outcome.guest.console_lines)
                 finally:
                     if outcome.session is not None:
                         outcome.session.close()

@@ -43,6 +43,9 @@ class GuestContext:
     spare_nic: str | None = None  # a synthetic NIC that does not carry the session
     given: Capture | None = None  # inv test --capture: judge this, no guest
     modules: tuple[str, ...] = ()  # for module-reload: the modules it may reload
+    console: Callable[[], list[str]] = field(default=lambda: [], repr=False)  # the guest's
+    boot_id: str = ""  # the guest's boot when the suites started (runner.same_boot)
+    gone: str = ""  # why no further test can run on this guest ("" while it can)
     _snapshot: Capture | None = field(default=None, repr=False)
 
     @property

@@ -7,7 +7,9 @@ when the suite has one), killed there after ``timeout``.  Its output
 streams to ``logs/suite-<suite>-<test>.out`` (never held whole in memory)
 and is judged by its parser: exit-code, tap, ktap or junit (a JUnit file the
 command leaves at ``results``).  A bad result is retried up to ``retries``
-times; a later pass is a pass marked flaky, never a hidden failure.
+times; a later pass is a pass marked flaky, never a hidden failure.  A test
+that takes the connection with it is an error; the next test reconnects, unless
+the guest rebooted or is gone (``continuity``): then the rest are errors too.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from hvlab.model import SuiteSpec, SuiteTest
 from hvlab.report.compare import read_junit
 from hvlab.results import StageResult, Status, TestCase
 from hvlab.ssh import RemoteResult
-from hvlab.suites import ktap, modules
+from hvlab.suites import continuity, ktap, modules
 from hvlab.suites.builtin import BUILTINS, NEEDS_LIVE, GuestContext
 from hvlab.suites.hvchecks import devices
 from hvlab.suites.ktapcases import cases_from_document
@@ -157,9 +159,14 @@ def _attempt(ctx: GuestContext, suite: SuiteSpec, test: SuiteTest, log: Path,
         def keep(line: str) -> None:
             out.write(line + "\n")
 
-        result = ctx.guest.run(
-            ["env", f"HVLAB_SUITE={suite.name}", f"HVLAB_TEST={test.name}", "sh", "-c",
-             prefix + test.run], timeout=test.timeout, log=log, on_line=keep)
+        try:
+            result = ctx.guest.run(
+                ["env", f"HVLAB_SUITE={suite.name}", f"HVLAB_TEST={test.name}", "sh", "-c",
+                 prefix + test.run], timeout=test.timeout, log=log, on_line=keep)
+        except Interrupted:
+            raise
+        except InfraError as exc:  # no connection to run it on
+            return [TestCase(test.name, Status.ERROR, str(exc), log_path=log)]
     if test.parser == "junit" and not result.timed_out and not result.dropped:
         return _junit_cases(ctx, test, log)
     return _verdict(test, result, stdout)
@@ -212,11 +219,24 @@ def run_suite(ctx: GuestContext, suite: SuiteSpec, log_dir: Path,
     t0 = time.monotonic()
     remote_dir = None
     cases: list[TestCase] = []
-    if suite.scripts is not None and ctx.live:
+    continuity.start(ctx)
+    if suite.scripts is not None and ctx.live and not ctx.gone:
         remote_dir = f"{REMOTE_DIR}/{_slug(suite.name)}"
         ctx.guest.put_dir(suite.scripts, remote_dir)
     for test in suite.tests:
+        if ctx.gone:  # never a pass on a guest that is not the one booted
+            cases.append(TestCase(test.name, Status.ERROR, f"not run: {ctx.gone}"))
+            continue
         log = log_dir / f"suite-{_slug(suite.name)}-{_slug(test.name)}.log"
-        cases += run_test(ctx, suite, test, log, remote_dir)
+        console_before = len(ctx.console())
+        found = run_test(ctx, suite, test, log, remote_dir)
+        if ctx.live and not ctx.guest.connected():
+            why = continuity.after_loss(ctx, console_before)
+            if why:
+                ctx.gone = f"{why} (in test {test.name})"
+                found = [replace(c, status=Status.ERROR, message=why,
+                                 output=f"{c.message}\n{c.output}".strip())
+                         if c.status is not Status.SKIP else c for c in found]
+        cases += found
     return StageResult.from_cases(suite.name, cases, time.monotonic() - t0,
                                   properties={**properties, "suite": suite.name})

@@ -78,7 +78,7 @@ class _Step:
             spec = host.spec
             ctx = GuestContext(guest.session, spec.name, guest.expected, workdir,
                                spec.iperf_server, None, build_dir, spec.scratch_disk,
-                               spec.spare_nic)
+                               spec.spare_nic, console=guest.console)
             failed: list[TestCase] = []
             judged = 0
             for suite in self.suites:

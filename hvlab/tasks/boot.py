@@ -103,7 +103,7 @@ class Suites:
         logs = self.s.run.cell_logs(self.scope.label, self.scope.host)
         ctx = GuestContext(guest.session, spec.name, guest.expected, logs,
                            spec.iperf_server, self._dmesg_baseline(guest.session), self.build,
-                           spec.scratch_disk, spec.spare_nic)
+                           spec.scratch_disk, spec.spare_nic, console=guest.console)
         props = {"kernel": self.kernel, "host": spec.name}
         for suite in specs:
             with self.s.stage(suite.name, self.scope):

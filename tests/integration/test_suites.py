@@ -228,3 +228,40 @@ def test_storage_check_writes_and_reads_back_a_scratch_disk(env: Env, vmlinuz: s
     small = env.suite("small.storage")["storage: 64 MiB read back from /dev/vda"]
     assert status(small) == "error"
     assert message(small) == "scratch disk: /dev/vda has 16 MiB, fewer than 64"
+
+
+LOSSES = r"""tests:
+  - name: before
+    run: 'true'
+  - name: sshd killed
+    run: >-
+      p=$$; while [ "$(cat /proc/$p/comm)" != sshd ]; do p=$(cut -d" " -f4 /proc/$p/stat);
+      done; kill -9 $p; sleep 30
+  - name: reconnected
+    run: 'test -d /proc/self'
+  - name: reboots itself
+    run: 'echo restarting; reboot -f; sleep 60'
+  - name: after the reboot
+    run: 'true'
+"""
+
+
+def test_a_test_that_takes_the_connection_or_the_guest_with_it(env: Env,
+                                                               vmlinuz: str) -> None:
+    """sshd killed in the middle of a test: that test is an error and the next one
+    reconnects; the guest rebooting itself: an error saying so, and no later test
+    can pass on a guest that is not the one booted."""
+    setup_env(env)
+    env.write("suites/losses.yaml", LOSSES)
+    done = env.inv("test", "--prebuilt", vmlinuz, "--host", "q", "--suite", "losses",
+                   timeout=600)
+    assert done.returncode == 3, done.stderr[-3000:]
+    cases = env.suite("q.losses")
+    got = {name: (status(c), message(c)) for name, c in cases.items()}
+    assert got["before"] == ("pass", "")
+    assert got["sshd killed"] == ("error", "the connection dropped during the test")
+    assert got["reconnected"] == ("pass", "")
+    state, why = got["reboots itself"]
+    assert state == "error" and why.startswith("guest rebooted during the test"), why
+    state, why = got["after the reboot"]
+    assert state == "error" and why.startswith("not run: guest rebooted"), why

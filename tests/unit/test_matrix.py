@@ -114,6 +114,9 @@ class FakeGuest:
         code = self.verdict(self.release, test) if test else 0
         return RemoteResult(argv, code, 0.0, "", "")
 
+    def connected(self) -> bool:
+        return True
+
     def close(self) -> None:
         pass
 
