@@ -19,12 +19,15 @@ import base64
 import collections
 import hashlib
 import io
+import logging
 import os
 import shlex
 import socket
 import tarfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +41,10 @@ from hvlab.model import SshEndpoint
 # Seconds a command's output may stay open after its exit status arrived (a
 # background process holding stdout) before the output counts as ended.
 EXIT_GRACE = 2.0
+# paramiko logs a failed handshake (a guest still booting, a cut link) with its
+# traceback; Python's last-resort handler would print that on every retry.
+# hvlab reports connection failures itself, as one line.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -265,11 +272,18 @@ class SshSession:
         timed_out = dropped = False
         try:
             chan = self._channel()
-            chan.settimeout(0.2)
+            chan.settimeout(self.stall)  # a send waits for window space this long
             chan.exec_command(command)
             if stdin is not None:
-                chan.sendall(stdin)
+                dog = _Watchdog(chan, self.stall)
+                try:
+                    for at in range(0, len(stdin), 256 * 1024):
+                        chan.sendall(stdin[at:at + 256 * 1024])
+                        dog.tick()
+                finally:
+                    dog.stop()
             chan.shutdown_write()
+            chan.settimeout(0.2)
             deadline = t0 + timeout if timeout is not None else None
 
             def keep(buf: collections.deque[bytes], idx: int, data: bytes) -> None:
@@ -369,64 +383,127 @@ class SshSession:
         """Upload a directory as a tar stream (no temporary archive on either side)."""
         self.put_tree(remote, [(local, ".")])
 
+    @property
+    def stall(self) -> float:
+        """Seconds a transfer may make no progress before the connection counts as
+        lost (a cut link blocks a send until TCP gives up, many minutes later)."""
+        return max(30.0, 3.0 * self.endpoint.connect_timeout)
+
+    @contextmanager
+    def _transfer(self, what: str) -> Iterator[tuple[paramiko.Channel, _Watchdog]]:
+        """A channel for one file transfer, watched for stalls; a lost connection
+        is an InfraError naming the host and the transfer."""
+        chan = self._channel()
+        chan.settimeout(self.stall)
+        dog = _Watchdog(chan, self.stall)
+        try:
+            yield chan, dog
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.close()
+            reason = (f"no progress for {self.stall:.0f} s"
+                      if dog.fired or isinstance(exc, TimeoutError)
+                      else str(exc) or type(exc).__name__)
+            raise InfraError(f"host {self.name} ({self.where}): connection lost during "
+                             f"{what}: {reason}") from None
+        finally:
+            dog.stop()
+            chan.close()
+
+    def _exit_status(self, chan: paramiko.Channel) -> int:
+        if not chan.status_event.wait(self.stall):
+            raise TimeoutError("no exit status")
+        return chan.recv_exit_status()
+
     def put_tree(self, remote: str, items: Sequence[tuple[Path, str]]) -> None:
         """Files and directories into ``remote`` (created) as one tar stream over one
         channel: ``items`` are (local path, name under remote).  One command per
         upload matters: each exec costs a round trip or more on the wire."""
         script = 'mkdir -p "$1" && exec tar -x -f - -C "$1"'
-        chan = self._channel()
-        chan.exec_command(shlex.join(["sh", "-c", script, "sh", remote]))
-        writer = _ChannelWriter(chan)
-        with tarfile.open(fileobj=writer, mode="w|", bufsize=256 * 1024) as tf:
-            for local, name in items:
-                tf.add(str(local), arcname=name)
-        chan.shutdown_write()
-        status = chan.recv_exit_status()
-        err = chan.recv_stderr(65536).decode("utf-8", "replace").strip()
-        chan.close()
+        with self._transfer(f"the upload to {remote}") as (chan, dog):
+            chan.exec_command(shlex.join(["sh", "-c", script, "sh", remote]))
+            writer = _ChannelWriter(chan, dog)
+            with tarfile.open(fileobj=writer, mode="w|", bufsize=256 * 1024) as tf:
+                for local, name in items:
+                    tf.add(str(local), arcname=name)
+            chan.shutdown_write()
+            status = self._exit_status(chan)
+            err = chan.recv_stderr(65536).decode("utf-8", "replace").strip() \
+                if chan.recv_stderr_ready() else ""
         if status != 0:
             raise InfraError(f"host {self.name}: upload to {remote} failed "
                              f"(exit {status}): {err}")
 
     def put_file(self, local: Path, remote: str, mode: int = 0o644) -> None:
         script = 'cat > "$1" && chmod "$2" "$1"'
-        chan = self._channel()
-        chan.exec_command(shlex.join(["sh", "-c", script, "sh", remote, f"{mode:o}"]))
-        with local.open("rb") as fh:
-            for block in iter(lambda: fh.read(256 * 1024), b""):
-                chan.sendall(block)
-        chan.shutdown_write()
-        status = chan.recv_exit_status()
-        err = chan.recv_stderr(65536).decode("utf-8", "replace").strip()
-        chan.close()
+        with self._transfer(f"the upload of {remote}") as (chan, dog):
+            chan.exec_command(shlex.join(["sh", "-c", script, "sh", remote, f"{mode:o}"]))
+            with local.open("rb") as fh:
+                for block in iter(lambda: fh.read(256 * 1024), b""):
+                    chan.sendall(block)
+                    dog.tick()
+            chan.shutdown_write()
+            status = self._exit_status(chan)
+            err = chan.recv_stderr(65536).decode("utf-8", "replace").strip() \
+                if chan.recv_stderr_ready() else ""
         if status != 0:
             raise InfraError(f"host {self.name}: writing {remote} failed (exit {status}): {err}")
 
     def get_file(self, remote: str, local: Path) -> None:
-        chan = self._channel()
-        chan.exec_command(shlex.join(["cat", remote]))
         local.parent.mkdir(parents=True, exist_ok=True)
-        with local.open("wb") as fh:
-            while True:
-                data = chan.recv(256 * 1024)
-                if not data:
-                    break
-                fh.write(data)
-        status = chan.recv_exit_status()
-        chan.close()
+        with self._transfer(f"the download of {remote}") as (chan, dog):
+            chan.exec_command(shlex.join(["cat", remote]))
+            with local.open("wb") as fh:
+                while True:
+                    data = chan.recv(256 * 1024)
+                    if not data:
+                        break
+                    dog.tick()
+                    fh.write(data)
+            status = self._exit_status(chan)
         if status != 0:
             raise InfraError(f"host {self.name}: reading {remote} failed (exit {status})")
+
+
+class _Watchdog:
+    """Closes the connection under a transfer that made no progress for ``stall``
+    seconds: a send on a cut link blocks inside paramiko's socket writes, where
+    no channel timeout reaches, until TCP gives up many minutes later."""
+
+    def __init__(self, chan: paramiko.Channel, stall: float) -> None:
+        self.chan = chan
+        self.stall = stall
+        self.last = time.monotonic()
+        self.fired = False
+        self._done = threading.Event()
+        threading.Thread(target=self._watch, name="hvlab-ssh-watchdog", daemon=True).start()
+
+    def tick(self) -> None:
+        self.last = time.monotonic()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def _watch(self) -> None:
+        while not self._done.wait(1.0):
+            if time.monotonic() - self.last > self.stall:
+                self.fired = True
+                transport = self.chan.get_transport()
+                if transport is not None:
+                    transport.close()  # the blocked write fails at once
+                return
 
 
 class _ChannelWriter(io.RawIOBase):
     """A file-like writer onto a channel's stdin (for tarfile's stream mode)."""
 
-    def __init__(self, chan: paramiko.Channel) -> None:
+    def __init__(self, chan: paramiko.Channel, dog: _Watchdog) -> None:
         self.chan = chan
+        self.dog = dog
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
         self.chan.sendall(data)
+        self.dog.tick()
         return len(data)

@@ -33,6 +33,12 @@ class Lab:
     guest_key: Path
     guest_host_key: str
     kernel: Path  # the VM's default kernel (what it boots from its "disk")
+    netns: str = ""  # the namespace the VM's network lives in
+
+    def link(self, up: bool) -> None:
+        """Cut (or restore) the VM's network: its veth pair's outer end."""
+        subprocess.run(["ip", "link", "set", f"v{self.netns[-10:]}a", "up" if up else "down"],
+                       check=True)
 
     @property
     def release(self) -> str:
@@ -105,7 +111,7 @@ def hyperv_lab(tmp: Path, ws: Workspace, vm: str = "linux-gen2-01",
                  extra=f"ForceCommand {sys.executable} {SIM} --state {state}\n") as server:
         try:
             yield Lab(state, server, vm, ip, image.client_key, image.host_key_fingerprint,
-                      kernel)
+                      kernel, name)
         finally:
             subprocess.run([sys.executable, str(SIM), "--state", str(state), "cleanup"],
                            check=False)

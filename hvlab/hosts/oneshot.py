@@ -71,18 +71,7 @@ def install(session: SshSession, name: str, boot_method: str, keep_kernels: int,
     if len(free) >= 4 and free[3].isdigit() and int(free[3]) < needed:
         raise InfraError(f"host {name}: disk full: /boot has {free[3]} KiB free, "
                          f"the build needs {needed} KiB")
-    try:
-        session.put_tree("/boot", [(image, f"vmlinuz-{release}"),
-                                   (build_dir / "System.map", f"System.map-{release}"),
-                                   (build_dir / "config", f"config-{release}")])
-        modules = build_dir / "modules.tar.gz"
-        if modules.is_file():
-            _stream_modules(session, modules, log)
-            session.check(["depmod", "-a", release], timeout=300, log=log)
-    except InfraError as exc:
-        if "No space left" in str(exc) or "No space left" in _tail(log):
-            raise InfraError(f"host {name}: disk full during install: {exc}") from None
-        raise
+    _upload(session, name, image, build_dir, release, log)
     initrd: str | None = None
     if _has(session, "update-initramfs"):
         session.check(["update-initramfs", "-c", "-k", release], timeout=900, log=log)
@@ -100,6 +89,39 @@ def install(session: SshSession, name: str, boot_method: str, keep_kernels: int,
         session.check(["update-grub"], timeout=600, log=log)
     _record_and_prune(session, release, keep_kernels, log)
     return Installed(release, initrd, method)
+
+
+UPLOAD_ATTEMPTS = 3
+RETRY_PAUSE = 5.0
+
+
+def _upload(session: SshSession, name: str, image: Path, build_dir: Path, release: str,
+            log: Path) -> None:
+    """The kernel files and the modules onto the machine.  A connection lost on
+    the way (a link that flaps) is retried, a bounded number of times; the
+    copy is idempotent."""
+    for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+        try:
+            session.put_tree("/boot", [(image, f"vmlinuz-{release}"),
+                                       (build_dir / "System.map", f"System.map-{release}"),
+                                       (build_dir / "config", f"config-{release}")])
+            modules = build_dir / "modules.tar.gz"
+            if modules.is_file():
+                _stream_modules(session, modules, log)
+                session.check(["depmod", "-a", release], timeout=300, log=log)
+            return
+        except InfraError as exc:
+            if "No space left" in str(exc) or "No space left" in _tail(log):
+                raise InfraError(f"host {name}: disk full during install: {exc}") from None
+            if session.connected():
+                raise  # the machine answered: not the link
+            if attempt == UPLOAD_ATTEMPTS:
+                raise InfraError(f"host {name}: the connection was lost during install "
+                                 f"{attempt} times; last: {exc}") from None
+            with log.open("a") as fh:
+                fh.write(f"[hvlab] install attempt {attempt} lost the connection ({exc}); "
+                         f"again in {RETRY_PAUSE * attempt:.0f} s\n")
+            cancel.sleep(RETRY_PAUSE * attempt)
 
 
 def _tail(log: Path) -> str:

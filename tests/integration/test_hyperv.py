@@ -239,3 +239,51 @@ def test_the_serial_log_follows_the_vm_across_a_restart(env: Env, lab: Lab) -> N
         client.turn_off()
         windows.close()
     assert qemu_left(lab) == ""
+
+
+def _when_install_uploads(env: Env, proc: subprocess.Popen[str]) -> None:
+    """Until the install has asked the guest for /boot's free space (the upload
+    comes next)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        for log in env.reports.glob("*/logs/*.log"):
+            if "$ df -Pk /boot" in log.read_text(errors="replace"):
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"the install never started: {proc.communicate()}")
+
+
+def test_the_guest_link_cut_during_install(env: Env, lab: Lab) -> None:
+    """Cut for a few seconds: the install goes on and the boot passes.  Cut for
+    good: a bounded number of attempts, then exit 3 naming the host."""
+    env.write("hosts/hv.yaml", lab.host_yaml(secure_boot="off", guest={"connect_timeout": 5}))
+    argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), "boot", "--prebuilt",
+            prebuilt(lab), "--host", "hv"]
+    run_env = {**os.environ, **env.vars}
+    proc = subprocess.Popen(argv, cwd=env.root, env=run_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _when_install_uploads(env, proc)
+    lab.link(up=False)
+    time.sleep(6)
+    lab.link(up=True)
+    _out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+
+    for old in env.reports.iterdir():  # the next run's logs only
+        if old.is_symlink():
+            old.unlink()
+        else:
+            shutil.rmtree(old)
+    proc = subprocess.Popen(argv, cwd=env.root, env=run_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _when_install_uploads(env, proc)
+        lab.link(up=False)
+        _out, err = proc.communicate(timeout=400)  # bounded: never a hang
+    finally:
+        lab.link(up=True)
+    assert proc.returncode == 3, err[-3000:]
+    assert "host hv" in err and "during install" in err, err[-3000:]
+    assert "Traceback" not in err
+    assert lab.vm_state()["state"] == "Off"
+    assert qemu_left(lab) == ""
