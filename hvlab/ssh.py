@@ -365,6 +365,13 @@ class SshSession:
                             b"".join(err_tail).decode("utf-8", "replace"), timed_out, dropped,
                             b"".join(std_tail).decode("utf-8", "replace"))
 
+    def hold(self, argv: Sequence[str]) -> paramiko.Channel:
+        """Start ``argv`` and return its channel, open: the command's stdin ends
+        when the channel is closed or the connection is lost (hvlab killed)."""
+        chan = self._channel()
+        chan.exec_command(shlex.join(str(a) for a in argv))
+        return chan
+
     def check(self, argv: Sequence[str], timeout: float | None = 300,
               log: Path | None = None) -> str:
         """Run; return stdout+stderr; an InfraError quoting the command when it fails."""

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvlab import procs
 from hvlab.build import diagnostics as buildlog
 from hvlab.build.builder import Artifact, Builder, Configured, ccache_stats, collect_artifacts
 from hvlab.build.diagnostics import Diagnostic
@@ -149,6 +150,10 @@ def build_commit(builder: Builder, tree: Path, commit: str, configured: Configur
     builder.write_config(configured.config_text)
     targets = builder.targets(configured.config_text)
     staging = ws.builds / f".staging-{build_id[:16]}-{os.getpid()}"
+    for left in ws.builds.glob(f".staging-{build_id[:16]}-*"):
+        pid = left.name.rsplit("-", 1)[1]
+        if left != staging and pid.isdigit() and procs.start_time(int(pid)) is None:
+            shutil.rmtree(left, ignore_errors=True)  # a killed run's half build
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:

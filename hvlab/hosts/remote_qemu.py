@@ -3,7 +3,10 @@
 The kernel and initrd are copied to a temporary directory there, QEMU runs
 daemonized with its serial console in that directory, and the guest's sshd
 (forwarded to the machine's 127.0.0.1:PORT) is reached through the machine
-as a jump host.  ``stop()`` kills QEMU and removes the directory.
+as a jump host.  ``stop()`` kills QEMU and removes the directory.  A guard
+command on the machine holds an SSH channel open for QEMU's lifetime: when
+the connection goes (hvlab killed, the network lost), its stdin ends and it
+does what ``stop()`` would have done.
 """
 
 from __future__ import annotations
@@ -20,6 +23,15 @@ from hvlab.hosts.qemu_guest import QEMU, GuestFiles, qemu_argv
 from hvlab.model import SshEndpoint
 from hvlab.ssh import SshSession
 
+# $1 QEMU's pid, $2 its directory: wait for stdin to end, then stop that QEMU
+# (only if the pid is still the QEMU started from that directory) and clean up
+GUARD = r"""cat >/dev/null
+if grep -qaF -- "$2" "/proc/$1/cmdline" 2>/dev/null; then
+  kill "$1" 2>/dev/null; sleep 1; kill -9 "$1" 2>/dev/null
+fi
+rm -rf -- "$2"
+"""
+
 
 @dataclass
 class RemoteQemuGuest(GuestFiles):
@@ -31,6 +43,7 @@ class RemoteQemuGuest(GuestFiles):
     started: float = 0.0
     rdir: str = ""
     pid: str = ""
+    guard: paramiko.Channel | None = None
 
     def start(self) -> None:
         r = self.remote
@@ -57,6 +70,7 @@ class RemoteQemuGuest(GuestFiles):
                     raise InfraError(f"host {r.name}: QEMU's pid file holds {pid[:40]!r}")
                 self.pid = pid
                 self.started = time.monotonic()
+                self.guard = r.hold(["sh", "-c", GUARD, "sh", pid, self.rdir])
                 return
             if "host forwarding" not in result.output:
                 raise InfraError(f"host {r.name}: QEMU did not start: "
@@ -115,3 +129,6 @@ class RemoteQemuGuest(GuestFiles):
         if self.rdir:
             self.remote.run(["rm", "-rf", self.rdir], timeout=60)
             self.rdir = ""
+        if self.guard is not None:
+            self.guard.close()  # its QEMU is gone: it only removes the (gone) directory
+            self.guard = None

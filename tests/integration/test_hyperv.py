@@ -287,3 +287,28 @@ def test_the_guest_link_cut_during_install(env: Env, lab: Lab) -> None:
     assert "Traceback" not in err
     assert lab.vm_state()["state"] == "Off"
     assert qemu_left(lab) == ""
+
+
+def test_a_vm_a_killed_run_left_running_is_taken_back_by_the_next_run(
+        env: Env, lab: Lab) -> None:
+    """SIGKILL gives hvlab no chance to turn the VM off; the next run that takes
+    the lease finds it running, turns it off (and reverts it, as configured)
+    before it starts it clean."""
+    env.write("hosts/hv.yaml", lab.host_yaml(checkpoint="clean", secure_boot="off",
+                                             release="revert"))
+    argv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), "boot", "--prebuilt",
+            prebuilt(lab), "--host", "hv"]
+    proc = subprocess.Popen(argv, cwd=env.root, env={**os.environ, **env.vars},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while lab.vm_state()["state"] != "Running":
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert lab.vm_state()["state"] == "Running"  # left behind, as on a real host
+    done = env.inv("boot", "--prebuilt", prebuilt(lab), "--host", "hv", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "VM was Running: turned off" in done.stderr
+    assert lab.vm_state()["state"] == "Off"
+    assert qemu_left(lab) == ""

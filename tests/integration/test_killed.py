@@ -140,3 +140,112 @@ def test_kill_9_at_random_points_of_a_run(env: Env, tmp_path: Path,
     tree = env.kernels / "worktrees" / "k"
     assert subprocess.run(["git", "-C", str(tree), "status", "--porcelain"],
                           capture_output=True, text=True, check=True).stdout == ""
+    assert_store_and_cache_whole(env)
+
+
+def assert_store_and_cache_whole(env: Env) -> None:
+    """git fsck accepts the object store; every build in the cache is complete
+    (a half build never leaves its staging folder)."""
+    fsck = subprocess.run(["git", "--git-dir", str(env.kernels / "git" / "store.git"), "fsck",
+                           "--no-progress"], capture_output=True, text=True, check=False)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    builds = env.kernels / "builds"
+    for build in (builds.iterdir() if builds.exists() else []):
+        if build.name.startswith(".") or build.name == "work":  # staging, incremental dirs
+            continue
+        assert (build / "metadata.json").is_file(), build
+        meta = json.loads((build / "metadata.json").read_text())
+        assert (build / "bzImage").is_file() and meta["kernelrelease"], build
+
+
+def test_kill_9_during_a_tarball_import(env: Env, tmp_path: Path) -> None:
+    """The streaming import killed at random points: the store stays valid for
+    git fsck and the next fetch imports the tarball whole."""
+    tree = tmp_path / "linux-6.1"
+    for i in range(6000):  # enough files that the import takes a moment
+        path = tree / "drivers" / f"d{i % 60}" / f"f{i}.c"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"/* file {i} */\n" + "int x;\n" * 40)
+    (tree / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 0\n")
+    tarball = tmp_path / "linux-6.1.tar.gz"
+    subprocess.run(["tar", "-czf", str(tarball), "-C", str(tmp_path), "linux-6.1"], check=True)
+    env.write("kernels/t.yaml", f"source:\n  tarball: {tarball}\n")
+    rng = random.Random(os.getpid())
+    killed = 0
+    for _ in range(3):
+        proc = start(env, "fetch", "--kernel", "t")
+        if not wait_for_stage(env, proc, "fetch"):
+            continue
+        time.sleep(rng.uniform(0.05, 0.6))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            killed += 1
+        assert settle(env, 5) == []
+        assert_store_and_cache_whole(env)
+    assert killed >= 1
+    done = env.inv("fetch", "--kernel", "t", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    commit = env.suite_properties("local.fetch")["commit"]
+    files = subprocess.run(["git", "--git-dir", str(env.kernels / "git" / "store.git"),
+                            "ls-tree", "-r", "--name-only", commit], capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert len(files) == 6001 and "drivers/d59/f5999.c" in files  # the whole tarball
+    assert_store_and_cache_whole(env)
+
+
+def test_two_runs_on_one_host_and_the_holder_killed(env: Env) -> None:
+    """The second run waits for the host's lease; the first is killed with
+    SIGKILL: the lease comes free (the kernel drops the dead run's flock), its
+    QEMU goes with it, and the survivor boots and passes."""
+    qemu_host(env, boot_timeout=120)
+    first = start(env, "boot", "--prebuilt", KERNELS[-1], "--host", "q")
+    deadline = time.monotonic() + 60
+    while not any("qemu-system" in line for line in started_by(env)):
+        assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+        time.sleep(0.2)
+    second = subprocess.Popen([sys.executable, "-m", "invoke", "--search-root", str(REPO),
+                               "boot", "--prebuilt", KERNELS[-1], "--host", "q"],
+                              cwd=env.root, env={**os.environ, **env.vars},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert second.stderr is not None
+    waited = ""
+    while "waiting for" not in waited:  # the second run is queued on the lease
+        line = second.stderr.readline()
+        assert line, "the second run never waited for the lease"
+        waited += line
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    rest = second.communicate(timeout=300)[1]
+    assert second.returncode == 0, waited + rest
+    assert settle(env, 5) == []
+
+
+def test_kill_9_leaves_no_qemu_on_the_machine_it_ran_on(env: Env, tmp_path: Path) -> None:
+    """`on: <ssh host>`: QEMU runs daemonized there, out of reach of the death
+    signal; the guard hvlab holds over SSH stops it when the connection goes."""
+    from tests.integration.test_boot import ssh_host_yaml
+    from tests.sshd import sshd
+
+    def remote_qemu() -> list[str]:
+        found = subprocess.run(["pgrep", "-af", "hvlab-qemu-"], capture_output=True,
+                               text=True, check=False).stdout
+        return [line for line in found.splitlines() if "qemu-system" in line]
+
+    with sshd(tmp_path / "sshd") as server:
+        ssh_host_yaml(env, "loophost", server)
+        qemu_host(env, "rq", on="loophost", append="rdinit=/bin/sh", boot_timeout=120)
+        proc = start(env, "boot", "--prebuilt", KERNELS[-1], "--host", "rq")
+        deadline = time.monotonic() + 120
+        while not remote_qemu() or not subprocess.run(
+                ["pgrep", "-f", "grep -qaF"], capture_output=True, check=False).stdout:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.2)  # until QEMU runs there and its guard is in place
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while (remote_qemu() or list(Path("/tmp").glob("hvlab-qemu-*"))) and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert remote_qemu() == []
+        assert not [d for d in Path("/tmp").glob("hvlab-qemu-*")]

@@ -203,6 +203,8 @@ def boot_hyperv(env: HostEnv, host: HostSpec, build_dir: Path, cell: CellLog
                     "windows": facts.windows_caption, "vm": hv.vm,
                     "vm_generation": str(info.generation), "vm_version": info.version})
                 notes = _prepare(vm, info)
+                if info.state != "Off":  # left running: by hand, or by a run that was killed
+                    env.info(f"{host.name}: VM '{hv.vm}': {'; '.join(notes)}")
                 vm.start()
                 guest = vm.wait_guest(win, host.boot_timeout)
                 vm.win = win
