@@ -137,15 +137,19 @@ HOSTILE = "x;touch /tmp/m1;$(touch /tmp/m2)`touch /tmp/m3` && touch /tmp/m4 'q' 
 
 def test_config_values_with_shell_metacharacters_arrive_verbatim_on_the_guest(
         running_guest: SshEndpoint, tmp_path: Path) -> None:
-    """scratch_disk and spare_nic (the host config values the suites pass to guest
-    commands) as shell text: they must reach the scripts as one argument each,
-    be named verbatim in the verdict, and never run."""
+    """scratch_disk, spare_nic, iperf_server and a test's modules (the config
+    values the suites pass to guest commands) as shell text: they must reach the
+    commands as one argument each, be named verbatim in the verdict, and never
+    run."""
     from hvlab.suites import builtin
 
     with SshSession("machine", running_guest) as s:
-        ctx = builtin.GuestContext(s, "machine", "", tmp_path, scratch_disk=HOSTILE,
-                                   spare_nic=HOSTILE)
+        ctx = builtin.GuestContext(s, "machine", "", tmp_path, iperf_server=HOSTILE,
+                                   scratch_disk=HOSTILE, spare_nic=HOSTILE,
+                                   modules=(HOSTILE,))
         storage = builtin.hv_storage(ctx, tmp_path / "storage.log")
+        network = builtin.hv_network(ctx, tmp_path / "network.log")
+        reload = builtin.module_reload(ctx, tmp_path / "reload.log")
         rebind = builtin.netvsc_reload(ctx, tmp_path / "rebind.log", rounds=1)
         echoed = s.run(["printf", "%s", HOSTILE]).stdout
         left = s.run(["sh", "-c", "ls /tmp/m1 /tmp/m2 /tmp/m3 /tmp/m4 2>/dev/null"]).stdout
@@ -154,3 +158,6 @@ def test_config_values_with_shell_metacharacters_arrive_verbatim_on_the_guest(
     scratch = [c for c in storage if c.name.startswith("storage: 64 MiB")]
     assert scratch and HOSTILE in scratch[0].message, storage
     assert rebind[0].status in ("error", "fail") and HOSTILE in rebind[0].message, rebind
+    iperf = [c for c in network if "iperf3" in c.name]
+    assert iperf and iperf[0].status != "pass", network
+    assert [(c.name, c.status) for c in reload] == [(f"module {HOSTILE}: load/unload", "skip")]
