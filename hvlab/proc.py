@@ -205,15 +205,26 @@ def capture(
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
+    args = [str(a) for a in argv]
     try:
-        return subprocess.run(  # noqa: S603 - argument list, no shell
-            [str(a) for a in argv], cwd=cwd, env=full_env, input=stdin_data,
-            capture_output=True, timeout=timeout, check=False,
-            stdin=None if stdin_data is not None else subprocess.DEVNULL,
+        proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
+            args, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=procs.die_with_parent,
         )
     except FileNotFoundError:
-        package = PACKAGES.get(Path(str(argv[0])).name)
+        package = PACKAGES.get(Path(args[0]).name)
         hint = f" (Debian package: {package})" if package else ""
         raise InfraError(f"cannot run '{argv[0]}': not found{hint}") from None
+    procs.track(proc.pid, args, f"'{Path(args[0]).name}'")
+    try:
+        out, err = proc.communicate(stdin_data, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise InfraError(f"'{' '.join(map(str, argv[:3]))}' timed out after {timeout} s") from None
+        _stop_group(proc, grace=1.0)
+        raise InfraError(f"'{' '.join(args[:3])}' timed out after {timeout} s") from None
+    except BaseException:  # interrupted: the child goes too
+        _stop_group(proc, grace=1.0)
+        raise
+    finally:
+        procs.untrack(proc.pid)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)

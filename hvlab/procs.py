@@ -10,12 +10,14 @@ Two lines of defence:
    time, command line, and the same for the hvlab process that owns it).  The
    next run on the workspace (``reap``) stops the process group of every
    child whose owner is gone, if the pid still names the same process: pids
-   are matched by start time and command line, never by name.
+   are matched by start time, never by name, and only records of this boot
+   and pid namespace are judged.
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import os
 import signal
@@ -55,11 +57,32 @@ def _cmdline(pid: int) -> list[str] | None:
     return raw.decode("utf-8", "replace").split("\0")[:-1]
 
 
-def _alive(pid: int, started: int | None, argv: Sequence[str] | None = None) -> bool:
-    """``pid`` is still the process that was recorded (not a reused pid)."""
-    if started is None or start_time(pid) != started:
-        return False
-    return argv is None or _cmdline(pid) == list(argv)
+def _alive(pid: int, started: int | None) -> bool:
+    """``pid`` is still the process that was recorded: pid and start time
+    together name one process for the life of the machine (a reused pid starts
+    later; the command line is no test, a child may exec another program)."""
+    return started is not None and start_time(pid) == started
+
+
+def _space() -> dict[str, str]:
+    """Where pids mean what they mean here: this boot and this pid namespace (a
+    kernels/ shared with another container or machine holds records whose pids
+    name other processes, or none)."""
+    out = {"boot": "", "pidns": ""}
+    try:
+        out["boot"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        out["pidns"] = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pass
+    return out
+
+
+_SPACE = _space()
+
+
+def space_tag() -> str:
+    """A short name for this boot and pid namespace (for names that hold a pid)."""
+    return hashlib.sha256(f"{_SPACE['boot']} {_SPACE['pidns']}".encode()).hexdigest()[:8]
 
 
 def use(folder: Path) -> None:
@@ -82,7 +105,8 @@ def track(pid: int, argv: Sequence[str], what: str) -> None:
     if started is None:
         return  # already gone
     record = {"pid": pid, "started": started, "argv": _cmdline(pid) or list(argv),
-              "what": what, "owner": os.getpid(), "owner_started": start_time(os.getpid())}
+              "what": what, "owner": os.getpid(), "owner_started": start_time(os.getpid()),
+              **_SPACE}
     tmp = folder / f".{pid}.tmp"
     try:
         tmp.write_text(json.dumps(record))
@@ -97,13 +121,13 @@ def untrack(pid: int) -> None:
         (folder / f"{pid}.json").unlink(missing_ok=True)
 
 
-def _stop_group(pid: int, started: int | None, argv: Sequence[str] | None) -> bool:
+def _stop_group(pid: int, started: int | None) -> bool:
     """SIGKILL the process group the recorded child led (it was started as a
     session leader).  The leader may be gone while its children (make's
     compilers) live on: Linux never gives a new process a pid that is still a
     process group's id, so a group with that id is the child's.  A pid now
     held by another process is left alone."""
-    if start_time(pid) is not None and not _alive(pid, started, argv):
+    if start_time(pid) is not None and not _alive(pid, started):
         return False  # the pid was reused
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -130,9 +154,14 @@ def reap(folder: Path, say: Callable[[str], None]) -> list[Reaped]:
             except (OSError, ValueError, KeyError, TypeError):
                 path.unlink(missing_ok=True)
                 continue
+            if rec.get("pidns", _SPACE["pidns"]) != _SPACE["pidns"]:
+                continue  # another container's: its pids are not ours to judge
+            if rec.get("boot", _SPACE["boot"]) != _SPACE["boot"]:
+                path.unlink(missing_ok=True)  # nothing survives a reboot
+                continue
             if _alive(owner, rec.get("owner_started")):
                 continue  # its run is still going (another run on this workspace)
-            if _stop_group(pid, rec.get("started"), rec.get("argv")):
+            if _stop_group(pid, rec.get("started")):
                 say(f"stopped {rec.get('what', 'a process')} (pid {pid}) that a run "
                     f"which did not finish (pid {owner}) left running")
                 out.append(Reaped(pid, str(rec.get("what", "")), owner))

@@ -119,6 +119,7 @@ class SshSession:
         self.banner_timeout = banner_timeout
         self.auth_timeout = auth_timeout
         self._client: paramiko.SSHClient | None = None
+        self.connects = 0  # connections made: more than one means it reconnected
 
     # -- connection ------------------------------------------------------------
     @property
@@ -197,6 +198,7 @@ class SshSession:
             # peer's delayed ACK (~40 ms per round trip); OpenSSH turns it off too
             transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._client = client
+        self.connects += 1
         return client
 
     def connected(self) -> bool:
@@ -270,6 +272,7 @@ class SshSession:
             logf.write(f"$ {shown}  # on {self.name}\n".encode())
         pending = b""
         timed_out = dropped = False
+        chan: paramiko.Channel | None = None
         try:
             chan = self._channel()
             chan.settimeout(self.stall)  # a send waits for window space this long
@@ -350,10 +353,22 @@ class SshSession:
                 timed_out, status = True, -1
             chan.close()
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            dropped, status = True, -1
-            if logf:
-                logf.write(f"[hvlab] connection to {self.name} dropped: {exc}\n".encode())
-            self.close()
+            if chan is not None and self.connected() and chan.exit_status_ready():
+                # the command ended before it read all of its input (tar on a full
+                # disk): its exit status and stderr say why, the connection is fine
+                status = chan.recv_exit_status()
+                while chan.recv_stderr_ready():
+                    data = chan.recv_stderr(65536)
+                    err_tail.append(data)
+                    out_tail.append(data)
+                    if logf:
+                        logf.write(data)
+                chan.close()
+            else:
+                dropped, status = True, -1
+                if logf:
+                    logf.write(f"[hvlab] connection to {self.name} dropped: {exc}\n".encode())
+                self.close()
         finally:
             if logf:
                 if timed_out:
@@ -398,25 +413,38 @@ class SshSession:
 
     @contextmanager
     def _transfer(self, what: str) -> Iterator[tuple[paramiko.Channel, _Watchdog]]:
-        """A channel for one file transfer, watched for stalls; a lost connection
-        is an InfraError naming the host and the transfer."""
+        """A channel for one file transfer, watched for stalls.  A lost connection
+        (a stall, the transport gone) is an InfraError naming the host and the
+        transfer, with the session closed; the remote command ending early (a
+        full disk) is an InfraError with its exit status and stderr."""
         chan = self._channel()
         chan.settimeout(self.stall)
         dog = _Watchdog(chan, self.stall)
         try:
             yield chan, dog
         except (paramiko.SSHException, OSError, EOFError) as exc:
+            dog.stop()
+            stalled = dog.fired or isinstance(exc, TimeoutError)
+            if not stalled and self.connected():
+                if chan.exit_status_ready():
+                    err = chan.recv_stderr(65536).decode("utf-8", "replace").strip() \
+                        if chan.recv_stderr_ready() else ""
+                    raise InfraError(f"host {self.name}: {what} failed (exit "
+                                     f"{chan.recv_exit_status()}): {err}") from None
+                raise InfraError(f"host {self.name}: {what} failed: {exc}") from None
             self.close()
-            reason = (f"no progress for {self.stall:.0f} s"
-                      if dog.fired or isinstance(exc, TimeoutError)
-                      else str(exc) or type(exc).__name__)
+            reason = f"no progress for {self.stall:.0f} s" if stalled \
+                else str(exc) or type(exc).__name__
             raise InfraError(f"host {self.name} ({self.where}): connection lost during "
                              f"{what}: {reason}") from None
         finally:
             dog.stop()
             chan.close()
 
-    def _exit_status(self, chan: paramiko.Channel) -> int:
+    def _exit_status(self, chan: paramiko.Channel, dog: _Watchdog) -> int:
+        """The command's exit status, waited for ``stall`` seconds (the watchdog
+        stops first: it must not close a connection whose transfer is done)."""
+        dog.stop()
         if not chan.status_event.wait(self.stall):
             raise TimeoutError("no exit status")
         return chan.recv_exit_status()
@@ -433,7 +461,7 @@ class SshSession:
                 for local, name in items:
                     tf.add(str(local), arcname=name)
             chan.shutdown_write()
-            status = self._exit_status(chan)
+            status = self._exit_status(chan, dog)
             err = chan.recv_stderr(65536).decode("utf-8", "replace").strip() \
                 if chan.recv_stderr_ready() else ""
         if status != 0:
@@ -449,7 +477,7 @@ class SshSession:
                     chan.sendall(block)
                     dog.tick()
             chan.shutdown_write()
-            status = self._exit_status(chan)
+            status = self._exit_status(chan, dog)
             err = chan.recv_stderr(65536).decode("utf-8", "replace").strip() \
                 if chan.recv_stderr_ready() else ""
         if status != 0:
@@ -466,7 +494,7 @@ class SshSession:
                         break
                     dog.tick()
                     fh.write(data)
-            status = self._exit_status(chan)
+            status = self._exit_status(chan, dog)
         if status != 0:
             raise InfraError(f"host {self.name}: reading {remote} failed (exit {status})")
 
@@ -481,6 +509,7 @@ class _Watchdog:
         self.stall = stall
         self.last = time.monotonic()
         self.fired = False
+        self._lock = threading.Lock()
         self._done = threading.Event()
         threading.Thread(target=self._watch, name="hvlab-ssh-watchdog", daemon=True).start()
 
@@ -488,16 +517,19 @@ class _Watchdog:
         self.last = time.monotonic()
 
     def stop(self) -> None:
-        self._done.set()
+        with self._lock:  # after this, the watchdog never closes anything
+            self._done.set()
 
     def _watch(self) -> None:
         while not self._done.wait(1.0):
-            if time.monotonic() - self.last > self.stall:
+            with self._lock:
+                if self._done.is_set() or time.monotonic() - self.last <= self.stall:
+                    continue
                 self.fired = True
-                transport = self.chan.get_transport()
-                if transport is not None:
-                    transport.close()  # the blocked write fails at once
-                return
+            transport = self.chan.get_transport()
+            if transport is not None:
+                transport.close()  # the blocked write fails at once
+            return
 
 
 class _ChannelWriter(io.RawIOBase):

@@ -149,9 +149,10 @@ def build_commit(builder: Builder, tree: Path, commit: str, configured: Configur
     checkout_commit(tree, commit)
     builder.write_config(configured.config_text)
     targets = builder.targets(configured.config_text)
-    staging = ws.builds / f".staging-{build_id[:16]}-{os.getpid()}"
-    for left in ws.builds.glob(f".staging-{build_id[:16]}-*"):
-        pid = left.name.rsplit("-", 1)[1]
+    here = f".staging-{build_id[:16]}-{procs.space_tag()}-"
+    staging = ws.builds / f"{here}{os.getpid()}"
+    for left in ws.builds.glob(f"{here}*"):  # pids of this machine and namespace only
+        pid = left.name.removeprefix(here)
         if left != staging and pid.isdigit() and procs.start_time(int(pid)) is None:
             shutil.rmtree(left, ignore_errors=True)  # a killed run's half build
     shutil.rmtree(staging, ignore_errors=True)

@@ -202,6 +202,10 @@ class _Loader:
         if not folder.is_dir():
             return
         for path in sorted(p for p in folder.iterdir() if p.is_dir()):
+            if path.is_symlink() and not path.resolve().is_relative_to(self.root.resolve()):
+                self.issues.add(Mark(self.show(path), 0, 0), "",
+                                "a link to a directory outside configs/: refused")
+                continue
             loaded = load_series(path.name, path, self.show(path))
             for problem in loaded.problems:
                 where, _, message = problem.rpartition(": ")

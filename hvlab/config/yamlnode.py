@@ -68,14 +68,26 @@ _NULL_TAG = "tag:yaml.org,2002:null"
 MAX_BYTES = 1 << 20  # no hvlab config comes near 1 MiB
 
 
+MAX_DEPTH = 64
+
+
 def _alias(text: str, file: str) -> YamlIssue | None:
-    """The first alias of the document, found from the event stream (cheap:
-    aliases are never expanded here)."""
+    """The first alias of the document, or nesting deeper than MAX_DEPTH (the
+    composer recurses: a few KB of '[' exhaust Python's stack), found from the
+    event stream, which neither expands nor recurses."""
+    depth = 0
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         if isinstance(event, yaml.AliasEvent):
             return YamlIssue(_mark(file, event.start_mark),
                              f"YAML alias '*{event.anchor}' refused: hvlab configs "
                              "use no anchors or aliases (write the value out)")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return YamlIssue(_mark(file, event.start_mark),
+                                 f"nesting deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
     return None
 
 
@@ -87,8 +99,8 @@ def _mark(file: str, m: Any) -> Mark:  # a yaml.Mark of the pure or the C parser
 
 def _convert(file: str, node: yaml.Node, issues: list[YamlIssue], depth: int = 0) -> Node:
     mark = _mark(file, node.start_mark)
-    if depth > 64:
-        issues.append(YamlIssue(mark, "nesting deeper than 64 levels"))
+    if depth > MAX_DEPTH:
+        issues.append(YamlIssue(mark, f"nesting deeper than {MAX_DEPTH} levels"))
         return Scalar("", mark, False, True)
     if isinstance(node, yaml.ScalarNode):
         quoted = node.style in ("'", '"')

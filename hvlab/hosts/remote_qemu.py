@@ -4,9 +4,10 @@ The kernel and initrd are copied to a temporary directory there, QEMU runs
 daemonized with its serial console in that directory, and the guest's sshd
 (forwarded to the machine's 127.0.0.1:PORT) is reached through the machine
 as a jump host.  ``stop()`` kills QEMU and removes the directory.  A guard
-command on the machine holds an SSH channel open for QEMU's lifetime: when
-the connection goes (hvlab killed, the network lost), its stdin ends and it
-does what ``stop()`` would have done.
+command on the machine holds an SSH channel open from the directory's creation
+on: when hvlab's end of the connection closes (hvlab killed), its stdin ends
+and it does what ``stop()`` would have done.  (A cut link is noticed by the
+machine's sshd only as its ClientAlive/TCP keepalive settings allow.)
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ from hvlab.hosts.qemu_guest import QEMU, GuestFiles, qemu_argv
 from hvlab.model import SshEndpoint
 from hvlab.ssh import SshSession
 
-# $1 QEMU's pid, $2 its directory: wait for stdin to end, then stop that QEMU
-# (only if the pid is still the QEMU started from that directory) and clean up
+# $1 the run's directory: wait for stdin to end, then stop the QEMU whose pid
+# file is there (only if that pid is still a process started from there) and
+# remove the directory
 GUARD = r"""cat >/dev/null
-if grep -qaF -- "$2" "/proc/$1/cmdline" 2>/dev/null; then
-  kill "$1" 2>/dev/null; sleep 1; kill -9 "$1" 2>/dev/null
+pid=$(cat "$1/qemu.pid" 2>/dev/null)
+if [ -n "$pid" ] && grep -qaF -- "$1" "/proc/$pid/cmdline" 2>/dev/null; then
+  kill "$pid" 2>/dev/null; sleep 1; kill -9 "$pid" 2>/dev/null
 fi
-rm -rf -- "$2"
+rm -rf -- "$1"
 """
 
 
@@ -51,6 +54,7 @@ class RemoteQemuGuest(GuestFiles):
             raise InfraError(f"host {r.name}: {QEMU} is not installed there "
                              "(Debian package: qemu-system-x86)")
         self.rdir = r.check(["mktemp", "-d", "/tmp/hvlab-qemu-XXXXXX"], timeout=30).strip()
+        self.guard = r.hold(["sh", "-c", GUARD, "sh", self.rdir])  # before anything is there
         r.put_file(self.kernel, f"{self.rdir}/kernel")
         r.put_file(self.initrd, f"{self.rdir}/initrd")
         accel = self.spec.accel
@@ -70,7 +74,6 @@ class RemoteQemuGuest(GuestFiles):
                     raise InfraError(f"host {r.name}: QEMU's pid file holds {pid[:40]!r}")
                 self.pid = pid
                 self.started = time.monotonic()
-                self.guard = r.hold(["sh", "-c", GUARD, "sh", pid, self.rdir])
                 return
             if "host forwarding" not in result.output:
                 raise InfraError(f"host {r.name}: QEMU did not start: "

@@ -23,6 +23,7 @@ class LoadedSeries:
 
 MAX_PATCH_BYTES = 64 << 20  # far above any patch a list or a maintainer sends
 MAX_PATCHES = 5000  # a series, not a tree's history
+MAX_SERIES_FILE = 1 << 20
 
 
 def _inside(f: Path, root: Path) -> bool:
@@ -30,7 +31,7 @@ def _inside(f: Path, root: Path) -> bool:
     repository that takes pull requests cannot name /etc/shadow."""
     try:
         return f.resolve().is_relative_to(root.resolve())
-    except (OSError, RuntimeError):  # a symlink loop
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL in the name
         return False
 
 
@@ -38,6 +39,11 @@ def _files(path: Path, display: str) -> tuple[list[tuple[Path, str]], list[str]]
     problems: list[str] = []
     series_file = path / "series"
     if series_file.is_file():
+        if not _inside(series_file, path):  # its lines would be echoed in problems
+            return [], [f"{display}/series: a link that points outside the series directory"]
+        if series_file.stat().st_size > MAX_SERIES_FILE:
+            return [], [f"{display}/series: larger than any series file should be "
+                        f"({MAX_SERIES_FILE} bytes at most)"]
         entries, issues = S.parse_series_file(series_file.read_text("utf-8", "replace"))
         problems += [f"{display}/series:{i.line}: {i.message}" for i in issues]
         files = []

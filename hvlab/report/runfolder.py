@@ -73,6 +73,8 @@ class RunFolder:
         self.classes: dict[tuple[str, str], Class] | None = None  # vs a baseline, if compared
         self._running: dict[int, str] = {}  # stages begun and not yet ended
         self._latest = False  # reports/latest points here
+        self._finished = False  # finish() wrote the final report: no more checkpoints
+        self._checkpointed_bulk = False
         self._tokens = 0
 
     def log(self, name: str) -> Path:
@@ -109,11 +111,7 @@ class RunFolder:
     def add(self, stage: StageResult, label: str, host: str = "local") -> StageResult:
         with self._lock:
             self.recorded.append(Recorded(stage, label, host, time.time()))
-            if len(stage.cases) <= BULK_CASES:
-                self.checkpoint()
-            # else (an import of 100 000 results): the report of its begin stands,
-            # saying this stage was running, until the next stage or the end; a
-            # rewrite per bulk stage would double the cost of report.import
+            self.checkpoint()
         return stage
 
     def begin(self, what: str) -> int:
@@ -128,6 +126,7 @@ class RunFolder:
     def end(self, token: int) -> None:
         with self._lock:
             self._running.pop(token, None)
+            self.checkpoint()
 
     def unfinished(self) -> Recorded:
         """The ERROR case a report written before the end carries."""
@@ -146,8 +145,17 @@ class RunFolder:
     def checkpoint(self) -> None:
         """junit.xml, summary.md and metadata.json as they stand, marked unfinished.
         A report that cannot be written now is tried again at the next stage
-        (finish() reports a failure to write)."""
+        (finish() reports a failure to write).  Once the run holds more than
+        BULK_CASES cases (an import of 100 000 results) only the first report
+        stands until the end: a rewrite per stage would double report.import's
+        cost."""
         with self._lock, gc_paused():
+            if self._finished or self._checkpointed_bulk:
+                return
+            self._checkpointed_bulk = sum(len(r.stage.cases) for r in self.recorded) > \
+                BULK_CASES
+            if self._checkpointed_bulk:
+                return
             try:
                 suites = self.suites(self.unfinished())
                 junit.write(self.path / "junit.xml", suites)
@@ -217,6 +225,7 @@ class RunFolder:
         # the lock: a host thread still finishing after an interrupt cannot add to
         # what is being written
         with self._lock, gc_paused():  # a row per case in junit.xml, metadata.json, summaries
+            self._finished = True  # a host thread that records late cannot undo this report
             return self._finish(exit_code, error)
 
     def _finish(self, exit_code: int, error: str | None) -> Path:
@@ -231,16 +240,16 @@ class RunFolder:
 
     def _write_meta(self, exit_code: int | None, error: str | None, finished: bool) -> None:
         meta = {
+            "finished": finished,  # first: unfinished.find reads only the file's head
             "run_id": self.id,
             "task": self.task,
+            "pid": os.getpid(),
+            "pid_started": procs.start_time(os.getpid()),
+            "running": list(self._running.values()),
             "argv": self.argv,
             "command": shlex.join(["inv", *self.argv]),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             "duration_s": round(time.time() - self.started, 3),
-            "finished": finished,
-            "pid": os.getpid(),
-            "pid_started": procs.start_time(os.getpid()),
-            "running": list(self._running.values()),
             "exit_code": exit_code,
             "error": error,
             "properties": self.info,

@@ -2,7 +2,8 @@
 
 A test can take the connection with it (sshd killed, the NIC reset) or the
 whole guest (it reboots itself, panics).  After a test that left the session
-down, hvlab reconnects once and compares the kernel's boot id with the one
+down, or during which it reconnected (a retry, a reboot scheduled by an
+earlier test), hvlab reconnects once and compares the kernel's boot id with the one
 read when the suites started: the same boot goes on; a new one means the
 guest rebooted (and may now run its default kernel, so no later test may
 pass on it); no answer ends the guest's tests, with the console saying
@@ -20,7 +21,7 @@ BOOT_ID = ["cat", "/proc/sys/kernel/random/boot_id"]
 # what the kernel prints as it restarts or powers off (kernel/reboot.c)
 RESTARTS = ("reboot: Restarting system", "reboot: machine restart", "reboot: Power down",
             "reboot: System halted")
-REBOOTED = "guest rebooted during the test"
+REBOOTED = "guest rebooted"
 
 
 def restarted(lines: Sequence[str], since: int = 0) -> bool:
@@ -45,8 +46,8 @@ def start(ctx: GuestContext) -> None:
 
 
 def after_loss(ctx: GuestContext, console_before: int) -> str:
-    """The session dropped during a test: "" when the same boot answers again,
-    else why the guest's remaining tests cannot run."""
+    """The session dropped or reconnected during a test: "" when the same boot
+    answers, else why the guest's remaining tests cannot run."""
     try:
         r = ctx.guest.run(BOOT_ID, timeout=30)
         answer = r.stdout.strip() if r.ok else ""
@@ -58,7 +59,9 @@ def after_loss(ctx: GuestContext, console_before: int) -> str:
     if answer and (not ctx.boot_id or answer == ctx.boot_id):
         return ""
     if answer:
-        return f"{REBOOTED} (its boot id changed): it may now run another kernel"
+        return (f"{REBOOTED} (its boot id changed since the tests began): it may now run "
+                "another kernel")
     if restarted(ctx.console(), console_before):
-        return f"{REBOOTED} (the console shows the restart) and did not answer again"
+        return (f"{REBOOTED} during the test (the console shows the restart) and did not "
+                "answer again")
     return f"the guest did not answer again after the connection dropped: {failure}"

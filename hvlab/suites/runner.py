@@ -229,8 +229,11 @@ def run_suite(ctx: GuestContext, suite: SuiteSpec, log_dir: Path,
             continue
         log = log_dir / f"suite-{_slug(suite.name)}-{_slug(test.name)}.log"
         console_before = len(ctx.console())
+        connects = ctx.guest.connects if ctx.live else 0
         found = run_test(ctx, suite, test, log, remote_dir)
-        if ctx.live and not ctx.guest.connected():
+        # the session dropped, or came back quietly (a retry, a reboot the test
+        # scheduled): is it still the boot that was verified?
+        if ctx.live and (not ctx.guest.connected() or ctx.guest.connects != connects):
             why = continuity.after_loss(ctx, console_before)
             if why:
                 ctx.gone = f"{why} (in test {test.name})"

@@ -304,3 +304,8 @@ def test_a_config_file_larger_than_any_config_is_refused(tmp_path: Path) -> None
     write(tmp_path, "kernels/k.yaml", KERNEL + "# padding\n" * 200_000)
     assert "kernels/k.yaml:1:1: 2000" in only(tmp_path)
     assert "larger than any hvlab config should be" in only(tmp_path)
+
+
+def test_deep_nesting_is_one_error_not_a_recursion_traceback(tmp_path: Path) -> None:
+    write(tmp_path, "kernels/k.yaml", KERNEL + "x: " + "[" * 3000 + "]" * 3000 + "\n")
+    assert only(tmp_path).endswith("kernels/k.yaml:6:67: nesting deeper than 64 levels")

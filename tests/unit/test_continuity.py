@@ -40,8 +40,8 @@ def test_the_same_boot_goes_on() -> None:
 def test_a_new_boot_id_is_a_reboot() -> None:
     c = ctx(Guest("b1", "b2"))
     continuity.start(c)
-    assert continuity.after_loss(c, 0) == ("guest rebooted during the test (its boot id "
-                                           "changed): it may now run another kernel")
+    assert continuity.after_loss(c, 0) == ("guest rebooted (its boot id changed since the "
+                                           "tests began): it may now run another kernel")
 
 
 def test_no_answer_reads_the_console_since_the_test_began() -> None:

@@ -114,6 +114,8 @@ class FakeGuest:
         code = self.verdict(self.release, test) if test else 0
         return RemoteResult(argv, code, 0.0, "", "")
 
+    connects = 1
+
     def connected(self) -> bool:
         return True
 

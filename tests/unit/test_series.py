@@ -150,3 +150,18 @@ def test_huge_patches_and_series_are_refused_before_they_are_read(tmp_path: Path
     mbox.write_bytes(b"".join(mail(f"[PATCH {i}/5001] p{i}") for i in range(1, 5002)))
     assert load_series("mbox", mbox, "all.mbox").problems == (
         "all.mbox: 5001 patches: more than a series holds (5000 at most)",)
+
+
+def test_a_series_file_that_links_outside_is_not_read(tmp_path: Path) -> None:
+    secret = tmp_path / "credentials"
+    secret.write_text("https://user:hunter2@example.com\n")
+    series = tmp_path / "s"
+    series.mkdir()
+    (series / "series").symlink_to(secret)
+    loaded = load_series("s", series, "patches/s")
+    assert loaded.problems == ("patches/s/series: a link that points outside the series "
+                               "directory",)
+    (series / "series").unlink()
+    (series / "series").write_text("a\0b.patch\n")
+    assert load_series("s", series, "patches/s").problems == (
+        "patches/s/series:1: patch 'a\0b.patch' points outside the series directory",)
