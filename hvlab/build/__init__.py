@@ -1,0 +1,1 @@
+"""Configure and build stages: verified Kconfig, cached builds, diagnostics, kselftest."""
