@@ -12,9 +12,8 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import collections
+import hashlib
 import json
 import os
 import re
@@ -27,9 +26,9 @@ from pathlib import Path
 from hvlab.build import kconfig
 from hvlab.digest import sha256_file, sha256_text
 from hvlab.errors import InfraError, UserError
+from hvlab.fetch.source import checkout_commit
 from hvlab.model import FragmentOption, KernelSpec
 from hvlab.proc import Completed, capture, require_tool, run
-from hvlab.fetch.source import checkout_commit
 from hvlab.workspace import Workspace
 
 _KBUILD_LINK = re.compile(r"lib/modules/[^/]+/(?:build|source)")

@@ -22,10 +22,10 @@ from pathlib import Path
 from hvlab.build.builder import Builder
 from hvlab.build.diagnostics import make_errors
 from hvlab.errors import InfraError, Interrupted
-from hvlab.model import SuiteSpec
-from hvlab.results import Status, TestCase
-from hvlab.proc import require_tool
 from hvlab.fetch.source import checkout_commit
+from hvlab.model import SuiteSpec
+from hvlab.proc import require_tool
+from hvlab.results import Status, TestCase
 
 
 def targets_of(suites: Iterable[SuiteSpec]) -> list[tuple[str, ...]]:

@@ -19,10 +19,10 @@ from hvlab import procs
 from hvlab.build import diagnostics as buildlog
 from hvlab.build.builder import Artifact, Builder, Configured, ccache_stats, collect_artifacts
 from hvlab.build.diagnostics import Diagnostic
-from hvlab.git import Git
-from hvlab.suites import hvtree
-from hvlab.results import Status, TestCase
 from hvlab.fetch.source import checkout_commit
+from hvlab.git import Git
+from hvlab.results import Status, TestCase
+from hvlab.suites import hvtree
 from hvlab.workspace import Workspace
 
 STATE_FILE = ".hvlab-diagnostics.json"
