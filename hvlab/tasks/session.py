@@ -160,10 +160,8 @@ def session(task: str, argv: Sequence[str], debug: bool = False, quiet: bool = F
     try:
         run = RunFolder(ws, task, argv)
     except OSError as exc:
-        reason = ("disk full (no space left on device)" if exc.errno == errno.ENOSPC
-                  else exc.strerror or str(exc))
         print(f"hvlab: error: cannot create a run folder in {ws.display(ws.reports)}: "
-              f"{reason}", file=sys.stderr)
+              f"{_write_failure(exc)}", file=sys.stderr)
         raise SystemExit(3) from None
     s = Session(ws, run, progress, debug, loaded=config)
     procs.use(ws.processes)
@@ -199,12 +197,9 @@ def session(task: str, argv: Sequence[str], debug: bool = False, quiet: bool = F
             if (run.path / "report.html").is_file():
                 where += f", {ws.display(run.path / 'report.html')}"
         except OSError as exc:
-            reason = exc.strerror or str(exc)
-            if exc.errno == errno.ENOSPC:
-                reason = "disk full (no space left on device)"
             where = "(not written)"
             error = (f"{error}; " if error else "") + \
-                f"cannot write the report in {ws.display(run.path)}: {reason}"
+                f"cannot write the report in {ws.display(run.path)}: {_write_failure(exc)}"
             code = 3
         if error:
             print(f"hvlab: error: {error}", file=sys.stderr)
@@ -212,6 +207,13 @@ def session(task: str, argv: Sequence[str], debug: bool = False, quiet: bool = F
             print(f"hvlab: {task}: exit {code} ({run.tally()}); report {where}",
                   file=sys.stderr)
     raise SystemExit(code)
+
+
+def _write_failure(exc: OSError) -> str:
+    """Why reports/ could not be written, as the one error line says it."""
+    if exc.errno == errno.ENOSPC:
+        return "disk full (no space left on device)"
+    return exc.strerror or str(exc)
 
 
 def _exit_code(exc: BaseException) -> int:
