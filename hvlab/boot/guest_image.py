@@ -305,6 +305,8 @@ def write_modules_tarball(entries: list[cpio.Entry], target: Path) -> Path:
     tmp = _tmp(target)
     with tarfile.open(tmp, "w:gz", compresslevel=1) as tf:
         for e in entries:
+            if stat.S_ISDIR(e.mode) and e.path.strip("/") in ("lib", "lib/modules"):
+                continue  # extracted at /, it would replace merged-/usr's /lib symlink
             info = tarfile.TarInfo(e.path)
             info.mode = e.mode & 0o7777
             if stat.S_ISDIR(e.mode):

@@ -314,8 +314,11 @@ def pack_modules(modroot: Path, target: Path) -> None:
             return None
         return info
 
+    # Entries from lib/modules/<release> down only: extracted at /, a "lib"
+    # directory entry would replace merged-/usr's /lib -> usr/lib symlink.
     with tarfile.open(target, "w:gz", compresslevel=6) as tf:
-        tf.add(modroot, arcname=".", filter=keep)
+        for release in sorted((modroot / "lib" / "modules").iterdir()):
+            tf.add(release, arcname=f"./lib/modules/{release.name}", filter=keep)
 
 
 def collect_artifacts(builder: Builder, tree: Path, staging: Path, config_text: str,
