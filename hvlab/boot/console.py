@@ -107,3 +107,66 @@ def first_panic(lines: Sequence[str]) -> Finding | None:
 
 def tail(lines: Sequence[str], n: int = 100) -> str:
     return "\n".join(line.rstrip("\r\n") for line in lines[-n:])
+
+
+_ROOT_MISSING = (
+    # initramfs-tools (Debian, Ubuntu): "ALERT!  UUID=... does not exist.  Dropping to a shell!"
+    re.compile(r"ALERT!\s+(\S+) does not exist\.\s+Dropping to a shell"),
+    # dracut (Fedora, RHEL, Azure Linux): "Warning: /dev/disk/by-uuid/... does not exist"
+    re.compile(r"Warning: (/dev/\S+) does not exist"),
+    # no initramfs at all: the kernel itself cannot open root=
+    re.compile(r"VFS: Cannot open root device \"?([^\"\s]+)\"?"),
+)
+
+
+_ROOT_MOUNT = (
+    # initramfs-tools: the device is there, its file system would not mount
+    re.compile(r"Failed to mount (\S+) as root file system"),
+    # dracut / systemd in the initramfs
+    re.compile(r"Failed to mount (sysroot)\.mount"),
+)
+_FS_ERROR = re.compile(r"\b(?:EXT4-fs|XFS|VFS|BTRFS)\b.*(?:Cannot|cannot|unknown|error|failed)")
+
+
+@dataclass(frozen=True)
+class BootStop:
+    """Why a boot cannot go on (seen on the console before any timeout)."""
+
+    kind: str  # panic | root-missing | root-mount
+    message: str  # the console line that says so
+    root_device: str = ""  # the root= device that was not found or not mounted
+    kernel_said: str = ""  # the kernel's own word on it, when it printed one
+
+    def cause(self) -> str:
+        said = f"; the kernel said: {self.kernel_said[:200]}" if self.kernel_said else ""
+        if self.kind == "root-missing":
+            return (f"the root device {self.root_device} was not found: the kernel has no "
+                    "driver for the root disk, neither built in nor in the initramfs "
+                    f"(console: {self.message[:200]})")
+        if self.kind == "root-mount":
+            return (f"the root file system on {self.root_device} could not be mounted: the "
+                    "kernel lacks its file system driver or a module it needs, neither built "
+                    f"in nor in the initramfs (console: {self.message[:200]}){said}")
+        return f"the kernel panicked: {self.message[:200]}"
+
+
+def boot_stopped(lines: Sequence[str]) -> BootStop | None:
+    """The first sign on a console that a boot is over: a missing root device
+    (the initramfs gave up, or the kernel could not open it), a root file
+    system that would not mount, or a panic."""
+    text = [strip_timestamp(line) for line in lines]
+    for i, line in enumerate(text):
+        for pattern in _ROOT_MISSING:
+            m = pattern.search(line)
+            if m:
+                return BootStop("root-missing", line.strip(), m.group(1))
+        for pattern in _ROOT_MOUNT:
+            m = pattern.search(line)
+            if m:
+                said = next((t.strip() for t in reversed(text[max(0, i - 20):i])
+                             if _FS_ERROR.search(t)), "")
+                return BootStop("root-mount", line.strip(), m.group(1), said)
+    panic = first_panic(text)
+    if panic is not None:
+        return BootStop("panic", panic.message)
+    return None

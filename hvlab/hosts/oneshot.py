@@ -24,7 +24,9 @@ from hvlab.boot import console
 from hvlab.boot.verify import verify_booted
 from hvlab.build import kconfig
 from hvlab.errors import InfraError, UserError
+from hvlab.hosts import loaders
 from hvlab.hosts.base import BootedGuest, CellLog
+from hvlab.hosts.bootloader import OneShot
 from hvlab.results import StageResult, Status, TestCase
 from hvlab.ssh import SshSession
 
@@ -35,7 +37,8 @@ MARKER = "/boot/.hvlab-kernels"  # releases hvlab installed, oldest first
 class Installed:
     release: str
     initrd: str | None
-    method: str  # kexec | grub
+    method: str  # kexec | grub (the machine's boot loader, grub or not)
+    oneshot: OneShot | None = None  # the boot loader's plan, for method grub
 
 
 def _has(session: SshSession, tool: str) -> bool:
@@ -82,13 +85,10 @@ def install(session: SshSession, name: str, boot_method: str, keep_kernels: int,
     elif session.run(["test", "-e", "/etc/hvlab-guest"], timeout=30).ok:
         initrd = f"/boot/initrd.img-{release}"
         session.put_file(hvlab_initrd(), initrd)
-    if method == "grub":
-        if not _has(session, "grub-reboot"):
-            raise InfraError(f"host {name}: neither kexec nor grub-reboot is available "
-                             "for a one-shot boot")
-        session.check(["update-grub"], timeout=600, log=log)
-    _record_and_prune(session, release, keep_kernels, log)
-    return Installed(release, initrd, method)
+    ours = _record_and_prune(session, release, keep_kernels, log)
+    plan = loaders.prepare(session, name, release, initrd, ours, log) \
+        if method == "grub" else None
+    return Installed(release, initrd, method, plan)
 
 
 UPLOAD_ATTEMPTS = 3
@@ -134,7 +134,13 @@ def _tail(log: Path) -> str:
 def _stream_modules(session: SshSession, tarball: Path, log: Path) -> None:
     """The modules tarball, streamed into tar on the machine (no temporary copy)."""
     data = tarball.read_bytes()
-    result = session.run(["tar", "-xz", "-f", "-", "-C", "/"], timeout=600, log=log, stdin=data)
+    # GNU tar replaces a symlink to a directory with a directory when the archive
+    # has an entry for it: on merged-/usr (/lib -> usr/lib) that breaks the
+    # machine.  hvlab's archives have no such entries; older ones might.
+    gnu = "GNU tar" in session.run(["tar", "--version"], timeout=30).output
+    keep = ["--keep-directory-symlink"] if gnu else []
+    result = session.run(["tar", "-xz", *keep, "-f", "-", "-C", "/"], timeout=600, log=log,
+                         stdin=data)
     if not result.ok:
         raise InfraError(f"host {session.name}: installing modules failed: "
                          f"{result.stderr.strip()[-300:]}")
@@ -147,9 +153,10 @@ def _installed(session: SshSession) -> list[str]:
     return session.run(["cat", MARKER], timeout=30).output.split()
 
 
-def _record_and_prune(session: SshSession, release: str, keep: int, log: Path) -> None:
+def _record_and_prune(session: SshSession, release: str, keep: int, log: Path) -> set[str]:
     """Remember what hvlab installed; remove the oldest beyond ``keep``.  Only
-    releases hvlab installed itself are ever removed, never the running one."""
+    releases hvlab installed itself are ever removed, never the running one.
+    Returns the releases hvlab installed that remain."""
     running = session.run(["uname", "-r"], timeout=30).output.strip()
     releases = [r for r in _installed(session) if r != release] + [release]
     while len(releases) > keep:
@@ -162,6 +169,7 @@ def _record_and_prune(session: SshSession, release: str, keep: int, log: Path) -
                      f"/boot/initramfs-{old}.img", f"/lib/modules/{old}"], timeout=120, log=log)
     session.run(["tee", MARKER], timeout=30, log=log,
                 stdin="".join(f"{r}\n" for r in releases).encode())
+    return set(releases)
 
 
 def boot_id(session: SshSession) -> str:
@@ -188,8 +196,8 @@ def reboot_once(session: SshSession, installed: Installed, log: Path) -> None:
                              f"{why}{hint}")
         jump = ["kexec", "-e"]
     else:
-        entry = f"Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux {r}"
-        session.check(["grub-reboot", entry], timeout=60, log=log)
+        assert installed.oneshot is not None
+        session.check(list(installed.oneshot.arm), timeout=60, log=log)
         jump = ["reboot"]
     # Run it as the command itself: the connection drops when the machine goes.
     # (A backgrounded "sleep; kexec -e" did not survive the end of the session.)
@@ -200,13 +208,28 @@ def reboot_once(session: SshSession, installed: Installed, log: Path) -> None:
     session.close()
 
 
+class BootStopped(Exception):
+    """The console says the boot is over (a panic, no root device)."""
+
+    def __init__(self, stop: console.BootStop) -> None:
+        super().__init__(stop.cause())
+        self.stop = stop
+
+
 def wait_back(session: SshSession, old_boot_id: str, timeout: float,
-              address: Callable[[], str | None] | None = None) -> float:
+              address: Callable[[], str | None] | None = None,
+              console_lines: Callable[[], list[str]] | None = None) -> float:
     """Wait until SSH answers with a new boot_id; returns the seconds waited.
     ``address`` (a Hyper-V VM's, from Get-VMNetworkAdapter) is asked again when a
-    connection fails: DHCP may give the rebooted guest another one."""
+    connection fails: DHCP may give the rebooted guest another one.  When the
+    new kernel's ``console_lines`` show a panic or a missing root device, waiting
+    stops there (BootStopped)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
+        if console_lines is not None:
+            stop = console.boot_stopped(console_lines())
+            if stop is not None:
+                raise BootStopped(stop)
         try:
             session.close()
             session.connect()
@@ -300,6 +323,10 @@ def install_and_boot(session: SshSession, machine: Machine, cell: CellLog, build
         text = [*notes, f"{machine.name} running {default_release}",
                 f"{release} installed; one-shot boot by {installed.method}"
                 + (f"; initrd {installed.initrd}" if installed.initrd else "")]
+        if installed.oneshot is not None:
+            plan = installed.oneshot
+            text.append(f"{plan.loader} entry {plan.entry}; fallback {plan.fallback}"
+                        + (f" (kept the default with {' '.join(plan.pin)})" if plan.pin else ""))
         cell.record(StageResult.from_cases("install", [TestCase(
             f"install: {machine.name}", Status.PASS, output="\n".join(text) + "\n",
             duration=time.monotonic() - t0, log_path=log)], time.monotonic() - t0, log,
@@ -309,15 +336,17 @@ def install_and_boot(session: SshSession, machine: Machine, cell: CellLog, build
         before = len(machine.console_lines())  # the new kernel's console starts here
         reboot_once(session, installed, log)
         try:
-            waited = wait_back(session, old, machine.boot_timeout, machine.address)
-        except TimeoutError:
+            waited = wait_back(session, old, machine.boot_timeout, machine.address,
+                               lambda: machine.console_lines()[before:])
+        except (TimeoutError, BootStopped) as exc:
             session.close()
             tail = console.tail(machine.console_lines()[before:])
+            why = (f"{exc}; " if isinstance(exc, BootStopped) else
+                   f"no SSH with a new boot_id within boot_timeout ({machine.boot_timeout} s); ")
             after = machine.recover(log)
             stage = StageResult.from_cases("boot", [TestCase(
-                f"boot: {machine.name}", Status.FAIL,
-                f"no SSH with a new boot_id within boot_timeout ({machine.boot_timeout} s); "
-                + after, output="--- console tail ---\n" + tail,
+                f"boot: {machine.name}", Status.FAIL, why + after,
+                output="--- console tail ---\n" + tail,
                 duration=time.monotonic() - t0, log_path=machine.console_log)],
                 time.monotonic() - t0, log,
                 properties={**machine.properties, "expected_release": release})

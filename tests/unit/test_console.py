@@ -93,3 +93,19 @@ def test_recorded_warn_from_an_hvlab_build() -> None:
     assert "hvlab: test warning during boot" in warn.excerpt
     assert "Call Trace:" in warn.excerpt
     assert console.banners(log) == ["6.1.192+"]
+
+
+def test_a_boot_that_stopped_is_seen_with_its_cause() -> None:
+    assert console.boot_stopped(lines("debian-6.1-clean.log")) is None
+    panic = console.boot_stopped(lines("debian-6.1-panic-no-init.log"))
+    assert panic is not None and panic.kind == "panic"
+    assert panic.cause() == ("the kernel panicked: Kernel panic - not syncing: VFS: Unable to "
+                             "mount root fs on unknown-block(0,0)")
+
+
+def test_a_root_file_system_that_would_not_mount_names_the_kernel_s_reason() -> None:
+    stop = console.boot_stopped(lines("debian12-root-fs-module-missing.txt"))
+    assert stop is not None and stop.kind == "root-mount"
+    assert stop.root_device == "/dev/vda2"
+    assert stop.kernel_said == "EXT4-fs (vda2): Cannot load crc32c driver."
+    assert "could not be mounted" in stop.cause() and "crc32c" in stop.cause()

@@ -59,3 +59,31 @@ def test_wait_back_asks_the_host_for_the_address_again_after_a_failed_connect() 
     waited = sshhost.wait_back(guest, "old-boot-id", 10, lambda: "10.0.0.9")  # type: ignore[arg-type]
     assert guest.tried == ["10.0.0.5", "10.0.0.9"] and waited < 10
     assert guest.endpoint.address == "10.0.0.9"
+
+
+class NeverBack:
+    """A machine whose new kernel never answers SSH."""
+
+    name = "m"
+
+    def close(self) -> None:
+        pass
+
+    def connect(self) -> None:
+        from hvlab.errors import InfraError
+
+        raise InfraError("host m: connection refused")
+
+
+def test_wait_back_stops_at_a_panic_on_the_console_without_waiting_the_timeout() -> None:
+    log = (Path(__file__).resolve().parents[1] / "data" / "console" /
+           "debian-6.1-panic-no-init.log").read_text().splitlines()
+    shown: list[str] = []
+
+    def console_lines() -> list[str]:  # the console fills as the kernel boots
+        shown.extend(log[len(shown):len(shown) + 200])
+        return shown
+
+    with pytest.raises(sshhost.BootStopped, match="the kernel panicked: Kernel panic"):
+        sshhost.wait_back(NeverBack(), "old", 3600, None, console_lines)  # type: ignore[arg-type]
+    assert len(shown) < len(log) + 200  # it stopped once the panic was there
