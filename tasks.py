@@ -164,6 +164,17 @@ def image_build(c: Context, force: bool = False, debug: bool = False,
         booting.image_build(s, force)
 
 
+@task(help={"force": "rebuild the image", "mirror": "Debian mirror (default: deb.debian.org)",
+            "debug": "print tracebacks", "quiet": "only errors"})
+def image_vm(c: Context, force: bool = False, mirror: str = "", debug: bool = False,
+             quiet: bool = False) -> None:
+    """Build the Debian 12 disk image (UEFI, grub, systemd, sshd) that local VMs boot from."""
+    from hvlab.tasks import boot as booting
+
+    with session("image.vm", _argv(), debug, quiet, ROOT) as s:
+        booting.image_vm(s, force, mirror)
+
+
 @task(help={"host": "check only this host", "debug": "print tracebacks",
             "quiet": "only errors"})
 def hosts_check(c: Context, host: str = "", debug: bool = False, quiet: bool = False) -> None:
@@ -363,6 +374,7 @@ config.add_task(config_check, name="check", default=True)
 
 image = Collection("image")
 image.add_task(image_build, name="build", default=True)
+image.add_task(image_vm, name="vm")
 ci = Collection("ci")
 ci.add_task(ci_matrix, name="matrix", default=True)
 report = Collection("report")

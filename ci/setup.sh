@@ -15,6 +15,8 @@ PACKAGES=(
   # test hosts: QEMU guests, SSH, guest image, kexec
   qemu-system-x86 ipxe-qemu openssh-server openssh-client busybox-static kexec-tools
   iproute2 iperf3 procps
+  # installed VMs: the Debian disk image (no loop devices or mounts) and UEFI
+  mmdebstrap e2fsprogs dosfstools mtools gdisk qemu-utils ovmf
   # offline kernel tree and a prebuilt guest kernel
   linux-source-6.1 linux-image-amd64
   # Python

@@ -120,12 +120,25 @@ class QemuHost:
 
 
 @dataclass(frozen=True)
+class LocalVm:
+    """An installed VM that hvlab starts on this machine for an ssh host: QEMU
+    with OVMF on a clean overlay of the disk image ``inv image.vm`` builds."""
+
+    image: str = "debian-12"
+    memory: int = 1024  # MiB
+    cpus: int = 2
+    disk_bus: str = "virtio"  # virtio | sata
+    accel: str = "tcg"  # tcg | kvm
+
+
+@dataclass(frozen=True)
 class SshHost:
     endpoint: SshEndpoint
     boot_method: str = "auto"  # auto | kexec | grub
     power_cycle: tuple[str, ...] = ()  # a local command (argument list)
     console: tuple[str, ...] = ()  # a local command whose output is the console
     keep_kernels: int = 2
+    vm: LocalVm | None = None  # the machine is a VM hvlab starts (address, keys: its own)
 
 
 @dataclass(frozen=True)

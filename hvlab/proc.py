@@ -39,6 +39,12 @@ PACKAGES = {
     "depmod": "kmod",
     "rsync": "rsync",
     "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
+    "qemu-img": "qemu-utils",
+    "mmdebstrap": "mmdebstrap",
+    "mke2fs": "e2fsprogs",
+    "mkfs.vfat": "dosfstools",
+    "mcopy": "mtools",
+    "sgdisk": "gdisk",
 }
 
 

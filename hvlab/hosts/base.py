@@ -98,6 +98,10 @@ class Host(Protocol):
         """A session to the guest that runs there now (``inv hosts.capture``): boots
         nothing; a UserError for a kind whose guests live for one run only."""
 
+    def close(self) -> None:
+        """The run is done with this host: stop what it keeps between cells (a
+        local VM); idempotent."""
+
 
 class HostKindClass(Protocol):
     """The class behind a ``kind:``."""

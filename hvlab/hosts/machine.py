@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 
 from hvlab.boot import guest_image
 from hvlab.boot.verify import host_lease, target_from_build
-from hvlab.errors import HvlabError
+from hvlab.errors import HvlabError, UserError
+from hvlab.hosts import local_vm
 from hvlab.hosts.base import BootedGuest, CellLog, ConfigContext, HostEnv, check_failed
 from hvlab.hosts.oneshot import ConsoleCapture, install_and_boot
 from hvlab.hosts.sessions import close_chain, open_session
-from hvlab.model import HostSpec, SshHost
+from hvlab.model import HostSpec, LocalVm, SshEndpoint, SshHost
 from hvlab.results import Status, TestCase
 from hvlab.ssh import SshSession
 
@@ -86,9 +87,18 @@ class SshKind:
         self.spec = spec
         self.detail = spec.detail
         self.env = env
+        self._vm: local_vm.Running | None = None
 
     @staticmethod
     def read_config(r: MapReader, path: Path, ctx: ConfigContext) -> SshHost:
+        if r.has("vm"):
+            local_vm.refuse_owned(r)
+            vm = r.nested("vm", local_vm.read_vm)
+            return SshHost(
+                endpoint=SshEndpoint("127.0.0.1"),  # the VM's, known once it runs
+                boot_method=r.enum("boot_method", BOOT_METHODS, default="grub") or "grub",
+                keep_kernels=r.integer("keep_kernels", 2, 1, 100),
+                vm=vm or LocalVm())
         endpoint = ctx.endpoint(r, path)
         return SshHost(
             endpoint=endpoint,
@@ -103,6 +113,10 @@ class SshKind:
 
     @contextmanager
     def boot(self, build: Path, cell: CellLog) -> Iterator[BootedGuest]:
+        if self.detail.vm is not None:
+            with self._boot_vm(self.detail.vm, build, cell) as booted:
+                yield booted
+            return
         with host_lease(self.env.ws, self.spec.name, self.env.info):
             session = open_session(self.env.config, self.spec.name)
             capture = ConsoleCapture(self.detail.console,
@@ -119,7 +133,40 @@ class SshKind:
                 close_chain(session)
 
     @contextmanager
+    def _boot_vm(self, vm: LocalVm, build: Path, cell: CellLog) -> Iterator[BootedGuest]:
+        """The VM is started for the run's first cell on this host and serves the
+        next ones (after a failed boot, once the reset brought it back)."""
+        running = self._running_vm(vm, cell.logs)
+        machine = local_vm.VmMachine(self.spec, running.vm, running.session, running.default)
+        try:
+            yield install_and_boot(
+                running.session, machine, cell, build, self.detail.boot_method,
+                self.detail.keep_kernels,
+                lambda: hvlab_initrd(self.env, build,
+                                     cell.logs / f"initrd-{self.spec.name}.cpio.gz"))
+        finally:
+            running.session.close()
+
+    def _running_vm(self, vm: LocalVm, logs: Path) -> local_vm.Running:
+        if self._vm is not None:
+            if self._vm.answers():
+                return self._vm
+            self.env.info(f"VM {self.spec.name} does not answer after the last cell: "
+                          "starting it again from a clean overlay")
+            self.close()
+        self._vm = local_vm.Running.start(self.env.ws, self.spec, vm, logs, self.env.info)
+        return self._vm
+
+    def close(self) -> None:
+        if self._vm is not None:
+            self._vm.stop()
+            self._vm = None
+
+    @contextmanager
     def guest(self) -> Iterator[SshSession]:
+        if self.detail.vm is not None:
+            raise UserError(f"host '{self.spec.name}' is a VM hvlab starts for each run: no "
+                            "guest runs there now (inv test --host boots and judges one)")
         session = open_session(self.env.config, self.spec.name)
         try:
             session.connect()
@@ -128,6 +175,22 @@ class SshKind:
             close_chain(session)
 
     def check(self) -> TestCase:
+        if self.detail.vm is not None:  # the VM on its default kernel, for this check only
+            t0 = time.monotonic()
+            try:
+                running = local_vm.Running.start(self.env.ws, self.spec, self.detail.vm, None,
+                                                 self.env.info)
+                try:
+                    facts = running.session.check(["sh", "-c", "uname -sr; . /etc/os-release "
+                                                   "&& echo \"$PRETTY_NAME\""], timeout=30)
+                finally:
+                    running.stop()
+            except HvlabError as exc:
+                return check_failed(self.spec.name, str(exc), time.monotonic() - t0)
+            return TestCase(f"host: {self.spec.name}", Status.PASS,
+                            output="; ".join(facts.split("\n")).strip("; ") + "\n",
+                            duration=time.monotonic() - t0,
+                            properties={"host_key": "verified", "where": "local VM"})
         return check_ssh(self.env, self.spec.name, self.spec.name)
 
 

@@ -65,6 +65,9 @@ class QemuKind:
             qemu_args=tuple(a for a, _ in r.str_list("qemu_args")),
         )
 
+    def close(self) -> None:
+        pass  # nothing lives between cells
+
     def stages(self) -> tuple[str, ...]:
         return ("boot",)
 

@@ -60,6 +60,71 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def ssh_banner(port: int) -> bool:
+    """sshd's banner on a forwarded loopback port (cheaper than a full handshake)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.settimeout(1)
+            return s.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def lines_of(path: Path) -> list[str]:
+    """A console log's lines (none when it is not there yet)."""
+    try:
+        return path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def last_line(path: Path) -> str:
+    """QEMU's own last words in its log (why it would not start or stopped)."""
+    lines = [line for line in lines_of(path) if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def qmp(sock: Path, *commands: str) -> bool:
+    """Send QMP commands (each after the capabilities handshake); False when
+    QEMU does not answer on ``sock``."""
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(2)
+            s.connect(str(sock))
+            s.recv(4096)
+            s.sendall(json.dumps({"execute": "qmp_capabilities"}).encode())
+            s.recv(4096)
+            for cmd in commands:
+                s.sendall(json.dumps({"execute": cmd}).encode())
+                s.recv(4096)
+        return True
+    except OSError:
+        return False
+
+
+def stop_process(proc: subprocess.Popen[bytes], sock: Path | None) -> None:
+    """Power off hard (QMP quit), then make sure the process group is gone."""
+    if proc.poll() is None and sock is not None:
+        qmp(sock, "quit")
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            pass
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            continue
+    proc.wait()
+    procs.untrack(proc.pid)
+
+
 def qemu_argv(spec: QemuHost, accel: str, kernel: str, initrd: str, append: str,
               console: str, port: int) -> list[str]:
     """The QEMU command line: direct kernel boot, serial console to a file, user
@@ -121,12 +186,7 @@ class QemuGuest(GuestFiles):
         return self.workdir / f"qemu-{self.host.name}.log"
 
     def exit_reason(self) -> str:
-        """QEMU's own last words (why it would not start or stopped)."""
-        try:
-            lines = self.qemu_log.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return lines[-1] if lines else ""
+        return last_line(self.qemu_log)
 
     def argv(self, accel: str) -> list[str]:
         return [*qemu_argv(self.spec, accel, str(self.kernel), str(self.initrd), self.append,
@@ -177,13 +237,7 @@ class QemuGuest(GuestFiles):
         return self.proc is not None and self.proc.poll() is None
 
     def ssh_ready(self) -> bool:
-        """sshd's banner on the forwarded port (cheaper than a full handshake)."""
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.settimeout(1)
-                return s.recv(4).startswith(b"SSH-")
-        except OSError:
-            return False
+        return ssh_banner(self.port)
 
     def session(self, key: Path, fingerprint: str) -> SshSession:
         ep = SshEndpoint("127.0.0.1", self.port, "root", key, host_key=fingerprint,
@@ -191,49 +245,13 @@ class QemuGuest(GuestFiles):
         return SshSession(self.host.name, ep)
 
     def console_lines(self) -> list[str]:
-        try:
-            return self.console.read_text(errors="replace").splitlines()
-        except OSError:
-            return []
-
-    def _qmp(self, *commands: str) -> bool:
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(2)
-                s.connect(str(self.qmp))
-                s.recv(4096)
-                s.sendall(json.dumps({"execute": "qmp_capabilities"}).encode())
-                s.recv(4096)
-                for cmd in commands:
-                    s.sendall(json.dumps({"execute": cmd}).encode())
-                    s.recv(4096)
-            return True
-        except OSError:
-            return False
+        return lines_of(self.console)
 
     def stop(self) -> None:
         """Power off hard (QMP quit), then make sure the process group is gone."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self._qmp("quit")
-            try:
-                self.proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                pass
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if self.proc.poll() is not None:
-                break
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                continue
-        self.proc.wait()
-        procs.untrack(self.proc.pid)
+        stop_process(self.proc, self.qmp)
         if self._sockdir:
             shutil.rmtree(self._sockdir, ignore_errors=True)
             self._sockdir = ""

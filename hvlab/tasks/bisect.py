@@ -161,7 +161,11 @@ def bisect(s: Session, kernel_name: str, good: str, bad: str, host_name: str,
             tree = source.checkout(s.ws, kernel.name, commits["bad"], s.progress)
         source.restore_clean(tree)
         stepper = _Step(s, builder, tree, step, host, suites, test, skip_build_failures, log)
-        cases, first = _bisect_steps(s, store, Git(work_tree=tree), tree, stepper, commits)
+        try:
+            cases, first = _bisect_steps(s, store, Git(work_tree=tree), tree, stepper, commits)
+        finally:
+            if host is not None:
+                host.close()
     if first:
         subject = store.out("log", "-1", "--format=%s", first)
         s.run.info["first_bad_commit"] = f"{first} {subject}"

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvlab.boot import guest_image
+from hvlab.boot import guest_image, vm_image
 from hvlab.build import kselftest
 from hvlab.errors import UserError
 from hvlab.hosts import registry
@@ -53,6 +53,13 @@ def host_of(s: Session, name: str) -> Host:
 def boot(s: Session, req: BootRequest) -> bool:
     """Build as needed, boot on the host, run the suites; True when it booted."""
     host = host_of(s, req.host)
+    try:
+        return _boot(s, req, host)
+    finally:
+        host.close()
+
+
+def _boot(s: Session, req: BootRequest, host: Host) -> bool:
     suites = [s.config.suite(name) for name in req.suites]
     if req.prebuilt:
         build_dir = prebuilt_build(s, Path(req.prebuilt))
@@ -130,6 +137,12 @@ def kselftest_targets(s: Session, suites: Sequence[str]) -> tuple[tuple[str, ...
     return tuple(kselftest.targets_of(s.config.suite(n) for n in suites))
 
 
+PREBUILT_FORMAT = 3
+# What a distro kernel installed on a machine that boots from its disk needs in
+# its initramfs beside the guest modules: the root file system and disk drivers.
+ROOT_MODULES = ("ext4", "crc32c_generic", "xfs", "ahci", "sd_mod")  # ext4 needs crc32c
+
+
 def prebuilt_build(s: Session, path: Path) -> Path:
     """A folder laid out like a build's artifacts (bzImage, kernelrelease,
     System.map, config, modules.tar.gz): ``path`` itself when it is one (a
@@ -147,7 +160,7 @@ def prebuilt_build(s: Session, path: Path) -> Path:
     if release == path.name or not (Path("/lib/modules") / release / "modules.dep").is_file():
         raise UserError(f"--prebuilt {path}: expected /boot/vmlinuz-<release> with "
                         f"/lib/modules/<release>/modules.dep on this machine")
-    out = s.ws.kernels / "images" / f"prebuilt-{release}"
+    out = s.ws.kernels / "images" / f"prebuilt-{release}-{PREBUILT_FORMAT}"
     if (out / "kernelrelease").is_file():
         return out
     tmp = out.with_name(out.name + ".tmp")
@@ -161,7 +174,7 @@ def prebuilt_build(s: Session, path: Path) -> Path:
         else:
             (tmp / target).write_text("")
     entries = guest_image.modules_from_tree(Path("/"), release,
-                                            (*guest_image.GUEST_MODULES,
+                                            (*guest_image.GUEST_MODULES, *ROOT_MODULES,
                                              *hv_module_names(shipped())))
     guest_image.write_modules_archive(entries, tmp / "modules.cpio.gz")
     guest_image.write_modules_tarball(entries, tmp / "modules.tar.gz")
@@ -181,6 +194,21 @@ def image_build(s: Session, force: bool) -> None:
     s.record(StageResult.from_cases("image", [TestCase(
         "guest image", Status.PASS, output=f"{image.path}\nhost key {image.host_key_fingerprint}"
         f"\nclient key {image.client_key}\n")], time.monotonic() - t0), Scope("-"))
+
+
+def image_vm(s: Session, force: bool, mirror: str) -> None:
+    t0 = time.monotonic()
+    with s.stage("image", Scope("-"), "Debian 12 VM disk image"):
+        image = vm_image.build_image(s.ws, force=force, mirror=mirror or vm_image.DEFAULT_MIRROR,
+                                     info=s.progress.info)
+    size = image.disk.stat().st_size
+    s.progress.info(f"VM image {s.ws.display(image.disk)} ({size >> 20} MiB), default kernel "
+                    f"{image.default_release}, host key {image.host_key_fingerprint}")
+    s.record(StageResult.from_cases("image", [TestCase(
+        "vm image", Status.PASS, output=f"{image.disk}\ndefault kernel "
+        f"{image.default_release}\nhost key {image.host_key_fingerprint}\nclient key "
+        f"{image.client_key}\n",
+        duration=time.monotonic() - t0)], time.monotonic() - t0), Scope("-"))
 
 
 def hosts_check(s: Session, only: str) -> None:

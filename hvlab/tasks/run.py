@@ -213,7 +213,14 @@ class Matrix:
         self.s.progress.info(f"{scope.label}@{scope.host}: {stage}: ERROR: {exc}")
 
     def host_cells(self, host: str, todo: list[Cell]) -> None:
-        """One host's cells, one at a time (the host lease)."""
+        """One host's cells, one at a time (the host lease); then the host is closed."""
+        try:
+            self._host_cells(host, todo)
+        finally:
+            if host in self.hosts:
+                self.hosts[host].close()
+
+    def _host_cells(self, host: str, todo: list[Cell]) -> None:
         for cell in todo:
             cancel.check()
             path = self.built[cell.build]

@@ -309,3 +309,23 @@ def test_a_config_file_larger_than_any_config_is_refused(tmp_path: Path) -> None
 def test_deep_nesting_is_one_error_not_a_recursion_traceback(tmp_path: Path) -> None:
     write(tmp_path, "kernels/k.yaml", KERNEL + "x: " + "[" * 3000 + "]" * 3000 + "\n")
     assert only(tmp_path).endswith("kernels/k.yaml:6:67: nesting deeper than 64 levels")
+
+
+def test_a_local_vm_host_reads_its_vm_keys_and_defaults_to_grub(tmp_path: Path) -> None:
+    write(tmp_path, "hosts/vm.yaml", "kind: ssh\nvm:\n  memory: 2048\n  disk_bus: sata\n")
+    config, found = loader.load(ws_for(tmp_path))
+    assert not found, [str(i) for i in found]
+    detail = config.host("vm").detail
+    assert detail.vm is not None and detail.vm.memory == 2048  # type: ignore[union-attr]
+    assert detail.vm.disk_bus == "sata" and detail.vm.cpus == 2  # type: ignore[union-attr]
+    assert detail.boot_method == "grub"  # type: ignore[union-attr]
+
+
+def test_a_local_vm_host_refuses_the_keys_hvlab_sets_for_its_vm(tmp_path: Path) -> None:
+    write(tmp_path, "hosts/vm.yaml",
+          "kind: ssh\naddress: 10.0.0.1\npower_cycle: [reset]\nvm:\n  disk_bus: scsi\n")
+    found = issues(tmp_path)
+    assert len(found) == 3, found  # one line per key, no "unknown key" on top
+    assert_reported(found, "vm.yaml:2:1: address: not with vm:",
+                    "vm.yaml:3:1: power_cycle: not with vm:",
+                    "vm.disk_bus: 'scsi' is not one of: virtio, sata")

@@ -132,6 +132,10 @@ class FakeHost:
     verdict: Callable[[str, str], int]
     boot_hook: Callable[[str, str], None] = lambda host, release: None
     booted: list[str] = field(default_factory=list)
+    closed: int = 0
+
+    def close(self) -> None:
+        self.closed += 1
 
     def stages(self) -> tuple[str, ...]:
         return ("boot",)
@@ -298,6 +302,20 @@ def test_errors_are_filed_under_their_own_host_and_cell_while_hosts_run_in_paral
               if c.status == "error"]
     assert errors == [("k1+s1", "boot", "h2")]
     assert run.case("k2+s1", "boot", "h2").status == "pass"  # the host goes on
+
+
+def test_every_host_is_closed_once_its_cells_are_done_also_after_an_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a host that keeps something between cells (a local VM) stops it then
+    cfg = config(tmp_path)
+
+    def hook(host: str, release: str) -> None:
+        if host == "h2":
+            raise InfraError("host h2: connection refused")
+
+    hosts = make_hosts(cfg, boot_hook=hook)
+    run_matrix(tmp_path, monkeypatch, cfg, FakeBuild(tmp_path / "b"), hosts)
+    assert {h: fake.closed for h, fake in hosts.items()} == {"h1": 1, "h2": 1}
 
 
 def test_an_interrupt_mid_matrix_reports_what_ran_and_what_did_not(

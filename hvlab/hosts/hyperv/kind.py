@@ -66,6 +66,9 @@ class HypervKind:
         return HypervHost(host, vm, g, via_host, checkpoint, secure_boot, ip_timeout, serial,
                           release, boot_method, keep)
 
+    def close(self) -> None:
+        pass  # nothing lives between cells
+
     def stages(self) -> tuple[str, ...]:
         return ("install", "boot")
 
