@@ -7,4 +7,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 .venv/bin/ruff check .
 .venv/bin/mypy
 # pytest exits 5 when it collected no test: that is a failure too (set -e).
-exec .venv/bin/pytest "$@"
+exec .venv/bin/pytest --durations=30 "$@"

@@ -109,3 +109,10 @@ def test_a_root_file_system_that_would_not_mount_names_the_kernel_s_reason() -> 
     assert stop.root_device == "/dev/vda2"
     assert stop.kernel_said == "EXT4-fs (vda2): Cannot load crc32c driver."
     assert "could not be mounted" in stop.cause() and "crc32c" in stop.cause()
+
+
+def test_a_root_disk_without_a_driver_names_the_missing_device() -> None:
+    stop = console.boot_stopped(lines("debian12-root-disk-driver-missing.txt"))
+    assert stop is not None and stop.kind == "root-missing"
+    assert stop.root_device == "UUID=6fa4094c-94d8-4eaf-867a-85bde181a727"
+    assert "no driver for the root disk" in stop.cause()
