@@ -302,16 +302,12 @@ def _first_boot(tmp: Path, disk: Path) -> None:
     try:
         if not vm.wait_exit(FIRST_BOOT_TIMEOUT):
             raise InfraError(f"VM image: the first boot did not power off within "
-                             f"{FIRST_BOOT_TIMEOUT} s; console: {_tail(vm)}")
+                             f"{FIRST_BOOT_TIMEOUT} s; console: {vm.console_tail()}")
     finally:
         vm.stop()
     if not any(FIRST_BOOT_DONE in line for line in vm.console_lines()):
         raise InfraError(f"VM image: the first boot stopped before update-grub finished; "
-                         f"console: {_tail(vm)}")
+                         f"console: {vm.console_tail()}")
     shutil.copyfile(vm.console, tmp / "firstboot.log")
     shutil.rmtree(tmp / "firstboot", ignore_errors=True)
 
-
-def _tail(vm: DiskVm) -> str:
-    lines = [line.strip() for line in vm.console_lines() if line.strip()]
-    return " | ".join(lines[-5:]) or "(empty)"

@@ -141,6 +141,11 @@ class DiskVm:
     def console_lines(self) -> list[str]:
         return lines_of(self.console)
 
+    def console_tail(self, n: int = 5) -> str:
+        """The console's last non-empty lines on one line (for an error message)."""
+        lines = [line.strip() for line in self.console_lines() if line.strip()]
+        return " | ".join(lines[-n:]) or "(empty)"
+
     def ssh_ready(self) -> bool:
         return ssh_banner(self.port)
 

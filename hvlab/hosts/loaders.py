@@ -13,6 +13,7 @@ from pathlib import Path
 from hvlab.errors import InfraError
 from hvlab.hosts import bootloader
 from hvlab.hosts.bootloader import OneShot
+from hvlab.hosts.sessions import has_tool
 from hvlab.ssh import SshSession
 
 GRUB_CFGS = ("/boot/grub/grub.cfg", "/boot/grub2/grub.cfg")
@@ -23,12 +24,8 @@ _LIST_ENTRIES = ("for d in " + " ".join(BLS_DIRS) + "; do "
                  "done; done; true")
 
 
-def _has(session: SshSession, tool: str) -> bool:
-    return session.run(["sh", "-c", 'command -v "$1"', "sh", tool], timeout=30).ok
-
-
 def _first(session: SshSession, *tools: str) -> str | None:
-    return next((t for t in tools if _has(session, t)), None)
+    return next((t for t in tools if has_tool(session, t)), None)
 
 
 def _read(session: SshSession, path: str) -> str:
@@ -55,7 +52,7 @@ def prepare(session: SshSession, host: str, release: str, initrd: str | None,
     boot it once; the fallback is pinned when the loader would not keep it."""
     name = f"host {host}"
     image = f"/boot/vmlinuz-{release}"
-    if _has(session, "bootctl") and session.run(["bootctl", "is-installed"], timeout=30).ok:
+    if has_tool(session, "bootctl") and session.run(["bootctl", "is-installed"], timeout=30).ok:
         argv = ["kernel-install", "add", release, image, *([initrd] if initrd else [])]
         session.check(argv, timeout=600, log=log)
         plan = bootloader.bls_oneshot(_entries(session), release, hvlab_releases,
@@ -92,7 +89,7 @@ def _bls(session: SshSession, name: str, release: str, image: str, initrd: str |
     entries = _entries(session)
     if not any(bootloader.bls_release(bootloader.bls_fields(t)) == release
                for t in entries.values()):
-        if not _has(session, "grubby"):
+        if not has_tool(session, "grubby"):
             raise InfraError(f"{name}: BLS entries but no grubby to add one for {release}")
         argv = ["grubby", f"--add-kernel={image}", f"--title=hvlab {release}",
                 "--copy-default", *([f"--initrd={initrd}"] if initrd else [])]

@@ -117,7 +117,7 @@ def wait_ssh(vm: DiskVm, session: SshSession, timeout: float,
     while time.monotonic() - t0 < timeout:
         if not vm.alive():
             raise InfraError(f"VM {vm.name}: QEMU stopped: {vm.exit_reason() or 'no reason'}; "
-                             f"console: {_tail(vm)}")
+                             f"console: {vm.console_tail()}")
         if vm.ssh_ready():
             try:
                 session.close()
@@ -129,12 +129,8 @@ def wait_ssh(vm: DiskVm, session: SshSession, timeout: float,
             except InfraError:
                 pass
         cancel.sleep(1)
-    raise InfraError(f"VM {vm.name}: no SSH within {timeout:.0f} s; console: {_tail(vm)}")
+    raise InfraError(f"VM {vm.name}: no SSH within {timeout:.0f} s; console: {vm.console_tail()}")
 
-
-def _tail(vm: DiskVm) -> str:
-    lines = [line.strip() for line in vm.console_lines() if line.strip()]
-    return " | ".join(lines[-5:]) or "(empty)"
 
 
 @dataclass

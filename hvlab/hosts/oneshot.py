@@ -11,7 +11,6 @@ kernel.  Success is a new ``boot_id`` answering SSH with the expected release.
 from __future__ import annotations
 
 import dataclasses
-import shlex
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from hvlab.errors import InfraError, UserError
 from hvlab.hosts import loaders
 from hvlab.hosts.base import BootedGuest, CellLog
 from hvlab.hosts.bootloader import OneShot
+from hvlab.hosts.sessions import has_tool
 from hvlab.results import StageResult, Status, TestCase
 from hvlab.ssh import SshSession
 
@@ -41,10 +41,6 @@ class Installed:
     oneshot: OneShot | None = None  # the boot loader's plan, for method grub
 
 
-def _has(session: SshSession, tool: str) -> bool:
-    return session.run(["sh", "-c", f"command -v {shlex.quote(tool)}"], timeout=30).ok
-
-
 def install(session: SshSession, name: str, boot_method: str, keep_kernels: int,
             build_dir: Path, release: str, hvlab_initrd: Callable[[], Path],
             log: Path) -> Installed:
@@ -52,7 +48,7 @@ def install(session: SshSession, name: str, boot_method: str, keep_kernels: int,
     image = next(p for p in (build_dir / "bzImage", build_dir / "Image") if p.is_file())
     method = boot_method
     if method == "auto":
-        method = "kexec" if _has(session, "kexec") else "grub"
+        method = "kexec" if has_tool(session, "kexec") else "grub"
     if method == "kexec" and image.name == "bzImage":
         config = kconfig.parse_dotconfig((build_dir / "config").read_text())
         if config.get("RELOCATABLE") != "y":
@@ -76,10 +72,10 @@ def install(session: SshSession, name: str, boot_method: str, keep_kernels: int,
                          f"the build needs {needed} KiB")
     _upload(session, name, image, build_dir, release, log)
     initrd: str | None = None
-    if _has(session, "update-initramfs"):
+    if has_tool(session, "update-initramfs"):
         session.check(["update-initramfs", "-c", "-k", release], timeout=900, log=log)
         initrd = f"/boot/initrd.img-{release}"
-    elif _has(session, "dracut"):
+    elif has_tool(session, "dracut"):
         initrd = f"/boot/initramfs-{release}.img"
         session.check(["dracut", "-f", initrd, release], timeout=900, log=log)
     elif session.run(["test", "-e", "/etc/hvlab-guest"], timeout=30).ok:

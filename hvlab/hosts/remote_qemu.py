@@ -21,6 +21,7 @@ import paramiko
 
 from hvlab.errors import InfraError
 from hvlab.hosts.qemu_guest import QEMU, GuestFiles, qemu_argv
+from hvlab.hosts.sessions import has_tool
 from hvlab.model import SshEndpoint
 from hvlab.ssh import SshSession
 
@@ -50,7 +51,7 @@ class RemoteQemuGuest(GuestFiles):
 
     def start(self) -> None:
         r = self.remote
-        if not r.run(["sh", "-c", f"command -v {QEMU}"], timeout=30).ok:
+        if not has_tool(r, QEMU):
             raise InfraError(f"host {r.name}: {QEMU} is not installed there "
                              "(Debian package: qemu-system-x86)")
         self.rdir = r.check(["mktemp", "-d", "/tmp/hvlab-qemu-XXXXXX"], timeout=30).strip()

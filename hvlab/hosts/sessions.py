@@ -31,3 +31,8 @@ def close_chain(session: SshSession) -> None:
     while node is not None:
         node.close()
         node = node.jump
+
+
+def has_tool(session: SshSession, tool: str) -> bool:
+    """``tool`` is on the machine's PATH (the name passed as an argument, not spliced)."""
+    return session.run(["sh", "-c", 'command -v "$1"', "sh", tool], timeout=30).ok
