@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ def make_repo(root: Path, files: Mapping[str, str | bytes], message: str = "init
     return git(root, "rev-parse", "HEAD")
 
 
+TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 FAKE_KERNEL = REPO / "tests" / "data" / "fake-kernel"
 # A stand-in for scripts/checkpatch.pl in the small fake trees (the kernel's real
 # checkpatch.pl runs in the e2e tier); see tests/data/fake-kernel/README.
@@ -169,3 +170,47 @@ def validate_junit() -> Callable[[Path], None]:
         schema.validate(str(path))
 
     return check
+
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Fast feedback first: unit, then integration, then e2e (collected in
+    path order, e2e would run first); the e2e tier's cold work runs in the
+    background meanwhile (tests/prebuild.py)."""
+    def tier(item: pytest.Item) -> int:
+        return next((i for i, t in enumerate(TIERS) if item.get_closest_marker(t)), 1)
+    items.sort(key=tier)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prebuild(request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The e2e tier's workspace with its cold build (and the VM image when a
+    selected test needs it) started in the background; None without e2e tests."""
+    from tests.prebuild import Job, Prebuild
+
+    items = request.session.items
+    if not any(item.get_closest_marker("e2e") for item in items):
+        yield None
+        return
+    if not TARBALL.is_file():
+        pytest.fail(f"{TARBALL} is missing: run ci/setup.sh (apt-get install linux-source-6.1)")
+    root = tmp_path_factory.mktemp("e2e")
+    # A developer may point HVLAB_E2E_KERNELS at a warm kernels/ to iterate quickly;
+    # CI does not set it, so CI always starts cold.
+    kernels = Path(os.environ.get("HVLAB_E2E_KERNELS") or root / "kernels")
+    env = Env(root, REPO / "configs", kernels, root / "reports")
+    names = ["build"] + (["image"] if any(i.get_closest_marker("vm_image") for i in items)
+                         else [])
+    jobs = {name: Job.start(name, env) for name in names}
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"e2e: started in the background at nice 19: "
+                            f"{', '.join(f'{n} (log {j.log})' for n, j in jobs.items())}")
+    done = Prebuild(env, jobs)
+    try:
+        yield done
+    finally:
+        done.stop()

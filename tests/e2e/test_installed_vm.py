@@ -21,7 +21,7 @@ from tests.conftest import REPO, Env
 from tests.conftest import case_status as status
 from tests.e2e.test_real_build import diff_series
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.vm_image]
 
 
 def vm_env(real_env: Env, name: str) -> Env:
@@ -38,8 +38,9 @@ def default_release(env: Env) -> str:
     return image.default_release
 
 
-def test_a_panic_at_boot_is_reset_and_the_vm_serves_the_next_cell(real_env: Env,
+def test_a_panic_at_boot_is_reset_and_the_vm_serves_the_next_cell(vm_image_built: Env,
                                                                    tmp_path: Path) -> None:
+    real_env = vm_image_built
     env = vm_env(real_env, "configs-vm-panic")
     series = diff_series(real_env, tmp_path, "panic-at-boot", "drivers/hv/vmbus_drv.c",
                          "static int __init hv_acpi_init(void)\n{\n",
@@ -80,7 +81,8 @@ def test_a_panic_at_boot_is_reset_and_the_vm_serves_the_next_cell(real_env: Env,
     assert not list((env.kernels / "run" / "vms").iterdir())
 
 
-def test_a_root_disk_the_kernel_has_no_driver_for_is_named(real_env: Env) -> None:
+def test_a_root_disk_the_kernel_has_no_driver_for_is_named(vm_image_built: Env) -> None:
+    real_env = vm_image_built
     # The classic Hyper-V mistake, on QEMU: the VM's disk on AHCI, a driver the
     # build has neither built in nor in the initramfs (the distro kernel has it)
     env = vm_env(real_env, "configs-vm-sata")
