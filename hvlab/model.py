@@ -88,11 +88,25 @@ class FragmentSpec:
 
 
 @dataclass(frozen=True)
+class SeriesOrigin:
+    """Where a series fetched for the run came from (``lore:`` or ``git:``)."""
+
+    arg: str  # as given: lore:<message-id> or git:<repo>#<base>..<head>
+    url: str  # the thread's URL, or the repository
+    cover: str = ""  # the cover letter ("" when none)
+    trailers: tuple[tuple[str, str], ...] = ()  # (patch subject, trailer added from replies)
+    notes: tuple[str, ...] = ()  # what b4 warned about
+    cached: bool = False  # taken from the cache (--offline)
+
+
+@dataclass(frozen=True)
 class SeriesSpec:
-    """A named series: ``configs/patches/<name>/`` or a path given on the command line."""
+    """A named series: ``configs/patches/<name>/``, a path given on the command
+    line, or one fetched for the run (``origin``)."""
 
     name: str
     path: Path  # a directory or an mbox/patch file
+    origin: SeriesOrigin | None = None
 
 
 @dataclass(frozen=True)

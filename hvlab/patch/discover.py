@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hvlab.errors import UserError
 from hvlab.patch import series as S
+from hvlab.patch.origin import base_commit
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,8 @@ class LoadedSeries:
     path: Path
     patches: tuple[S.Patch, ...]
     problems: tuple[str, ...]  # "file:line: message", empty when usable
+    cover: str = ""  # the cover letter, when the series has one
+    base_commit: str = ""  # the commit it names as its base (format-patch --base)
 
     @property
     def patchset_hash(self) -> str:
@@ -82,8 +85,10 @@ def _bounded(files: list[tuple[Path, str]], display: str) -> list[str]:
     return out
 
 
-def load_series(name: str, path: Path, display: str | None = None) -> LoadedSeries:
-    """Load and parse; problems are returned, not raised (config.check lists them all)."""
+def load_series(name: str, path: Path, display: str | None = None,
+                cover: str = "") -> LoadedSeries:
+    """Load and parse; problems are returned, not raised (config.check lists them all).
+    ``cover``: the cover letter when it comes apart from the patches (b4)."""
     display = display or str(path)
     if path.is_dir():
         files, problems = _files(path, display)
@@ -96,7 +101,9 @@ def load_series(name: str, path: Path, display: str | None = None) -> LoadedSeri
         return LoadedSeries(name, path, (), tuple(problems + too_big))
     patches: list[S.Patch] = []
     for f, shown in files:
-        found = S.parse_patch_file(shown, f.read_bytes())
+        data = f.read_bytes()
+        cover = cover or S.cover_letter(data)
+        found = S.parse_patch_file(shown, data)
         if not found:
             problems.append(f"{shown}:1: no patch found (neither a mail with a diff nor a diff)")
         patches.extend(found)
@@ -105,11 +112,14 @@ def load_series(name: str, path: Path, display: str | None = None) -> LoadedSeri
                         f"({MAX_PATCHES} at most)")
     if not files and not problems:
         problems.append(f"{display}: the series is empty")
-    return LoadedSeries(name, path, tuple(S.number(patches)), tuple(problems))
+    first = cover or (patches[0].data.decode("utf-8", "replace") if patches else "")
+    return LoadedSeries(name, path, tuple(S.number(patches)), tuple(problems), cover,
+                        base_commit(first))
 
 
-def load_series_or_raise(name: str, path: Path, display: str | None = None) -> LoadedSeries:
-    loaded = load_series(name, path, display)
+def load_series_or_raise(name: str, path: Path, display: str | None = None,
+                         cover: str = "") -> LoadedSeries:
+    loaded = load_series(name, path, display, cover)
     if loaded.problems:
         raise UserError(f"series '{name}': " + "; ".join(loaded.problems))
     return loaded

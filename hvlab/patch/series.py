@@ -20,6 +20,7 @@ _PATCH_PREFIX = re.compile(r"^\s*(\[[^\]]*\]\s*)+")
 _DIFF_GIT = re.compile(r"^diff --git a/(\S+) b/(\S+)", re.M)
 _PLUS = re.compile(r"^\+\+\+ (?:b/)?(\S+)", re.M)
 _MINUS = re.compile(r"^--- (?:a/)?(\S+)", re.M)
+_COVER = re.compile(r"\[[^\]]*\b0+/\d+\]")
 _DIFF_START = re.compile(rb"^(diff --git |--- \S|Index: )", re.M)
 
 
@@ -180,6 +181,33 @@ def parse_patch_file(display: str, data: bytes, first_index: int = 1) -> list[Pa
         patches.append(Patch(first_index + len(patches), display, subject or display, kind,
                              message, touched_files(text)))
     return patches
+
+
+def cover_letter(data: bytes) -> str:
+    """The series' cover letter (``[PATCH 0/N]``, no diff) among a file's mails, or ""."""
+    for message in split_mbox(data):
+        subject = _headers(message).get("subject", "")
+        if _DIFF_START.search(message) is None and _COVER.search(_decode_header(subject)):
+            return message.decode("utf-8", "replace")
+    return ""
+
+
+def _msgid(value: str) -> str:
+    return value.strip().strip("<>").strip()
+
+
+def cover_in_thread(thread: bytes, first_patch: bytes) -> str:
+    """The cover letter ``first_patch`` answers (its ``In-Reply-To``) in a
+    thread's mbox, when that is a mail without a diff; else ""."""
+    wanted = _msgid(_headers(first_patch).get("message-id", ""))
+    mails = {_msgid(_headers(m).get("message-id", "")): m for m in split_mbox(thread)}
+    patch = mails.get(wanted)
+    if patch is None:
+        return ""
+    parent = mails.get(_msgid(_headers(patch).get("in-reply-to", "")))
+    if parent is None or _DIFF_START.search(parent) is not None:
+        return ""
+    return parent.decode("utf-8", "replace")
 
 
 def number(patches: Iterable[Patch]) -> list[Patch]:

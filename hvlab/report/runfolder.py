@@ -78,7 +78,7 @@ class RunFolder:
         self._tokens = 0
 
     def log(self, name: str) -> Path:
-        path = self.logs / f"{name}.log"
+        path = self.logs / f"{name.replace('/', '_')}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 

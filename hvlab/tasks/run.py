@@ -26,6 +26,7 @@ from hvlab.config.tables import Config
 from hvlab.errors import HvlabError, Interrupted, UserError
 from hvlab.hosts.base import Host
 from hvlab.model import NO_SERIES, PlanSpec, Variant
+from hvlab.patch import intake
 from hvlab.patch.discover import load_series_or_raise
 from hvlab.report import compare, junit
 from hvlab.results import StageResult, Status, TestCase
@@ -99,7 +100,12 @@ def describe(ws: Workspace, config: Config, plan_cells: list[Cell]) -> list[str]
         b = cell.build
         phash = ""
         if b.series != NO_SERIES:
-            spec = config.resolve_series(b.series)
+            try:  # a lore: or git: series as last fetched: a dry run fetches nothing
+                spec = intake.resolve(ws, config, b.series, offline=True)
+            except UserError:
+                lines.append(f"{cell.id}: build would run (series {b.series} not fetched "
+                             f"yet); boot + {', '.join(cell.suites) or 'no suites'}")
+                continue
             phash = load_series_or_raise(spec.name, spec.path,
                                          ws.display(spec.path)).patchset_hash
         build = index.get(_index_key(b, phash), "")

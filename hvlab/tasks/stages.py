@@ -31,11 +31,13 @@ from hvlab.errors import UserError
 from hvlab.fetch import source
 from hvlab.fetch.source import checkout_commit
 from hvlab.git import Git
-from hvlab.model import KernelSpec
+from hvlab.model import KernelSpec, SeriesSpec
+from hvlab.patch import intake
 from hvlab.patch.apply import Patched, apply_series
 from hvlab.patch.discover import load_series_or_raise
 from hvlab.results import StageResult, Status, TestCase
 from hvlab.tasks.session import Scope, Session
+from hvlab.workspace import Workspace
 
 
 def config_check(s: Session) -> None:
@@ -112,20 +114,53 @@ class PatchOutcome:
 
 def patch(s: Session, scope: Scope, kernel: KernelSpec, series_arg: str, checkpatch: bool,
           offline: bool, materialize: bool = True) -> PatchOutcome:
-    spec = s.config.resolve_series(series_arg)
-    series = load_series_or_raise(spec.name, spec.path, s.ws.display(spec.path))
+    spec = intake.resolve(s.ws, s.config, series_arg, offline)
+    series = load_series_or_raise(spec.name, spec.path, s.ws.display(spec.path),
+                                  spec.origin.cover if spec.origin else "")
     s.plan("fetch", scope)
     s.plan("patch", scope)
-    s.attach(scope, {"series": series.name, "patchset_hash": series.patchset_hash})
+    s.attach(scope, {"series": series.name, "patchset_hash": series.patchset_hash}
+             | ({"series_origin": spec.origin.arg} if spec.origin else {}))
     fetched = fetch(s, scope, kernel, offline)
     with source.worktree_lock(s.ws, kernel.name, s.progress), \
             s.stage("patch", scope, f"{kernel.name} + {series.name}") as log:
-        patched, result = apply_series(s.ws, kernel.name, fetched.commit, series, checkpatch,
+        base, said = series_base(s.ws, kernel.name, fetched.commit, series.base_commit)
+        intake_lines = ([said] if said else []) + intake_notes(spec)
+        for line in intake_lines:
+            s.progress.info(line)
+        with log.open("a") as fh:
+            fh.writelines(line + "\n" for line in intake_lines)
+        patched, result = apply_series(s.ws, kernel.name, base, series, checkpatch,
                                        log, s.progress, materialize)
     s.attach(scope, patched.facts)
     s.record(result, scope)
     return PatchOutcome(patched.tree, patched.commit, patched.applied == len(series.patches),
                         patched)
+
+
+def series_base(ws: Workspace, kernel: str, source_commit: str,
+                named: str) -> tuple[str, str]:
+    """The commit to apply on: the series' ``base-commit:`` when the kernel
+    source has it, else the source's commit; and the line that says so."""
+    if not named:
+        return source_commit, ""
+    found = Git(ws.store).rev(named)
+    if found:
+        return found, f"base-commit {named[:12]} named by the series: applied on it"
+    return source_commit, (f"base-commit {named[:12]} named by the series is not in "
+                           f"{kernel}'s source; applied on {source_commit[:12]} (the kernel "
+                           "source) instead")
+
+
+def intake_notes(spec: SeriesSpec) -> list[str]:
+    """What the archive and b4 said about a fetched series."""
+    if spec.origin is None:
+        return []
+    o = spec.origin
+    lines = [f"series {spec.name} from {o.arg} ({'cached, --offline' if o.cached else o.url})"]
+    lines += [f"  trailer from the thread: {subject}: {trailer}" for subject, trailer in o.trailers]
+    lines += [f"  b4: {note}" for note in o.notes]
+    return lines
 
 
 def fragment_files(s: Session, kernel: KernelSpec, extra: Sequence[str]
