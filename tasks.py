@@ -87,12 +87,14 @@ def patch(c: Context, kernel: str = "", series: str = "", no_checkpatch: bool = 
     "warnings_baseline": "a log or list of warnings counted as known",
     "no_ccache": "do not use ccache",
     "offline": "use only what is cached",
+    "checks": "per-patch checks after the build: auto (netdev for drivers/net/hyperv), "
+              "default, netdev or none",
     "debug": "print tracebacks", "quiet": "only errors",
 })
 def build(c: Context, kernel: str = "", series: str = "", fragment: list[str] | None = None,
           each_patch: bool = False, force: bool = False, jobs: int = 0,
           warnings_baseline: str = "", no_ccache: bool = False, offline: bool = False,
-          debug: bool = False, quiet: bool = False) -> None:
+          checks: str = "auto", debug: bool = False, quiet: bool = False) -> None:
     """Configure (verified fragments) and build a kernel, optionally patched; gate warnings."""
     from hvlab.tasks import stages
     from hvlab.tasks.session import Scope
@@ -100,7 +102,7 @@ def build(c: Context, kernel: str = "", series: str = "", fragment: list[str] | 
     with session("build", _argv(), debug, quiet, ROOT) as s:
         req = stages.BuildRequest(_required("kernel", kernel), series, tuple(fragment or ()),
                                   each_patch, force, jobs, warnings_baseline, not no_ccache,
-                                  offline)
+                                  offline, checks=checks)
         stages.build(s, Scope(s.config.kernel(req.kernel).name), req)
 
 
@@ -112,6 +114,8 @@ BOOT_HELP = {
     "prebuilt": "boot this distro kernel (/boot/vmlinuz-<release>) or build folder",
     "force": "rebuild even when cached", "jobs": "make -j",
     "no_ccache": "do not use ccache", "offline": "use only what is cached",
+    "checks": "per-patch checks after the build: auto (netdev for drivers/net/hyperv), "
+              "default, netdev or none",
     "debug": "print tracebacks", "quiet": "only errors",
 }
 
@@ -119,14 +123,14 @@ BOOT_HELP = {
 @task(iterable=["fragment"], help=BOOT_HELP)
 def boot(c: Context, kernel: str = "", series: str = "", host: str = "",
          fragment: list[str] | None = None, prebuilt: str = "", force: bool = False,
-         jobs: int = 0, no_ccache: bool = False, offline: bool = False, debug: bool = False,
-         quiet: bool = False) -> None:
+         jobs: int = 0, no_ccache: bool = False, offline: bool = False, checks: str = "auto",
+         debug: bool = False, quiet: bool = False) -> None:
     """Build as needed, boot on a host, verify the release, scan console and dmesg."""
     from hvlab.tasks import boot as booting
 
     with session("boot", _argv(), debug, quiet, ROOT) as s:
         booting.boot(s, _boot_request(kernel, series, host, fragment, prebuilt, force, jobs,
-                                      no_ccache, offline, ()))
+                                      no_ccache, offline, (), checks))
 
 
 @task(iterable=["fragment", "suite"], help={
@@ -135,7 +139,7 @@ def boot(c: Context, kernel: str = "", series: str = "", host: str = "",
 def test(c: Context, kernel: str = "", series: str = "", host: str = "",
          suite: list[str] | None = None, fragment: list[str] | None = None,
          prebuilt: str = "", force: bool = False, jobs: int = 0, no_ccache: bool = False,
-         offline: bool = False, capture: str = "", debug: bool = False,
+         offline: bool = False, capture: str = "", checks: str = "auto", debug: bool = False,
          quiet: bool = False) -> None:
     """Build and boot as needed, then run the suites on the booted guest (or on a capture)."""
     from hvlab.tasks import boot as booting
@@ -150,7 +154,7 @@ def test(c: Context, kernel: str = "", series: str = "", host: str = "",
             booting.judge_capture(s, capture, suite)
             return
         req = _boot_request(kernel, series, host, fragment, prebuilt, force, jobs, no_ccache,
-                            offline, booting.kselftest_targets(s, suite))
+                            offline, booting.kselftest_targets(s, suite), checks)
         booting.boot(s, dataclasses.replace(req, suites=tuple(suite)))
 
 
@@ -187,13 +191,14 @@ def hosts_check(c: Context, host: str = "", debug: bool = False, quiet: bool = F
 
 def _boot_request(kernel: str, series: str, host: str, fragment: list[str] | None,
                   prebuilt: str, force: bool, jobs: int, no_ccache: bool, offline: bool,
-                  kselftests: tuple[tuple[str, ...], ...]) -> BootRequest:
+                  kselftests: tuple[tuple[str, ...], ...], checks: str = "auto") -> BootRequest:
     from hvlab.tasks.boot import BootRequest
     from hvlab.tasks.stages import BuildRequest
 
     build = BuildRequest(kernel if prebuilt else _required("kernel", kernel), series,
                          tuple(fragment or ()), force=force, jobs=jobs,
-                         use_ccache=not no_ccache, offline=offline, kselftests=kselftests)
+                         use_ccache=not no_ccache, offline=offline, kselftests=kselftests,
+                         checks=checks)
     return BootRequest(build, _required("host", host), prebuilt=prebuilt)
 
 
@@ -261,12 +266,15 @@ def report_compare(c: Context, baseline: str = "", run: str = "", gate: str = "a
     "force": "rebuild even when cached", "jobs": "make -j", "no_ccache": "do not use ccache",
     "offline": "use only what is cached", "debug": "print tracebacks", "quiet": "only errors",
     "no_wait": "fail at once when a host, worktree or build is locked by another run",
+    "checks": "per-patch checks after the build: auto (netdev for drivers/net/hyperv), "
+              "default, netdev or none",
 })
 def run(c: Context, plan: str = "default", kernel: list[str] | None = None,
         series: list[str] | None = None, host: list[str] | None = None,
         suite: list[str] | None = None, shard: str = "", gate: str = "", dry_run: bool = False,
         force: bool = False, jobs: int = 0, no_ccache: bool = False, offline: bool = False,
-        debug: bool = False, quiet: bool = False, no_wait: bool = False) -> None:
+        debug: bool = False, quiet: bool = False, no_wait: bool = False,
+        checks: str = "auto") -> None:
     """Fetch, patch, build, boot, test and report every cell of a plan's matrix."""
     from hvlab import locks
     from hvlab.tasks import run as running
@@ -283,7 +291,7 @@ def run(c: Context, plan: str = "default", kernel: list[str] | None = None,
             cells = running.shard(cells, shard)
         try:
             running.run_plan(s, spec, cells, running.RunOptions(force, jobs, not no_ccache,
-                                                                offline))
+                                                                offline, checks))
         finally:
             running.reproduce(s, _argv())
 

@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PACKAGES=(
-  # sources, patches, checkpatch
-  git perl xz-utils
+  # sources, patches, checkpatch; the per-patch checks (sparse, codespell's dictionary)
+  git perl xz-utils sparse codespell
   # kernel build
   gcc make flex bison bc libelf-dev libssl-dev cpio ccache kmod
   # kselftest collections (their install rule copies with rsync)

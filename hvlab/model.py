@@ -96,6 +96,7 @@ class SeriesOrigin:
     cover: str = ""  # the cover letter ("" when none)
     trailers: tuple[tuple[str, str], ...] = ()  # (patch subject, trailer added from replies)
     notes: tuple[str, ...] = ()  # what b4 warned about
+    recipients: tuple[tuple[str, ...], ...] = ()  # per patch: the To/Cc it was sent to
     cached: bool = False  # taken from the cache (--offline)
 
 

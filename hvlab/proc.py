@@ -45,6 +45,7 @@ PACKAGES = {
     "mkfs.vfat": "dosfstools",
     "mcopy": "mtools",
     "sgdisk": "gdisk",
+    "sparse": "sparse",
 }
 
 

@@ -158,8 +158,11 @@ class Builder:
     def build_dir(self) -> Path:
         return self.ws.builds / "work" / f"{self.kernel.name}-{self.config_key[:16]}"
 
-    def make_argv(self, tree: Path, *targets: str, quiet: bool = False) -> list[str]:
-        argv = ["make", "-C", str(tree), f"O={self.build_dir}", f"ARCH={self.info.make_arch}"]
+    def make_argv(self, tree: Path, *targets: str, quiet: bool = False,
+                  out: Path | None = None) -> list[str]:
+        """``out``: another build directory than the build's (the check stage's)."""
+        argv = ["make", "-C", str(tree), f"O={out or self.build_dir}",
+                f"ARCH={self.info.make_arch}"]
         if quiet:
             argv.append("-s")
         if self.info.cross_compile:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvlab.checks.profiles import Profile
 from hvlab.fetch.source import checkout, restore_clean, worktree_path
 from hvlab.git import IDENTITY, Git
 from hvlab.patch import checkpatch
@@ -60,8 +61,9 @@ class Patched:
                 "patchset_hash": self.patchset_hash}
 
 
-def _cache_key(base: str, series: LoadedSeries, with_checkpatch: bool) -> str:
-    text = f"{base}\n{series.patchset_hash}\n{with_checkpatch}\n"
+def _cache_key(base: str, series: LoadedSeries, checkpatch_profile: Profile | None) -> str:
+    profile = checkpatch_profile.name if checkpatch_profile else "no checkpatch"
+    text = f"{base}\n{series.patchset_hash}\n{profile}\n"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -102,14 +104,14 @@ def _apply_one(g: Git, patch: Patch, file: Path, base_date: str, log: Path) -> t
 
 
 def apply_series(ws: Workspace, kernel: str, base: str, series: LoadedSeries,
-                 with_checkpatch: bool, log: Path, progress: Progress,
+                 checkpatch_profile: Profile | None, log: Path, progress: Progress,
                  materialize: bool = True) -> tuple[Patched, StageResult]:
     """Apply ``series`` on ``base`` in the kernel's worktree (caller holds its lock).
 
     A cached result only checks the worktree out when ``materialize`` is set
     (``inv patch``); a build checks out lazily, when make has to run."""
     t0 = time.monotonic()
-    key = _cache_key(base, series, with_checkpatch)
+    key = _cache_key(base, series, checkpatch_profile)
     record = ws.cache / "patch" / f"{key}.json"
     ref = f"refs/hvlab/patched/{key}"
     # the commits and the patchset hash travel in Patched.facts (the cell's properties)
@@ -124,7 +126,7 @@ def apply_series(ws: Workspace, kernel: str, base: str, series: LoadedSeries,
     tree = checkout(ws, kernel, base, progress)
     g = Git(work_tree=tree)
     g.run("checkout", "--quiet", "-B", branch, base)
-    applied, all_cases = _apply_all(g, tree, base, series, with_checkpatch, log, progress)
+    applied, all_cases = _apply_all(g, tree, base, series, checkpatch_profile, log, progress)
     commit = g.rev("HEAD") or base
     if applied == len(series.patches):
         Git(ws.store).run("update-ref", ref, commit)
@@ -152,8 +154,9 @@ def _cached(ws: Workspace, kernel: str, record: Path, ref: str, branch: str, mat
     return tree, commit, int(data["applied"]), [_case_from_json(d) for d in data["cases"]]
 
 
-def _apply_all(g: Git, tree: Path, base: str, series: LoadedSeries, with_checkpatch: bool,
-               log: Path, progress: Progress) -> tuple[int, list[TestCase]]:
+def _apply_all(g: Git, tree: Path, base: str, series: LoadedSeries,
+               checkpatch_profile: Profile | None, log: Path, progress: Progress
+               ) -> tuple[int, list[TestCase]]:
     """Each patch in turn (after a failure the rest are SKIPPED), then each one's
     checkpatch case; a series that did not apply whole leaves the tree clean."""
     base_date = g.out("log", "-1", "--format=@%ct +0000", base)
@@ -180,8 +183,9 @@ def _apply_all(g: Git, tree: Path, base: str, series: LoadedSeries, with_checkpa
                         applied += 1
                     else:
                         failed = patch
-                if with_checkpatch:
-                    check_cases.append(_checkpatch_case(tree, patch, file, log))
+                if checkpatch_profile is not None:
+                    check_cases.append(_checkpatch_case(tree, patch, file, checkpatch_profile,
+                                                        log))
     finally:
         if applied < len(series.patches):
             restore_clean(tree)
@@ -201,18 +205,24 @@ def _apply_case(g: Git, patch: Patch, file: Path, base_date: str, log: Path) -> 
                     duration=time.monotonic() - t0, log_path=log)
 
 
-def _checkpatch_case(tree: Path, patch: Patch, file: Path, log: Path) -> TestCase:
+def _checkpatch_case(tree: Path, patch: Patch, file: Path, profile: Profile,
+                     log: Path) -> TestCase:
     t0 = time.monotonic()
-    report, output = checkpatch.check(tree, file, patch.kind == "diff", log)
+    report, output = checkpatch.check(tree, file, patch.kind == "diff", log,
+                                      profile.checkpatch_args)
     name = f"checkpatch: {patch.subject}"
     duration = time.monotonic() - t0
     if not report.parsed:
         return TestCase(name, Status.ERROR, "checkpatch.pl did not finish (no total line)",
                         output=output, duration=duration, log_path=log)
-    summary = f"{report.errors} errors, {report.warnings} warnings, {report.checks} checks"
-    if report.errors:
-        first = next((f for f in report.findings if f.startswith("ERROR")), "")
+    summary = (f"{report.errors} errors, {report.warnings} warnings, {report.checks} checks "
+               f"(profile {profile.name})")
+    failing = [f for f in report.findings if f.split(":", 1)[0] in profile.checkpatch_fails_on]
+    if report.errors or failing:
+        first = failing[0] if failing else next(
+            (f for f in report.findings if f.startswith("ERROR")), "")
         return TestCase(name, Status.FAIL, f"{summary}; {first}", output=output,
                         duration=duration, log_path=log)
-    return TestCase(name, Status.PASS, summary if report.warnings else "", output=output,
+    noted = report.warnings or report.checks
+    return TestCase(name, Status.PASS, f"warning: {summary}" if noted else "", output=output,
                     duration=duration, log_path=log)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvlab.errors import InfraError
 from hvlab.proc import run
 
 _TOTAL = re.compile(r"^total: (\d+) errors?, (\d+) warnings?(?:, (\d+) checks?)?", re.M)
@@ -31,10 +33,15 @@ def parse(output: str) -> CheckpatchReport:
                             True)
 
 
-def check(tree: Path, patch_file: Path, plain_diff: bool, log: Path) -> tuple[CheckpatchReport,
-                                                                               str]:
+def check(tree: Path, patch_file: Path, plain_diff: bool, log: Path,
+          profile_args: Sequence[str] = ("--max-line-length=100",)
+          ) -> tuple[CheckpatchReport, str]:
     script = tree / "scripts" / "checkpatch.pl"
-    argv = ["perl", str(script), "--no-color", "--show-types", "--max-line-length=100"]
+    for arg in profile_args:
+        if arg.startswith("--codespellfile=") and not Path(arg.split("=", 1)[1]).is_file():
+            raise InfraError(f"checkpatch --codespell: {arg.split('=', 1)[1]} is missing "
+                             "(Debian package: codespell; run ci/setup.sh)")
+    argv = ["perl", str(script), "--no-color", "--show-types", *profile_args]
     if plain_diff:
         argv += ["--no-signoff", "--ignore", "COMMIT_MESSAGE,FILE_PATH_CHANGES"]
     argv.append(str(patch_file))

@@ -29,7 +29,7 @@ from hvlab.config.tables import Config
 from hvlab.errors import InfraError, UserError
 from hvlab.model import SeriesOrigin, SeriesSpec
 from hvlab.patch import origin as O
-from hvlab.patch.series import cover_in_thread, split_mbox
+from hvlab.patch.series import cover_in_thread, recipients_in_thread, split_mbox
 from hvlab.proc import capture
 from hvlab.workspace import Workspace
 
@@ -137,8 +137,9 @@ def lore_series(ws: Workspace, ref: O.LoreRef, offline: bool) -> SeriesSpec:
     if not cover:  # b4 takes a cover sent as a reply to the last revision for a follow-up
         first = split_mbox(mbx.read_bytes())
         cover = cover_in_thread(thread.read_bytes(), first[0]) if first else ""
+    sent = recipients_in_thread(thread.read_bytes(), split_mbox(mbx.read_bytes()))
     return SeriesSpec(mbx.stem, mbx, SeriesOrigin(ref.arg, url, cover, report.trailers,
-                                                  report.notes, cached=offline))
+                                                  report.notes, sent, cached=offline))
 
 
 def git_series(ws: Workspace, rng: O.GitRange, offline: bool) -> SeriesSpec:

@@ -20,6 +20,7 @@ _PATCH_PREFIX = re.compile(r"^\s*(\[[^\]]*\]\s*)+")
 _DIFF_GIT = re.compile(r"^diff --git a/(\S+) b/(\S+)", re.M)
 _PLUS = re.compile(r"^\+\+\+ (?:b/)?(\S+)", re.M)
 _MINUS = re.compile(r"^--- (?:a/)?(\S+)", re.M)
+_ADDRESS = re.compile(r"[^\s<>,\"()]+@[^\s<>,\"()]+")
 _COVER = re.compile(r"\[[^\]]*\b0+/\d+\]")
 _DIFF_START = re.compile(rb"^(diff --git |--- \S|Index: )", re.M)
 
@@ -208,6 +209,19 @@ def cover_in_thread(thread: bytes, first_patch: bytes) -> str:
     if parent is None or _DIFF_START.search(parent) is not None:
         return ""
     return parent.decode("utf-8", "replace")
+
+
+def recipients_in_thread(thread: bytes, patches: Sequence[bytes]
+                         ) -> tuple[tuple[str, ...], ...]:
+    """Per patch (by its Message-Id), the To and Cc addresses its mail in the
+    thread was sent to, lowercased; () for a patch not found there."""
+    mails = {_msgid(_headers(m).get("message-id", "")): _headers(m) for m in split_mbox(thread)}
+    out = []
+    for p in patches:
+        h = mails.get(_msgid(_headers(p).get("message-id", "")), {})
+        text = _decode_header(h.get("to", "") + ", " + h.get("cc", ""))
+        out.append(tuple(a.lower() for a in _ADDRESS.findall(text)))
+    return tuple(out)
 
 
 def number(patches: Iterable[Patch]) -> list[Patch]:

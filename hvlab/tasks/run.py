@@ -153,6 +153,7 @@ class RunOptions:
     jobs: int = 0
     use_ccache: bool = True
     offline: bool = False
+    checks: str = "auto"  # the check stage's profile
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ class Matrix:
                            tuple(str(s.config.fragment(f).path) for f in key.variant.fragments),
                            force=self.opts.force, jobs=self.opts.jobs,
                            use_ccache=self.opts.use_ccache, offline=self.opts.offline,
-                           kselftests=kselftest_targets(s, suites))
+                           kselftests=kselftest_targets(s, suites), checks=self.opts.checks)
         path = None
         try:
             outcome = self.steps.build(s, scope, req)

@@ -26,12 +26,15 @@ from hvlab.build.stage import (
     tree_sha,
     warning_cases,
 )
+from hvlab.checks import profiles
+from hvlab.checks.profiles import Profile
+from hvlab.checks.runner import run_checks
 from hvlab.config import loader
 from hvlab.errors import UserError
 from hvlab.fetch import source
 from hvlab.fetch.source import checkout_commit
 from hvlab.git import Git
-from hvlab.model import KernelSpec, SeriesSpec
+from hvlab.model import KernelSpec, SeriesOrigin, SeriesSpec
 from hvlab.patch import intake
 from hvlab.patch.apply import Patched, apply_series
 from hvlab.patch.discover import load_series_or_raise
@@ -82,6 +85,7 @@ class BuildRequest:
     offline: bool = False
     checkpatch: bool = True
     kselftests: tuple[tuple[str, ...], ...] = ()  # kselftest TARGETS lists to build too
+    checks: str = "auto"  # the check stage's profile (checks/profiles.py), or none
 
 
 @dataclass(frozen=True)
@@ -110,13 +114,21 @@ class PatchOutcome:
     commit: str
     ok: bool
     patched: Patched
+    profile: Profile | None = None  # the check stage's (--checks), None: no checks
+    kinds: tuple[str, ...] = ()  # each patch: "mail" or "diff"
+    origin: SeriesOrigin | None = None
 
 
 def patch(s: Session, scope: Scope, kernel: KernelSpec, series_arg: str, checkpatch: bool,
-          offline: bool, materialize: bool = True) -> PatchOutcome:
+          offline: bool, materialize: bool = True, checks: str = "auto") -> PatchOutcome:
+    """``checks``: the profile of checkpatch and of the check stage that follows a
+    build (auto: netdev for drivers/net/hyperv); none: no check stage."""
     spec = intake.resolve(s.ws, s.config, series_arg, offline)
     series = load_series_or_raise(spec.name, spec.path, s.ws.display(spec.path),
                                   spec.origin.cover if spec.origin else "")
+    touched = [f for p in series.patches for f in p.files]
+    profile = profiles.pick(checks, touched)
+    checkpatch_profile = (profile or profiles.pick("auto", touched)) if checkpatch else None
     s.plan("fetch", scope)
     s.plan("patch", scope)
     s.attach(scope, {"series": series.name, "patchset_hash": series.patchset_hash}
@@ -130,12 +142,12 @@ def patch(s: Session, scope: Scope, kernel: KernelSpec, series_arg: str, checkpa
             s.progress.info(line)
         with log.open("a") as fh:
             fh.writelines(line + "\n" for line in intake_lines)
-        patched, result = apply_series(s.ws, kernel.name, base, series, checkpatch,
+        patched, result = apply_series(s.ws, kernel.name, base, series, checkpatch_profile,
                                        log, s.progress, materialize)
-    s.attach(scope, patched.facts)
+    s.attach(scope, patched.facts | ({"checks": profile.name} if profile else {}))
     s.record(result, scope)
     return PatchOutcome(patched.tree, patched.commit, patched.applied == len(series.patches),
-                        patched)
+                        patched, profile, tuple(p.kind for p in series.patches), spec.origin)
 
 
 def series_base(ws: Workspace, kernel: str, source_commit: str,
@@ -241,10 +253,12 @@ def build(s: Session, scope: Scope, req: BuildRequest) -> BuildOutcome:
     base_commit: str | None = None
     if req.series:
         outcome = patch(s, scope, kernel, req.series, req.checkpatch, req.offline,
-                        materialize=False)
+                        materialize=False, checks=req.checks)
         if not outcome.ok:
             return BuildOutcome(False, None)
         commit, base_commit = outcome.commit, outcome.patched.base
+        if outcome.profile is not None:
+            s.plan("check", scope)
     else:
         commit = fetch(s, scope, kernel, req.offline).commit
     builder = Builder(s.ws, kernel, inputs, req.jobs or os.cpu_count() or 1, req.use_ccache,
@@ -265,7 +279,23 @@ def build(s: Session, scope: Scope, req: BuildRequest) -> BuildOutcome:
                                          base_conf, baseline_diags, req, log)
         s.attach(scope, result.facts)
         s.record(stage, scope)
+        if req.series and result.ok and outcome.profile is not None and base_commit:
+            check(s, scope, builder, tree, base_commit, commit, outcome)
         return BuildOutcome(result.ok, result, s.run.facts_of(scope.label))
+
+
+def check(s: Session, scope: Scope, builder: Builder, tree: Path, base: str, commit: str,
+          outcome: PatchOutcome) -> None:
+    """The check stage: the bots' checks per patch (hvlab/checks/)."""
+    assert outcome.profile is not None
+    with s.stage("check", scope, f"{builder.kernel.name}: profile {outcome.profile.name}") \
+            as log:
+        t0 = time.monotonic()
+        cases = run_checks(builder, tree, Git(s.ws.store), base, commit, outcome.profile,
+                           outcome.kinds, outcome.origin, log,
+                           lambda m: s.progress.stage("check", m))
+    s.record(StageResult.from_cases("check", cases, time.monotonic() - t0, log,
+                                    properties={"profile": outcome.profile.name}), scope)
 
 
 def _build_stage(s: Session, builder: Builder, tree: Path, commit: str,

@@ -42,7 +42,7 @@ def test_each_cells_testsuites_carry_that_cells_facts_and_known_failures_gate_on
     validate_junit(env.latest / "junit.xml")
     cells = suites_by_cell(env)
     patched, plain = cells["k+s"], cells["k+none"]
-    assert set(patched) == STAGES | {"patch"} and set(plain) == STAGES
+    assert set(patched) == STAGES | {"patch", "check"} and set(plain) == STAGES
     assert patched["q.value"].status == "fail" and plain["q.value"].status == "pass"
     facts = {}
     for label, suites in cells.items():
