@@ -256,6 +256,33 @@ def report_compare(c: Context, baseline: str = "", run: str = "", gate: str = "a
                                  Path(run) if run else None, gate)
 
 
+@task(help={"run": "the run folder whose series to answer (default: reports/latest)",
+            "send": "send the mails through SMTP (HVLAB_SMTP_HOST, ...); else only write them",
+            "sender": "From: of the mails (default: HVLAB_MAIL_FROM)",
+            "report_url": "where reports/ is published, for the link in each mail",
+            "debug": "print tracebacks", "quiet": "only errors"})
+def report_mail(c: Context, run: str = "", send: bool = False, sender: str = "",
+                report_url: str = "", debug: bool = False, quiet: bool = False) -> None:
+    """Write (and --send) a run's findings as replies to the patches, as the 0-day robot does."""
+    from hvlab.tasks import report as reportflows
+
+    with session("report.mail", _argv(), debug, quiet, ROOT) as s:
+        reportflows.report_mail(s, Path(run) if run else None, send, sender, report_url)
+
+
+@task(help={"run": "the run folder whose series to report (default: reports/latest)",
+            "url": "patchwork's web address, e.g. https://patchwork.kernel.org/",
+            "report_url": "where reports/ is published: each check's target URL",
+            "debug": "print tracebacks", "quiet": "only errors"})
+def report_patchwork(c: Context, run: str = "", url: str = "", report_url: str = "",
+                     debug: bool = False, quiet: bool = False) -> None:
+    """Post a run's results to patchwork: one check per patch and check (HVLAB_PATCHWORK_TOKEN)."""
+    from hvlab.tasks import report as reportflows
+
+    with session("report.patchwork", _argv(), debug, quiet, ROOT) as s:
+        reportflows.report_patchwork(s, Path(run) if run else None, url, report_url)
+
+
 @task(iterable=["kernel", "series", "host", "suite"], help={
     "plan": "plan name from configs/plans/ (default: default)",
     "kernel": "only these kernels (repeatable)", "series": "only these series (repeatable)",
@@ -389,6 +416,8 @@ report = Collection("report")
 report.add_task(report_import, name="import")
 report.add_task(report_merge, name="merge")
 report.add_task(report_compare, name="compare")
+report.add_task(report_mail, name="mail")
+report.add_task(report_patchwork, name="patchwork")
 hosts = Collection("hosts")
 hosts.add_task(hosts_check, name="check", default=True)
 hosts.add_task(hosts_capture, name="capture")

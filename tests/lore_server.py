@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import gzip
 import re
-import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+from tests.http_stub import serving
 
 LIST = "linux-hyperv@vger.kernel.org"
 
@@ -149,12 +150,6 @@ def lore_server() -> Iterator[LoreServer]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    holder.append(LoreServer(f"http://127.0.0.1:{httpd.server_port}/all/"))
-    worker = threading.Thread(target=httpd.serve_forever, daemon=True)
-    worker.start()
-    try:
+    with serving(Handler) as port:
+        holder.append(LoreServer(f"http://127.0.0.1:{port}/all/"))
         yield holder[0]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()

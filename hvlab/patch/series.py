@@ -193,6 +193,11 @@ def cover_letter(data: bytes) -> str:
     return ""
 
 
+def mail_headers(data: bytes) -> dict[str, str]:
+    """A patch mail's headers (lowercased names, decoded values); {} for a plain diff."""
+    return {k: _decode_header(v) for k, v in _headers(data).items()}
+
+
 def _msgid(value: str) -> str:
     return value.strip().strip("<>").strip()
 

@@ -6,15 +6,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import smtplib
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 
-from hvlab.errors import UserError
-from hvlab.report import compare, view
+from hvlab.errors import InfraError, UserError
+from hvlab.report import compare, mail, patchwork, seriesrecord, view
 from hvlab.results import StageResult, Status, TestCase
 from hvlab.suites import ktap
 from hvlab.suites.ktapcases import cases_from_document
-from hvlab.tasks.session import Gate, Session
+from hvlab.tasks.session import Gate, Scope, Session
 
 
 def import_file(s: Session, fmt: str, path: Path) -> None:
@@ -119,3 +122,157 @@ def compare_runs(s: Session, baseline: Path, current: Path | None, gate_mode: st
                   for k, c in sorted(classes.items())]}, indent=1))
     s.gate = Gate.parse(gate_mode)  # decided at the end of the task, with known failures
     s.run.classes = classes
+
+
+def _run_facts(run_dir: Path) -> dict[str, object]:
+    path = run_dir / "metadata.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a run folder's metadata ({exc})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _answered(s: Session, run: Path | None) -> tuple[Path, list[seriesrecord.SeriesRecord],
+                                                     list[view.SuiteView], dict[str, object]]:
+    run_dir = (run or _latest(s)).resolve()
+    records = seriesrecord.read(run_dir)
+    if not records:
+        raise UserError(f"{run_dir}: the run applied no series (no series/ records): "
+                        "nothing to answer")
+    return run_dir, records, _read(run_dir), _run_facts(run_dir)
+
+
+def _cell_suites(record: seriesrecord.SeriesRecord, suites: list[view.SuiteView],
+                 single: bool) -> list[view.SuiteView]:
+    return [x for x in suites if x.cell == record.cell or (single and not x.cell)]
+
+
+def _cell_facts(meta: dict[str, object], record: seriesrecord.SeriesRecord) -> dict[str, str]:
+    facts: dict[str, str] = {}
+    cells = meta.get("cells")
+    for cell in cells if isinstance(cells, list) else []:
+        if isinstance(cell, dict) and cell.get("label") == record.cell:
+            facts.update({str(k): str(v) for k, v in (cell.get("facts") or {}).items()})
+    return facts
+
+
+def _tested(s: Session, run_dir: Path, meta: dict[str, object], facts: dict[str, str],
+            report_url: str) -> mail.Tested:
+    compiler, arch = "", "x86_64"
+    build = s.ws.builds / facts.get("build_id", "-") / "metadata.json"
+    if facts.get("build_id") and build.is_file():
+        data = json.loads(build.read_text())
+        compiler = str(data.get("toolchain", {}).get("version", ""))
+        arch = str(data.get("arch", arch))
+    where = f"{report_url.rstrip('/')}/{run_dir.name}/report.html" if report_url \
+        else str(run_dir / "report.html")
+    return mail.Tested(str(meta.get("run_id", run_dir.name)), str(meta.get("command", "")),
+                       facts, compiler, arch, where)
+
+
+def report_mail(s: Session, run: Path | None, send: bool, sender: str, report_url: str) -> None:
+    run_dir, records, suites, meta = _answered(s, run)
+    sender = sender or os.environ.get("HVLAB_MAIL_FROM", "")
+    if not sender or "@" not in sender:
+        raise UserError("report.mail needs a sender: --sender 'Name <address>' or "
+                        "HVLAB_MAIL_FROM")
+    smtp = smtp_settings() if send else None
+    folder = s.run.path / "mail"
+    folder.mkdir(exist_ok=True)
+    cases = []
+    n = 0
+    for record in records:
+        facts = _cell_facts(meta, record)
+        tested = _tested(s, run_dir, meta, facts, report_url)
+        for msg in mail.compose(record, _cell_suites(record, suites, len(records) == 1),
+                                tested, sender):
+            n += 1
+            path = folder / f"{n:02d}.eml"
+            path.write_bytes(bytes(msg))
+            said = f"{path}\nTo: {msg['To']}\nIn-Reply-To: {msg['In-Reply-To'] or '-'}\n"
+            if smtp is not None:
+                smtp.send(msg)
+                said += f"sent through {smtp.host}:{smtp.port}\n"
+            s.progress.info(f"mail {path.name}: {msg['Subject']}" + (" (sent)" if smtp else ""))
+            cases.append(TestCase(f"mail: {msg['Subject']}", Status.PASS, output=said))
+    s.record(StageResult.from_cases("mail", cases, 0.0, properties={
+        "mails": str(n), "sent": "yes" if send else "no", "from": str(run_dir)}), Scope("-"))
+
+
+def report_patchwork(s: Session, run: Path | None, url: str, report_url: str) -> None:
+    token = os.environ.get("HVLAB_PATCHWORK_TOKEN", "")
+    if not url:
+        raise UserError("report.patchwork needs --url (patchwork's web address)")
+    if not token:
+        raise UserError("report.patchwork needs HVLAB_PATCHWORK_TOKEN (an API token of a "
+                        "patchwork user allowed to add checks)")
+    client = patchwork.Client(url, token)
+    run_dir, records, suites, _meta = _answered(s, run)
+    target = f"{report_url.rstrip('/')}/{run_dir.name}/report.html" if report_url else ""
+    cases, posted, unknown = [], 0, 0
+    for record in records:
+        mine = _cell_suites(record, suites, len(records) == 1)
+        whole = patchwork.series_checks(record, mine)
+        for p in record.patches:
+            name = f"patchwork: {p.subject}"
+            if not p.msgid:
+                cases.append(TestCase(name, Status.SKIP, "the patch has no Message-Id (it did "
+                                      "not come by mail)"))
+                continue
+            pid = client.find_patch(p.msgid)
+            if pid is None:
+                unknown += 1
+                cases.append(TestCase(name, Status.SKIP, f"{url} has no patch with Message-Id "
+                                      f"<{p.msgid}>"))
+                continue
+            checks = patchwork.patch_checks(p, mine) + (whole if p is record.patches[-1] else [])
+            for check in checks:
+                client.post(pid, check, target)
+            posted += len(checks)
+            s.progress.info(f"patch {pid}: {len(checks)} checks ({p.subject})")
+            cases.append(TestCase(name, Status.PASS, output="".join(
+                f"{c.context}: {c.state}: {c.description}\n" for c in checks)))
+    if posted == 0 and unknown:
+        raise UserError(f"{url}: none of the run's patches is known there (by Message-Id)")
+    s.record(StageResult.from_cases("patchwork", cases, 0.0, properties={
+        "checks": str(posted), "url": url, "from": str(run_dir)}), Scope("-"))
+
+
+@dataclass(frozen=True)
+class Smtp:
+    host: str
+    port: int
+    starttls: bool
+    user: str
+
+    def send(self, msg: EmailMessage) -> None:
+        password = os.environ.get("HVLAB_SMTP_PASSWORD", "")
+        try:
+            with smtplib.SMTP(self.host, self.port, timeout=60) as client:
+                if self.starttls:
+                    client.starttls()
+                if self.user:
+                    client.login(self.user, password)
+                client.send_message(msg)
+        except smtplib.SMTPAuthenticationError:
+            raise UserError(f"SMTP {self.host}:{self.port} refused the login of "
+                            f"{self.user} (HVLAB_SMTP_USER, HVLAB_SMTP_PASSWORD)") from None
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise UserError(f"SMTP {self.host}:{self.port} refused the recipients "
+                            f"{', '.join(exc.recipients)}") from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise InfraError(f"SMTP {self.host}:{self.port}: {exc}") from None
+
+
+def smtp_settings() -> Smtp:
+    host = os.environ.get("HVLAB_SMTP_HOST", "")
+    if not host:
+        raise UserError("report.mail --send needs HVLAB_SMTP_HOST (and HVLAB_SMTP_PORT, "
+                        "HVLAB_SMTP_STARTTLS=1, HVLAB_SMTP_USER, HVLAB_SMTP_PASSWORD as "
+                        "the server wants)")
+    port_text = os.environ.get("HVLAB_SMTP_PORT", "25")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UserError(f"HVLAB_SMTP_PORT={port_text!r}: expected a port number")
+    return Smtp(host, int(port_text), os.environ.get("HVLAB_SMTP_STARTTLS", "") == "1",
+                os.environ.get("HVLAB_SMTP_USER", ""))

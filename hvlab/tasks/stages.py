@@ -37,7 +37,9 @@ from hvlab.git import Git
 from hvlab.model import KernelSpec, SeriesOrigin, SeriesSpec
 from hvlab.patch import intake
 from hvlab.patch.apply import Patched, apply_series
-from hvlab.patch.discover import load_series_or_raise
+from hvlab.patch.discover import LoadedSeries, load_series_or_raise
+from hvlab.patch.series import mail_headers
+from hvlab.report import seriesrecord
 from hvlab.results import StageResult, Status, TestCase
 from hvlab.tasks.session import Scope, Session
 from hvlab.workspace import Workspace
@@ -146,8 +148,32 @@ def patch(s: Session, scope: Scope, kernel: KernelSpec, series_arg: str, checkpa
                                        log, s.progress, materialize)
     s.attach(scope, patched.facts | ({"checks": profile.name} if profile else {}))
     s.record(result, scope)
+    seriesrecord.write(s.run.path, series_record(s.ws, scope.label, kernel.name, series_arg,
+                                                 spec, series, patched))
     return PatchOutcome(patched.tree, patched.commit, patched.applied == len(series.patches),
                         patched, profile, tuple(p.kind for p in series.patches), spec.origin)
+
+
+def series_record(ws: Workspace, cell: str, kernel: str, arg: str, spec: SeriesSpec,
+                  series: LoadedSeries, patched: Patched) -> seriesrecord.SeriesRecord:
+    """What report.mail and report.patchwork need to answer the series."""
+    commits = Git(ws.store).out("rev-list", "--reverse", f"{patched.base}..{patched.commit}"
+                                ).split() if patched.commit != patched.base else []
+    sent = spec.origin.recipients if spec.origin else ()
+    patches = []
+    for p in series.patches:
+        h = mail_headers(p.data) if p.kind == "mail" else {}
+        patches.append(seriesrecord.PatchRecord(
+            p.index, p.subject, " ".join(h.get("subject", "").split()), h.get("from", ""),
+            h.get("message-id", "").strip().strip("<>"),
+            sent[p.index - 1] if p.index <= len(sent) else (),
+            commits[p.index - 1] if p.index <= len(commits) else ""))
+    cover = mail_headers(series.cover.encode()) if series.cover else {}
+    return seriesrecord.SeriesRecord(cell, kernel, series.name, arg,
+                                     spec.origin.url if spec.origin else "",
+                                     " ".join(cover.get("subject", "").split()),
+                                     cover.get("message-id", "").strip().strip("<>"),
+                                     patched.base, patched.commit, tuple(patches))
 
 
 def series_base(ws: Workspace, kernel: str, source_commit: str,
