@@ -38,7 +38,30 @@ def _inside(f: Path, root: Path) -> bool:
         return False
 
 
+def is_maildir(path: Path) -> bool:
+    return (path / "cur").is_dir() and (path / "new").is_dir()
+
+
+def _maildir(path: Path, display: str) -> tuple[list[tuple[Path, str]], list[str]]:
+    """A maildir's messages (cur/ and new/), in the order of their ``[PATCH n/m]``."""
+    files, problems = [], []
+    for sub in ("cur", "new"):
+        for f in sorted((path / sub).iterdir()):
+            if not f.is_file() or f.name.startswith("."):
+                continue
+            if not _inside(f, path):
+                problems.append(f"{display}/{sub}/{f.name}: a link that points outside the "
+                                "maildir")
+                continue
+            files.append((f, f"{display}/{sub}/{f.name}"))
+    head = {f: S.mail_headers(f.read_bytes()[:65536]) for f, _ in files}
+    files.sort(key=lambda item: S.counter(head[item[0]].get("subject", "")))
+    return files, problems
+
+
 def _files(path: Path, display: str) -> tuple[list[tuple[Path, str]], list[str]]:
+    if is_maildir(path):
+        return _maildir(path, display)
     problems: list[str] = []
     series_file = path / "series"
     if series_file.is_file():
@@ -90,6 +113,7 @@ def load_series(name: str, path: Path, display: str | None = None,
     """Load and parse; problems are returned, not raised (config.check lists them all).
     ``cover``: the cover letter when it comes apart from the patches (b4)."""
     display = display or str(path)
+    maildir = path.is_dir() and is_maildir(path)
     if path.is_dir():
         files, problems = _files(path, display)
     elif path.is_file():
@@ -104,6 +128,8 @@ def load_series(name: str, path: Path, display: str | None = None,
         data = f.read_bytes()
         cover = cover or S.cover_letter(data)
         found = S.parse_patch_file(shown, data)
+        if not found and maildir and S.mail_headers(data):
+            continue  # a maildir also holds the cover letter and the replies
         if not found:
             problems.append(f"{shown}:1: no patch found (neither a mail with a diff nor a diff)")
         patches.extend(found)

@@ -21,6 +21,7 @@ _DIFF_GIT = re.compile(r"^diff --git a/(\S+) b/(\S+)", re.M)
 _PLUS = re.compile(r"^\+\+\+ (?:b/)?(\S+)", re.M)
 _MINUS = re.compile(r"^--- (?:a/)?(\S+)", re.M)
 _ADDRESS = re.compile(r"[^\s<>,\"()]+@[^\s<>,\"()]+")
+_COUNTER = re.compile(r"\[[^\]]*?\b(\d+)/(\d+)\]")
 _COVER = re.compile(r"\[[^\]]*\b0+/\d+\]")
 _DIFF_START = re.compile(rb"^(diff --git |--- \S|Index: )", re.M)
 
@@ -191,6 +192,12 @@ def cover_letter(data: bytes) -> str:
         if _DIFF_START.search(message) is None and _COVER.search(_decode_header(subject)):
             return message.decode("utf-8", "replace")
     return ""
+
+
+def counter(subject: str) -> tuple[int, int]:
+    """(n, m) of a ``[PATCH vK n/m]`` subject; (0, 0) without one (sorts first)."""
+    m = _COUNTER.search(_decode_header(subject))
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
 def mail_headers(data: bytes) -> dict[str, str]:

@@ -139,3 +139,23 @@ def test_a_git_range_is_a_series_of_one_case_per_commit(env: Env, tmp_path: Path
     assert empty.returncode == 2 and "no commits in main..main" in empty.stderr
     missing = env.inv("patch", "--kernel", "k", "--series", f"git:{upstream}#main..nope")
     assert missing.returncode == 2 and "has no commit 'nope'" in missing.stderr
+
+
+def test_a_maildir_applies_in_the_order_of_its_patch_counters(env: Env, tmp_path: Path) -> None:
+    """What mutt or `b4 mbox --maildir` leaves: one message per file under cur/
+    and new/, named in arrival order, not in series order."""
+    upstream = tmp_path / "upstream"
+    make_repo(upstream, FAKE_TREE)
+    env.write("kernels/k.yaml", f"source:\n  git: {upstream}\n  ref: main\n")
+    thread = series_thread(sorted(format_series(upstream, tmp_path / "md", V1).iterdir()), "md")
+    maildir = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    # patch 2 arrived first; the cover letter last
+    (maildir / "new" / "1700000001.a.host").write_text(thread[2].text())
+    (maildir / "cur" / "1700000002.b.host:2,S").write_text(thread[1].text())
+    (maildir / "new" / "1700000003.c.host").write_text(thread[0].text())
+    done = env.inv("patch", "--kernel", "k", "--series", str(maildir))
+    assert done.returncode == 0, done.stderr
+    found = env.suite("local.patch")
+    assert [n for n in found if not n.startswith("checkpatch")] == SUBJECTS
