@@ -32,6 +32,7 @@ NO_SERIES = "none"
 class GitSource:
     url: str
     ref: str
+    other_refs: tuple[str, ...] = ()  # where to say a series would apply when it does not
 
 
 @dataclass(frozen=True)

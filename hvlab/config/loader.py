@@ -158,7 +158,13 @@ class _Loader:
         elif present == ["git"]:
             url = s.req_str("git")
             ref = s.req_str("ref")
-            result = GitSource(url, ref)
+            others = []
+            for v, _mark in s.str_list("other_refs"):
+                if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]*", v) and ".." not in v:
+                    others.append(v)
+                else:
+                    s.error("other_refs", f"'{v}' is not a ref name")
+            result = GitSource(url, ref, tuple(others))
         elif present == ["tarball"]:
             loc = s.req_str("tarball")
             sha = s.string("sha256")

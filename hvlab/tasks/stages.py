@@ -9,6 +9,7 @@ state.  ``build`` chains them the way every task that builds does.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -34,8 +35,8 @@ from hvlab.errors import UserError
 from hvlab.fetch import source
 from hvlab.fetch.source import checkout_commit
 from hvlab.git import Git
-from hvlab.model import KernelSpec, SeriesOrigin, SeriesSpec
-from hvlab.patch import intake
+from hvlab.model import GitSource, KernelSpec, SeriesOrigin, SeriesSpec
+from hvlab.patch import elsewhere, intake
 from hvlab.patch.apply import Patched, apply_series
 from hvlab.patch.discover import LoadedSeries, load_series_or_raise
 from hvlab.patch.series import mail_headers
@@ -146,12 +147,28 @@ def patch(s: Session, scope: Scope, kernel: KernelSpec, series_arg: str, checkpa
             fh.writelines(line + "\n" for line in intake_lines)
         patched, result = apply_series(s.ws, kernel.name, base, series, checkpatch_profile,
                                        log, s.progress, materialize)
+    if patched.applied < len(series.patches) and isinstance(kernel.source, GitSource) \
+            and kernel.source.other_refs:
+        result = _elsewhere(s, kernel, kernel.source, series, offline, result)
     s.attach(scope, patched.facts | ({"checks": profile.name} if profile else {}))
     s.record(result, scope)
     seriesrecord.write(s.run.path, series_record(s.ws, scope.label, kernel.name, series_arg,
                                                  spec, series, patched))
     return PatchOutcome(patched.tree, patched.commit, patched.applied == len(series.patches),
                         patched, profile, tuple(p.kind for p in series.patches), spec.origin)
+
+
+def _elsewhere(s: Session, kernel: KernelSpec, src: GitSource, series: LoadedSeries,
+               offline: bool, result: StageResult) -> StageResult:
+    """The failing patch's case also says on which of the kernel's other refs the
+    series would apply."""
+    line = elsewhere.describe(kernel.name, src.ref,
+                              elsewhere.try_refs(s.ws, kernel.name, src, series, offline))
+    s.progress.info(line)
+    cases = tuple(dataclasses.replace(c, message=f"{c.message} {line}")
+                  if c.status is Status.FAIL and not c.name.startswith("checkpatch: ") else c
+                  for c in result.cases)
+    return dataclasses.replace(result, cases=cases)
 
 
 def series_record(ws: Workspace, cell: str, kernel: str, arg: str, spec: SeriesSpec,

@@ -189,3 +189,28 @@ def test_patch_names_that_look_like_shell_or_options_are_only_names(env: Env,
     tree = env.kernels / "worktrees" / "k"
     assert "connection line five" in (tree / "drivers/hv/connection.c").read_text()
     assert not [p for p in tmp_path.rglob("pwned")], "a name ran as a command"
+
+
+def test_a_series_that_does_not_apply_says_on_which_other_refs_it_would(
+        env: Env, tmp_path: Path) -> None:
+    upstream = tmp_path / "upstream"
+    make_repo(upstream, FAKE_TREE)
+    series = format_series(upstream, tmp_path / "s", [
+        ("drivers/hv/vmbus_drv.c", "vmbus line 10 ", "vmbus line ten ")])
+    git(upstream, "branch", "next")  # next still has the old vmbus_drv.c
+    write_tree(upstream, {"drivers/hv/vmbus_drv.c": "/* rewritten */\n" * 40})
+    git(upstream, "commit", "-q", "-a", "-m", "rewrite vmbus_drv.c")
+    git(upstream, "branch", "fixes")  # fixes has the rewrite too
+    env.write("kernels/k.yaml", f"source:\n  git: {upstream}\n  ref: main\n"
+              "  other_refs: [next, fixes, nosuch]\n")
+    done = env.inv("patch", "--kernel", "k", "--series", str(series))
+    assert done.returncode == 1, done.stderr
+    failed = cases(env)["hv: change 1 in drivers/hv/vmbus_drv.c"]
+    assert "conflicts in drivers/hv/vmbus_drv.c" in failed.result[0].message
+    assert "[cannot apply to k main; applies to next; not to fixes (patch 1), nosuch " \
+        "(not fetched: " in failed.result[0].message
+    bad = env.write("kernels/k.yaml", f"source:\n  git: {upstream}\n  ref: main\n"
+                    "  other_refs: [-x]\n")
+    check = env.inv("config.check")
+    assert check.returncode == 2 and f"{bad.name}:" in check.stderr and "not a ref name" \
+        in check.stderr
