@@ -189,11 +189,12 @@ class Builder:
                    env=self.make_env(stats_log), on_line=self.on_line, timeout=timeout)
 
     # -- configure ---------------------------------------------------------------
-    def configure_at(self, tree: Path, commit: str, tree_sha: str, log: Path) -> Configured:
-        """The final .config for ``commit``: cached per (tree, inputs, toolchain);
-        otherwise the worktree is switched to ``commit`` and kconfig runs."""
+    def configure_at(self, tree: Path, commit: str, kconfig_sha: str, log: Path) -> Configured:
+        """The final .config for ``commit``: cached per (what kconfig reads of the
+        tree: stage.kconfig_sha, inputs, toolchain); otherwise the worktree is
+        switched to ``commit`` and kconfig runs."""
         requested = self.inputs.requested()
-        key = sha256_text(self.config_key, tree_sha)
+        key = sha256_text(self.config_key, kconfig_sha)
         cache = self.ws.cache / "config" / f"{key}.json"
         if cache.is_file():
             data = json.loads(cache.read_text())

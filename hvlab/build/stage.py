@@ -19,6 +19,7 @@ from hvlab import procs
 from hvlab.build import diagnostics as buildlog
 from hvlab.build.builder import Artifact, Builder, Configured, ccache_stats, collect_artifacts
 from hvlab.build.diagnostics import Diagnostic
+from hvlab.digest import sha256_text
 from hvlab.fetch.source import checkout_commit
 from hvlab.git import Git
 from hvlab.results import Status, TestCase
@@ -87,6 +88,23 @@ def ensure_consistent_build_dir(builder: Builder) -> None:
 
 def tree_sha(ws: Workspace, commit: str) -> str:
     return Git(ws.store).out("rev-parse", f"{commit}^{{tree}}")
+
+
+def kconfig_sha(ws: Workspace, commit: str) -> str:
+    """A digest of what the configuration of ``commit`` can depend on: every
+    Kconfig* file, scripts/ (kconfig itself and the scripts Kconfig calls),
+    arch/*/configs/ and the top Makefile (the version in .config's header).
+    A patch to a driver's C code leaves it unchanged, so the cached .config
+    serves the next edit of a series instead of two kconfig runs."""
+    listing = Git(ws.store).out("ls-tree", "-r", "--full-tree", commit)
+    wanted = []
+    for line in listing.splitlines():
+        meta, _, path = line.partition("\t")
+        name = path.rsplit("/", 1)[-1]
+        if name.startswith("Kconfig") or path.startswith("scripts/") or path == "Makefile" \
+                or (path.startswith("arch/") and "/configs/" in path):
+            wanted.append(f"{meta.split()[-1]} {path}")
+    return sha256_text("kconfig inputs", *wanted)
 
 
 def make_step(builder: Builder, tree: Path, targets: list[str], log: Path,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hvlab.build.builder import Builder, config_inputs
-from hvlab.build.stage import build_commit, tree_sha
+from hvlab.build.stage import build_commit, kconfig_sha
 from hvlab.errors import HvlabError, InfraError, UserError
 from hvlab.fetch import source
 from hvlab.git import Git
@@ -46,7 +46,7 @@ class _Step:
         """(good | bad | skip, why) for one commit."""
         ws = self.s.ws
         try:
-            configured = self.builder.configure_at(self.tree, commit, tree_sha(ws, commit),
+            configured = self.builder.configure_at(self.tree, commit, kconfig_sha(ws, commit),
                                                    self.log)
             result = build_commit(self.builder, self.tree, commit, configured, self.log, False)
             ok, why = result.ok, "; ".join(result.errors[:1]) or "make failed"

@@ -23,8 +23,8 @@ from hvlab.build.stage import (
     BuildResult,
     build_case,
     build_commit,
+    kconfig_sha,
     make_step,
-    tree_sha,
     warning_cases,
 )
 from hvlab.checks import profiles
@@ -259,11 +259,11 @@ def configure(s: Session, scope: Scope, builder: Builder, tree: Path, commit: st
     the commit without the series, each verified against the fragments."""
     with s.stage("configure", scope) as log:
         t0 = time.monotonic()
-        configured = builder.configure_at(tree, commit, tree_sha(s.ws, commit), log)
+        configured = builder.configure_at(tree, commit, kconfig_sha(s.ws, commit), log)
         cases = _kconfig_cases(configured, log)
         base = None
         if base_commit is not None:
-            base = builder.configure_at(tree, base_commit, tree_sha(s.ws, base_commit), log)
+            base = builder.configure_at(tree, base_commit, kconfig_sha(s.ws, base_commit), log)
             cases += _baseline_kconfig_cases(base, log)
     s.attach(scope, configured.facts)
     s.record(StageResult.from_cases(
