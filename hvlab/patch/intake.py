@@ -27,6 +27,7 @@ from pathlib import Path
 
 from hvlab.config.tables import Config
 from hvlab.errors import InfraError, UserError
+from hvlab.locks import FileLock
 from hvlab.model import SeriesOrigin, SeriesSpec
 from hvlab.patch import origin as O
 from hvlab.patch.series import cover_in_thread, recipients_in_thread, split_mbox
@@ -96,6 +97,13 @@ def _b4() -> str:
 
 
 def lore_series(ws: Workspace, ref: O.LoreRef, offline: bool) -> SeriesSpec:
+    """The thread's series; one run at a time per message id (its cache folder)."""
+    with FileLock(ws.locks / f"series-{_key(ref.msgid)}.lock", f"the thread {ref.arg}",
+                  timeout=600, wait=True):
+        return _lore_series(ws, ref, offline)
+
+
+def _lore_series(ws: Workspace, ref: O.LoreRef, offline: bool) -> SeriesSpec:
     url = O.thread_url(O.lore_base(os.environ.get("HVLAB_LORE_URL")), ref.msgid)
     folder = ws.cache / "series" / "lore" / _key(ref.msgid)
     thread = folder / "t.mbox"
@@ -143,6 +151,13 @@ def lore_series(ws: Workspace, ref: O.LoreRef, offline: bool) -> SeriesSpec:
 
 
 def git_series(ws: Workspace, rng: O.GitRange, offline: bool) -> SeriesSpec:
+    """The range's patches; one run at a time per range (its cache folder)."""
+    with FileLock(ws.locks / f"series-{_key(rng.arg)}.lock", f"the range {rng.arg}",
+                  timeout=600, wait=True):
+        return _git_series(ws, rng, offline)
+
+
+def _git_series(ws: Workspace, rng: O.GitRange, offline: bool) -> SeriesSpec:
     local = Path(rng.repo).expanduser()
     folder = ws.cache / "series" / "git" / _key(rng.arg)
     if local.is_dir():
