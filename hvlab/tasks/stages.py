@@ -195,12 +195,15 @@ def series_record(ws: Workspace, cell: str, kernel: str, arg: str, spec: SeriesS
 
 def series_base(ws: Workspace, kernel: str, source_commit: str,
                 named: str) -> tuple[str, str]:
-    """The commit to apply on: the series' ``base-commit:`` when the kernel
-    source has it, else the source's commit; and the line that says so."""
+    """The commit to apply on: the series' ``base-commit:`` when it is in the
+    kernel source's history (the store holds other kernels' commits too), else
+    the source's commit; and the line that says so."""
     if not named:
         return source_commit, ""
-    found = Git(ws.store).rev(named)
-    if found:
+    g = Git(ws.store)
+    found = g.rev(named)
+    if found and g.run("merge-base", "--is-ancestor", found, source_commit,
+                       check=False)[0] == 0:
         return found, f"base-commit {named[:12]} named by the series: applied on it"
     return source_commit, (f"base-commit {named[:12]} named by the series is not in "
                            f"{kernel}'s source; applied on {source_commit[:12]} (the kernel "
