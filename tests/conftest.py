@@ -192,11 +192,9 @@ def prebuild(request: pytest.FixtureRequest,
     from tests.prebuild import Job, Prebuild
 
     items = request.session.items
-    if not any(item.get_closest_marker("e2e") for item in items):
-        yield None
+    if not any(item.get_closest_marker("e2e") for item in items) or not TARBALL.is_file():
+        yield None  # without the tarball, real_env fails the e2e tests (not the others)
         return
-    if not TARBALL.is_file():
-        pytest.fail(f"{TARBALL} is missing: run ci/setup.sh (apt-get install linux-source-6.1)")
     root = tmp_path_factory.mktemp("e2e")
     # A developer may point HVLAB_E2E_KERNELS at a warm kernels/ to iterate quickly;
     # CI does not set it, so CI always starts cold.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import junitparser
 import pytest
 
-from tests.conftest import Env, case_status
+from tests.conftest import TARBALL, Env, case_status
 from tests.prebuild import KERNEL, Prebuild
 
 
@@ -19,9 +19,11 @@ def _passed(junit_path: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def real_env(prebuild: Prebuild) -> Env:
+def real_env(prebuild: Prebuild | None) -> Env:
     """The repository's own configs with a private kernels/ and reports/, the
     default kernel and series built."""
+    if prebuild is None:
+        pytest.fail(f"{TARBALL} is missing: run ci/setup.sh (apt-get install linux-source-6.1)")
     out = prebuild.wait("build")
     cases = _passed(str(prebuild.jobs["build"].junit))
     assert cases.get(f"build: {KERNEL}") == "pass", (cases, out[-3000:])
