@@ -60,3 +60,31 @@ def report(name: str, hvlab: float, baseline: float, baseline_name: str, goal: s
     print(f"{name}: hvlab {hvlab:.2f} s, {baseline_name} {baseline:.2f} s")
     print(f"goal: {goal}")
     print(f"ratio: {ratio:.3f}")
+
+
+def boot_until_release(argv: Sequence[str], port: int, key: object, release: str) -> float:
+    """The plain script's boot: start QEMU (``argv``), poll SSH on ``port`` with
+    paramiko until ``uname -r`` answers ``release``; seconds from the start.
+    The guest is stopped afterwards."""
+    import paramiko
+
+    t0 = time.monotonic()
+    proc = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            client = paramiko.SSHClient()
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # a plain script
+            try:
+                client.connect("127.0.0.1", port, "root", pkey=key, timeout=2,
+                               banner_timeout=2, auth_timeout=2, allow_agent=False,
+                               look_for_keys=False)
+                _, out, _ = client.exec_command("uname -r")
+                if out.read().decode().strip() == release:
+                    return time.monotonic() - t0
+            except Exception:
+                time.sleep(0.25)
+            finally:
+                client.close()
+    finally:
+        proc.kill()
+        proc.wait()

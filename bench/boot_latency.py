@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import glob
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +21,7 @@ import paramiko
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import boot_until_release
 from hvlab.boot import guest_image
 from hvlab.boot.verify import BootTarget
 from hvlab.hosts.qemu import boot_qemu
@@ -63,26 +63,7 @@ def plain_once(tmp: Path) -> float:
     guest.port = free_port()
     argv = guest.argv("tcg")
     key = paramiko.Ed25519Key.from_private_key_file(str(image.client_key))
-    t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        while True:
-            client = paramiko.SSHClient()
-            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # plain script
-            try:
-                client.connect("127.0.0.1", guest.port, "root", pkey=key, timeout=2,
-                               banner_timeout=2, auth_timeout=2, allow_agent=False,
-                               look_for_keys=False)
-                _, out, _ = client.exec_command("uname -r")
-                if out.read().decode().strip() == release:
-                    return time.monotonic() - t0
-            except Exception:
-                time.sleep(0.25)
-            finally:
-                client.close()
-    finally:
-        proc.kill()
-        proc.wait()
+    return boot_until_release(argv, guest.port, key, release)
 
 
 hv, raw = [], []

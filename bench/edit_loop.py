@@ -31,7 +31,7 @@ import paramiko
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import INV, KERNELS, REPO, REPORTS, timed
+from bench._common import INV, KERNELS, REPO, REPORTS, boot_until_release, timed
 from hvlab.boot import guest_image
 from hvlab.git import IDENTITY
 from hvlab.hosts.qemu_guest import QemuGuest, free_port
@@ -104,26 +104,8 @@ def raw() -> float:
     initrd = guest_image.combined_initrd(image, archive, work / "initrd")
     guest = QemuGuest(host, work, out / "arch" / "x86" / "boot" / "bzImage", initrd, "")
     guest.port = free_port()
-    proc = subprocess.Popen(guest.argv("tcg"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        while True:
-            client = paramiko.SSHClient()
-            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # a plain script
-            try:
-                client.connect("127.0.0.1", guest.port, "root", pkey=key, timeout=2,
-                               banner_timeout=2, auth_timeout=2, allow_agent=False,
-                               look_for_keys=False)
-                _, stdout, _ = client.exec_command("uname -r")
-                if stdout.read().decode().strip() == release:
-                    return time.monotonic() - t0
-            except Exception:
-                time.sleep(0.25)
-            finally:
-                client.close()
-    finally:
-        proc.kill()
-        proc.wait()
+    elapsed = time.monotonic() - t0
+    return elapsed + boot_until_release(guest.argv("tcg"), guest.port, key, release)
 
 
 mine, theirs = [], []
