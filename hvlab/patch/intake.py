@@ -142,10 +142,10 @@ def _lore_series(ws: Workspace, ref: O.LoreRef, offline: bool) -> SeriesSpec:
     mbx = mboxes[0]
     cover_file = mbx.with_suffix(".cover")
     cover = cover_file.read_text(errors="replace") if cover_file.is_file() else ""
-    if not cover:  # b4 takes a cover sent as a reply to the last revision for a follow-up
-        first = split_mbox(mbx.read_bytes())
-        cover = cover_in_thread(thread.read_bytes(), first[0]) if first else ""
-    sent = recipients_in_thread(thread.read_bytes(), split_mbox(mbx.read_bytes()))
+    mails, sent_thread = split_mbox(mbx.read_bytes()), thread.read_bytes()
+    if not cover and mails:  # b4 takes a cover sent as a reply to v1 for a follow-up
+        cover = cover_in_thread(sent_thread, mails[0])
+    sent = recipients_in_thread(sent_thread, mails)
     return SeriesSpec(mbx.stem, mbx, SeriesOrigin(ref.arg, url, cover, report.trailers,
                                                   report.notes, sent, cached=offline))
 
