@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 
 from invoke.collection import Collection
 from invoke.context import Context
-from invoke.tasks import task
 
 from hvlab.errors import UserError
+from hvlab.tasks import cli
+from hvlab.tasks.cli import task
 from hvlab.tasks.session import session
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 # paramiko and the host code at start-up.
 
 ROOT = Path(__file__).resolve().parent
+JOBS_HELP = "make -j (default: hvlab.jobs in invoke.yaml, else the number of cores)"
+cli.install()  # one-line errors, exit 2, for bad flags and unknown tasks
 
 
 def _argv() -> list[str]:
@@ -38,7 +41,8 @@ def config_check(c: Context, debug: bool = False, quiet: bool = False) -> None:
     """Load and validate every file under configs/ (HVLAB_CONFIGS); list all errors."""
     from hvlab.tasks import stages
 
-    with session("config.check", _argv(), debug, quiet, ROOT) as s:
+    with session("config.check", _argv(), debug, quiet, ROOT,
+                 moves_latest=False) as s:
         stages.config_check(s)
 
 
@@ -83,7 +87,7 @@ def patch(c: Context, kernel: str = "", series: str = "", no_checkpatch: bool = 
     "fragment": "an extra Kconfig fragment file (repeatable)",
     "each_patch": "also build after each patch of the series (bisectability)",
     "force": "rebuild even when the build id is cached",
-    "jobs": "make -j (default: the number of cores)",
+    "jobs": JOBS_HELP,
     "warnings_baseline": "a log or list of warnings counted as known",
     "no_ccache": "do not use ccache",
     "offline": "use only what is cached",
@@ -99,6 +103,8 @@ def build(c: Context, kernel: str = "", series: str = "", fragment: list[str] | 
     from hvlab.tasks import stages
     from hvlab.tasks.session import Scope
 
+    jobs = cli.setting(c, "jobs", jobs, 0)
+
     with session("build", _argv(), debug, quiet, ROOT) as s:
         req = stages.BuildRequest(_required("kernel", kernel), series, tuple(fragment or ()),
                                   each_patch, force, jobs, warnings_baseline, not no_ccache,
@@ -112,7 +118,7 @@ BOOT_HELP = {
     "host": "host name from configs/hosts/",
     "fragment": "an extra Kconfig fragment file (repeatable)",
     "prebuilt": "boot this distro kernel (/boot/vmlinuz-<release>) or build folder",
-    "force": "rebuild even when cached", "jobs": "make -j",
+    "force": "rebuild even when cached", "jobs": JOBS_HELP,
     "no_ccache": "do not use ccache", "offline": "use only what is cached",
     "checks": "per-patch checks after the build: auto (netdev for drivers/net/hyperv), "
               "default, netdev or none",
@@ -127,6 +133,8 @@ def boot(c: Context, kernel: str = "", series: str = "", host: str = "",
          debug: bool = False, quiet: bool = False) -> None:
     """Build as needed, boot on a host, verify the release, scan console and dmesg."""
     from hvlab.tasks import boot as booting
+
+    jobs = cli.setting(c, "jobs", jobs, 0)
 
     with session("boot", _argv(), debug, quiet, ROOT) as s:
         booting.boot(s, _boot_request(kernel, series, host, fragment, prebuilt, force, jobs,
@@ -143,6 +151,8 @@ def test(c: Context, kernel: str = "", series: str = "", host: str = "",
          quiet: bool = False) -> None:
     """Build and boot as needed, then run the suites on the booted guest (or on a capture)."""
     from hvlab.tasks import boot as booting
+
+    jobs = cli.setting(c, "jobs", jobs, 0)
 
     with session("test", _argv(), debug, quiet, ROOT) as s:
         if not suite:
@@ -266,7 +276,8 @@ def report_mail(c: Context, run: str = "", send: bool = False, sender: str = "",
     """Write (and --send) a run's findings as replies to the patches, as the 0-day robot does."""
     from hvlab.tasks import report as reportflows
 
-    with session("report.mail", _argv(), debug, quiet, ROOT) as s:
+    with session("report.mail", _argv(), debug, quiet, ROOT,
+                 moves_latest=False) as s:
         reportflows.report_mail(s, Path(run) if run else None, send, sender, report_url)
 
 
@@ -279,24 +290,27 @@ def report_patchwork(c: Context, run: str = "", url: str = "", report_url: str =
     """Post a run's results to patchwork: one check per patch and check (HVLAB_PATCHWORK_TOKEN)."""
     from hvlab.tasks import report as reportflows
 
-    with session("report.patchwork", _argv(), debug, quiet, ROOT) as s:
+    with session("report.patchwork", _argv(), debug, quiet, ROOT,
+                 moves_latest=False) as s:
         reportflows.report_patchwork(s, Path(run) if run else None, url, report_url)
 
 
 @task(iterable=["kernel", "series", "host", "suite"], help={
-    "plan": "plan name from configs/plans/ (default: default)",
+    "plan": "plan name from configs/plans/ (default: hvlab.plan in invoke.yaml, else default)",
     "kernel": "only these kernels (repeatable)", "series": "only these series (repeatable)",
     "host": "only these hosts (repeatable)", "suite": "only these suites (repeatable)",
     "shard": "I/N: run the I-th of N deterministic slices of the cells",
-    "gate": "all (any failure fails) or regressions (only regressions and errors)",
+    "gate": "all (any failure fails) or regressions (only regressions and errors); "
+            "default: hvlab.gate in invoke.yaml, else the plan's",
     "dry_run": "print the cells and what is cached; run nothing",
-    "force": "rebuild even when cached", "jobs": "make -j", "no_ccache": "do not use ccache",
+    "force": "rebuild even when cached", "jobs": JOBS_HELP,
+    "no_ccache": "do not use ccache",
     "offline": "use only what is cached", "debug": "print tracebacks", "quiet": "only errors",
     "no_wait": "fail at once when a host, worktree or build is locked by another run",
     "checks": "per-patch checks after the build: auto (netdev for drivers/net/hyperv), "
               "default, netdev or none",
 })
-def run(c: Context, plan: str = "default", kernel: list[str] | None = None,
+def run(c: Context, plan: str = "", kernel: list[str] | None = None,
         series: list[str] | None = None, host: list[str] | None = None,
         suite: list[str] | None = None, shard: str = "", gate: str = "", dry_run: bool = False,
         force: bool = False, jobs: int = 0, no_ccache: bool = False, offline: bool = False,
@@ -307,6 +321,9 @@ def run(c: Context, plan: str = "default", kernel: list[str] | None = None,
     from hvlab.tasks import run as running
 
     locks.WAIT_BY_DEFAULT = not no_wait
+    plan = cli.setting(c, "plan", plan, "") or "default"
+    jobs = cli.setting(c, "jobs", jobs, 0)
+    gate = cli.setting(c, "gate", gate, "")
 
     if dry_run:
         _dry_run(plan, kernel, series, host, suite, shard, gate)
@@ -316,6 +333,10 @@ def run(c: Context, plan: str = "default", kernel: list[str] | None = None,
         cells = running.cells(spec, kernel or [], series or [], host or [], suite or [])
         if shard:
             cells = running.shard(cells, shard)
+            if not cells:  # more shards than cells: this one has nothing to do
+                s.progress.info(f"shard {shard} of plan {spec.name} holds no cells: "
+                                "nothing to run")
+                return
         try:
             running.run_plan(s, spec, cells, running.RunOptions(force, jobs, not no_ccache,
                                                                 offline, checks))
@@ -348,11 +369,14 @@ def _dry_run(plan: str, kernel: list[str] | None, series: list[str] | None,
         raise SystemExit(exc.exit_code) from None
 
 
-@task(help={"plan": "plan name from configs/plans/", "format": "github, gitlab or json",
+@task(help={"plan": "plan name from configs/plans/ (default: hvlab.plan, else default)",
+            "format": "github, gitlab or json",
             "shards": "how many jobs (default: one per cell)"})
-def ci_matrix(c: Context, plan: str = "default", format: str = "json", shards: int = 0) -> None:
+def ci_matrix(c: Context, plan: str = "", format: str = "json", shards: int = 0) -> None:
     """Print the plan's cells as a CI matrix: each job runs `inv run --shard I/N`."""
     from hvlab.tasks import cimatrix
+
+    plan = cli.setting(c, "plan", plan, "") or "default"
 
     cimatrix.main(ROOT, plan, format, shards)
 
@@ -364,7 +388,8 @@ def ci_matrix(c: Context, plan: str = "default", format: str = "json", shards: i
     "suite": "suite to run (--step test; repeatable)", "test": "judge only this test",
     "step": "build, boot or test (default)",
     "no_skip_build_failures": "a commit that does not build counts as bad",
-    "jobs": "make -j", "no_ccache": "do not use ccache",
+    "jobs": JOBS_HELP,
+    "no_ccache": "do not use ccache",
     "debug": "print tracebacks", "quiet": "only errors"})
 def bisect(c: Context, kernel: str = "", good: str = "", bad: str = "", host: str = "",
            suite: list[str] | None = None, test: str = "", step: str = "test",
@@ -372,6 +397,8 @@ def bisect(c: Context, kernel: str = "", good: str = "", bad: str = "", host: st
            debug: bool = False, quiet: bool = False) -> None:
     """Find the first bad commit between --good and --bad by build, boot or test."""
     from hvlab.tasks import bisect as bisecting
+
+    jobs = cli.setting(c, "jobs", jobs, 0)
 
     with session("bisect", _argv(), debug, quiet, ROOT) as s:
         bisecting.bisect(s, _required("kernel", kernel), _required("good", good),

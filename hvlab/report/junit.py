@@ -183,11 +183,25 @@ def to_xml(suites: Sequence[Suite]) -> str:
     return buf.getvalue()
 
 
+def _read_umask() -> int:
+    """The process's umask, read once at import: os.umask sets it to read it,
+    which a file created by another thread meanwhile would see."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def write(path: Path, suites: Sequence[Suite]) -> Path:
     """Write atomically: a reader never sees a half-written junit.xml."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".junit-", dir=path.parent)
     try:
+        # mkstemp makes it 0600: a Jenkins agent or a web server serving reports/
+        # reads junit.xml as it reads its siblings (0666 less the umask)
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "w", encoding="utf-8", buffering=1 << 20) as fh:
             stream(suites, fh)
         os.replace(tmp, path)

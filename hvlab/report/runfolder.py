@@ -7,6 +7,14 @@ stage begins and ends: until the run finishes, junit.xml carries an ERROR
 case "run did not finish (stage X was running)", so a run killed with
 SIGKILL (a CI timeout, the OOM killer) still leaves a valid report of what it
 did, and metadata.json says ``"finished": false`` with the run's pid.
+
+``reports/latest`` follows results: it moves here when the run's first
+stage begins, so a usage error (a missing flag, a bad plan name) leaves an
+earlier run's results where CI and ``report.*`` look for them.  Tasks that
+check configs or send what a run found (``config.check``, ``report.mail``,
+``report.patchwork``, whose default run is reports/latest) never move it.
+Where no latest exists yet any run folder becomes it: a pipeline always
+finds a report.
 """
 
 from __future__ import annotations
@@ -52,7 +60,8 @@ class Recorded:
 
 
 class RunFolder:
-    def __init__(self, ws: Workspace, task: str, argv: Sequence[str]) -> None:
+    def __init__(self, ws: Workspace, task: str, argv: Sequence[str],
+                 moves_latest: bool = True) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.ws = ws
         self.task = task
@@ -73,6 +82,9 @@ class RunFolder:
         self.classes: dict[tuple[str, str], Class] | None = None  # vs a baseline, if compared
         self._running: dict[int, str] = {}  # stages begun and not yet ended
         self._latest = False  # reports/latest points here
+        self._moves_latest = moves_latest  # a task with results (see the module's doc)
+        self._began = False  # a stage began: this run has results to point latest at
+        self.usage_error = False  # the task failed on its arguments, before any stage
         self._finished = False  # finish() wrote the final report: no more checkpoints
         self._checkpointed_bulk = False
         self._tokens = 0
@@ -120,6 +132,7 @@ class RunFolder:
         with self._lock:
             self._tokens += 1
             self._running[self._tokens] = what
+            self._began = True
             self.checkpoint()
             return self._tokens
 
@@ -164,9 +177,7 @@ class RunFolder:
                                               [_view(x) for x in suites], self.facts(),
                                               self.classes, self.known, [])
                 _replace_text(self.path / "summary.md", summary_text)
-                if not self._latest:
-                    self._point_latest()
-                    self._latest = True
+                self._maybe_point_latest()
             except OSError:
                 pass
 
@@ -235,7 +246,7 @@ class RunFolder:
         write_summaries(self.path, f"hvlab {self.task}: exit {exit_code}",
                         [_view(s) for s in suites], self.facts(), self.classes,
                         self.known, [f"error: {error}"] if error else [])
-        self._point_latest()
+        self._maybe_point_latest()
         return xml
 
     def _write_meta(self, exit_code: int | None, error: str | None, finished: bool) -> None:
@@ -291,6 +302,21 @@ class RunFolder:
         if len(labels) == 1 and len(booted) == 1 and booted[0]:
             one["kernel_release"] = booted[0]
         return {"run": self.id, **{k: one[k] for k in keys if k in one}, **self.info}
+
+    @property
+    def has_results(self) -> bool:
+        """A stage began or recorded something."""
+        return self._began or bool(self.recorded)
+
+    def _maybe_point_latest(self) -> None:
+        """Point reports/latest here when this run has results (or none exists)."""
+        latest = self.ws.reports / "latest"
+        if self._latest:
+            return
+        wanted = self._moves_latest and not self.usage_error and self.has_results
+        if wanted or not (latest.is_symlink() or latest.exists()):
+            self._point_latest()
+            self._latest = True
 
     def _point_latest(self) -> None:
         latest = self.ws.reports / "latest"

@@ -15,9 +15,11 @@ from hvlab.workspace import Workspace
 def jobs(plan_name: str, ws: Workspace, shards: int) -> list[dict[str, str]]:
     config = loader.load_or_raise(ws)
     plan_cells = cells(config.plan(plan_name))
-    n = shards or len(plan_cells)
-    if n < 1:
+    if not plan_cells:
         raise UserError(f"plan '{plan_name}' has no cells")
+    if shards < 0:
+        raise UserError(f"--shards {shards}: expected a number of jobs, 1 or more")
+    n = min(shards, len(plan_cells)) if shards else len(plan_cells)  # never an empty shard
     return [{"shard": f"{i}/{n}",
              "cells": " ".join(c.id for c in plan_cells[i - 1::n])} for i in range(1, n + 1)]
 

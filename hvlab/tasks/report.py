@@ -92,9 +92,21 @@ def _latest(s: Session) -> Path:
     return Path(os.path.realpath(latest))
 
 
+def _which(path: Path) -> str:
+    """A run as the compare line names it: its folder, and its task and start
+    when it is a run folder (reports/latest resolved to the run it points at)."""
+    folder = path.parent if path.is_file() else path
+    try:
+        meta = json.loads((folder / "metadata.json").read_text())
+        return f"{path} (inv {meta['task']}, started {meta['started']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return str(path)
+
+
 def compare_runs(s: Session, baseline: Path, current: Path | None, gate_mode: str) -> None:
     Gate.parse(gate_mode)
     run_dir = current or _latest(s)
+    s.progress.info(f"comparing {_which(run_dir)} with the baseline {_which(baseline)}")
     now_xml = _junit_file(run_dir).read_text(encoding="utf-8", errors="replace")
     base_xml = _junit_file(baseline).read_text(encoding="utf-8", errors="replace")
     now, before = compare.read_junit(now_xml), compare.read_junit(base_xml)

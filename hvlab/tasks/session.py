@@ -151,14 +151,15 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 @contextmanager
 def session(task: str, argv: Sequence[str], debug: bool = False, quiet: bool = False,
-            root: Path | None = None, gate: str = "", config: Config | None = None
-            ) -> Iterator[Session]:
+            root: Path | None = None, gate: str = "", config: Config | None = None,
+            moves_latest: bool = True) -> Iterator[Session]:
     """Yields a Session; on exit writes the run folder and raises SystemExit(code).
-    ``config`` is used instead of reading configs/ (in-process tests)."""
+    ``config`` is used instead of reading configs/ (in-process tests);
+    ``moves_latest`` False for a task that only reads results (runfolder.py)."""
     ws = Workspace.from_env(root)
     progress = Progress(quiet=quiet)
     try:
-        run = RunFolder(ws, task, argv)
+        run = RunFolder(ws, task, argv, moves_latest)
     except OSError as exc:
         print(f"hvlab: error: cannot create a run folder in {ws.display(ws.reports)}: "
               f"{_write_failure(exc)}", file=sys.stderr)
@@ -181,6 +182,8 @@ def session(task: str, argv: Sequence[str], debug: bool = False, quiet: bool = F
         code = _exit_code(exc)
         error = describe_exception(exc).removeprefix("bad input: ")
         if not recorded(exc):
+            # bad arguments before any stage: latest stays on the last results
+            run.usage_error = isinstance(exc, UserError) and not run.has_results
             s.record(StageResult.from_cases(task, [TestCase(
                 task, Status.ERROR, describe_exception(exc),
                 output=traceback.format_exc() if debug else "")], 0.0), Scope("-"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hvlab.report import unfinished, view
+from hvlab.report import junit, unfinished, view
 from hvlab.report.runfolder import RunFolder
 from hvlab.results import StageResult, Status, TestCase
 from hvlab.workspace import Workspace
@@ -59,3 +59,15 @@ def test_a_dead_runs_folder_is_listed_as_never_finished(tmp_path: Path) -> None:
     assert not left.alive
     assert left.line() == (f"{run.id}: run started {meta['started']} never finished "
                            "(boot (k on q))")
+
+
+def test_every_file_of_a_run_folder_is_readable_by_others(tmp_path: Path) -> None:
+    """A Jenkins agent or a web server serving reports/ reads junit.xml as it
+    reads summary.md: all are 0666 less the umask (0644 under the usual 022)."""
+    ws = Workspace(tmp_path, tmp_path / "configs", tmp_path / "kernels", tmp_path / "reports")
+    run = RunFolder(ws, "boot", ["boot"])
+    run.add(StageResult.from_cases("build", [TestCase("build: k", Status.PASS)], 1.0), "k")
+    run.finish(0)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run.path.iterdir() if p.is_file()}
+    assert set(modes) >= {"junit.xml", "summary.md", "report.html", "metadata.json"}
+    assert set(modes.values()) == {0o666 & ~junit._UMASK}, modes

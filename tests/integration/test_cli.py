@@ -1,0 +1,96 @@
+"""The command line as a user types it (the real ``inv`` on the real tasks):
+``-h`` is help on every task, a bad flag is one line with exit 2, a usage
+error leaves reports/latest on the last results, and a CI matrix never
+holds an empty shard."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, Env
+
+pytestmark = pytest.mark.integration
+
+KTAP = "KTAP version 1\n1..2\nok 1 first\nnot ok 2 second\n"
+
+
+def shipped(env: Env) -> Env:
+    shutil.rmtree(env.configs)
+    shutil.copytree(REPO / "configs", env.configs)
+    return env
+
+
+@pytest.mark.parametrize("task", ["run", "test", "boot", "bisect", "hosts.check", "build"])
+def test_dash_h_is_help_and_runs_nothing(env: Env, task: str) -> None:
+    done = env.inv(task, "-h")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"Usage: inv[oke] [--core-opts] {task} ")
+    assert "\n  --, " not in done.stdout  # no phantom flag
+    assert not env.reports.exists()  # nothing ran
+
+
+@pytest.mark.parametrize("argv,line", [
+    (["ci.matrix", "--shards", "x"], "inv ci.matrix --shards 'x': expected a whole number"),
+    (["clean", "--days", "x"], "inv clean --days 'x': expected a number"),
+    (["run", "--jobs=many"], "inv run --jobs 'many': expected a whole number"),
+    (["run", "--hots", "a"], "inv run: unknown flag --hots; did you mean --host?"),
+    (["buidl"], "unknown task 'buidl'; did you mean build?"),
+])
+def test_a_bad_flag_is_one_line_and_exit_2(env: Env, argv: list[str], line: str) -> None:
+    done = env.inv(*argv)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[0].startswith(f"hvlab: error: {line}"), done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+def test_usage_errors_and_config_check_leave_latest_on_the_last_results(env: Env,
+                                                                        tmp_path: Path) -> None:
+    log = tmp_path / "results.ktap"
+    log.write_text(KTAP)
+    assert env.inv("report.import", str(log)).returncode == 1
+    results = os.path.realpath(env.latest)
+    assert env.inv("build").returncode == 2  # --kernel is missing
+    assert env.inv("run", "--plan", "nosuch").returncode == 2
+    assert env.inv("config.check").returncode == 0
+    assert os.path.realpath(env.latest) == results
+    # each still wrote its own run folder, with the error in its junit.xml
+    assert len([p for p in env.reports.iterdir() if p.name != "latest"]) == 4
+    # a compare says which runs it compares
+    done = env.inv("report.compare", "--baseline", results)
+    assert f"comparing {results} (inv report.import, started " in done.stderr
+
+
+def test_a_matrix_never_has_an_empty_shard_and_an_empty_shard_passes(env: Env) -> None:
+    shipped(env)
+    done = env.inv("ci.matrix", "--shards", "4")
+    assert done.returncode == 0, done.stderr
+    jobs = json.loads(done.stdout)
+    assert [j["shard"] for j in jobs] == ["1/1"] and jobs[0]["cells"]
+    done = env.inv("run", "--shard", "2/2")  # one cell: the second of two shards is empty
+    assert done.returncode == 0, done.stderr
+    assert "shard 2/2 of plan default holds no cells: nothing to run" in done.stderr
+    assert "<testsuite " not in (env.latest / "junit.xml").read_text()
+
+
+def test_defaults_come_from_invokes_configuration(env: Env, tmp_path: Path) -> None:
+    shipped(env)
+    conf = tmp_path / "invoke.yaml"
+    conf.write_text("hvlab:\n  plan: nightly\n")
+    done = env.inv("-f", str(conf), "ci.matrix")
+    assert done.returncode == 2 and "nightly" in done.stderr, done.stderr
+    shutil.copy(env.configs / "plans" / "default.yaml", env.configs / "plans" / "nightly.yaml")
+    done = env.inv("-f", str(conf), "ci.matrix", "--format", "github")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["include"][0]["plan"] == "nightly"
+    assert env.inv("-f", str(conf), "ci.matrix", "--plan", "default").returncode == 0
+    conf.write_text("hvlab:\n  jobs: many\n")
+    done = env.inv("-f", str(conf), "build", "--kernel", "x")
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("hvlab: error: invoke configuration (invoke.yaml): "
+                                   "hvlab.jobs: 'many' is not a whole number")
