@@ -56,6 +56,9 @@ class TestCase:
     properties: Mapping[str, str] = field(default_factory=dict)
     flaky: bool = False  # failed, then passed on a retry
     attempts: int = 1
+    evidence: str = ""  # all the lines that show why (the JUnit outcome's text); message: the gist
+    classname: str = ""  # a foreign case's own (report.merge); else the suite's
+    failure_type: str = ""  # the outcome's type when more precise than its status (crash)
 
 
 @dataclass(frozen=True)

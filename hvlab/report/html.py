@@ -7,6 +7,7 @@ import html
 import os
 from collections.abc import Mapping
 
+from hvlab.report.sanitize import clean
 from hvlab.report.view import SuiteView, counts
 from hvlab.results import Status
 
@@ -39,7 +40,8 @@ ROW_LIMIT = 2000  # rows listed per suite
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    """Sanitised (no NUL, ESC, BEL: the one sanitiser), then HTML-escaped."""
+    return html.escape(clean(str(text), limit=None), quote=True)
 
 
 def _link(log: str, base: str) -> str:

@@ -60,6 +60,9 @@ def suite_from_stage(
     flaky = [c.name for c in stage.cases if c.flaky]
     if flaky:  # the schema has no per-case properties: the suite carries the list
         props["flaky"] = json.dumps(flaky)
+    xfail = {c.name: c.properties["xfail"] for c in stage.cases if "xfail" in c.properties}
+    if xfail:  # expected failures pass; the suite says which, and why
+        props["xfail"] = json.dumps(xfail)
     return Suite(
         name=f"{host}.{stage.name}",
         classname=classname(kernel, host, stage.name),
@@ -108,6 +111,8 @@ _OUTCOME = {
 
 
 def _case(name: str, case: TestCase, cls: str) -> str:
+    if case.classname:
+        cls = _attr(clean_line(case.classname))
     head = f'  <testcase name="{_attr(name)}" classname="{cls}"'
     if case.duration:
         head += f' time="{_seconds(case.duration)}"'
@@ -117,10 +122,13 @@ def _case(name: str, case: TestCase, cls: str) -> str:
     body = []
     outcome = _OUTCOME.get(case.status)
     if outcome is not None:
-        tag, kind, default = outcome
-        message = _attr(clean_line(case.message, limit=2000) or default)
-        type_attr = f' type="{kind}"' if kind else ""
-        body.append(f'<{tag}{type_attr} message="{message}"/>')
+        tag, default_type, default = outcome
+        type_name = case.failure_type or default_type
+        gist = clean_line(case.message, limit=2000) or default
+        type_attr = f' type="{_attr(clean_line(type_name))}"' if type_name else ""
+        # never self-closing: Codecov's parser reads <failure/> as a pass
+        text = clean(case.evidence, limit=OUTPUT_LIMIT) if case.evidence else gist
+        body.append(f'<{tag}{type_attr} message="{_attr(gist)}">{_text(text)}</{tag}>')
     if case.output:
         out = clean(case.output, limit=OUTPUT_LIMIT, full_log=log or None)
         if out:

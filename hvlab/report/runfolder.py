@@ -37,6 +37,7 @@ from hvlab import procs
 from hvlab.bulk import gc_paused
 from hvlab.report import html, junit, summary, view
 from hvlab.report.compare import CaseResult, Class, KnownFailure, KnownOutcome, apply_known
+from hvlab.report.sanitize import clean_line
 from hvlab.results import StageResult, Status, TestCase
 from hvlab.workspace import Workspace
 
@@ -49,9 +50,12 @@ class Recorded:
     kernel: str
     host: str
     ended: float = 0.0  # time.time() when it was recorded
+    started: str = ""  # ISO 8601 start read from another report (merge, import)
 
     @property
     def timestamp(self) -> str:
+        if self.started:
+            return self.started
         if not self.ended:
             return ""
         start = self.ended - self.stage.duration
@@ -120,9 +124,11 @@ class RunFolder:
             if (stage, label, host) not in self.planned:
                 self.planned.append((stage, label, host))
 
-    def add(self, stage: StageResult, label: str, host: str = "local") -> StageResult:
+    def add(self, stage: StageResult, label: str, host: str = "local",
+            timestamp: str = "") -> StageResult:
+        """Record a stage; ``timestamp``: its start as another report gave it."""
         with self._lock:
-            self.recorded.append(Recorded(stage, label, host, time.time()))
+            self.recorded.append(Recorded(stage, label, host, time.time(), timestamp))
             self.checkpoint()
         return stage
 
@@ -327,8 +333,8 @@ class RunFolder:
 
 
 def _case_meta(c: TestCase) -> dict[str, object]:
-    return {"name": c.name, "status": c.status.value, "message": c.message[:500],
-            "duration_s": round(c.duration, 3)}
+    return {"name": clean_line(c.name, limit=500), "status": c.status.value,
+            "message": clean_line(c.message, limit=500), "duration_s": round(c.duration, 3)}
 
 
 def _view(suite: junit.Suite) -> view.SuiteView:

@@ -31,11 +31,12 @@ DEFAULT_LIMIT = 64 * 1024
 
 
 def to_text(value: str | bytes | bytearray | memoryview | object) -> str:
-    """Decode bytes as UTF-8 (invalid bytes become U+FFFD); stringify others."""
+    """Decode bytes as UTF-8, an invalid byte as a visible escape (\\xff, which
+    also keeps a reader from guessing another encoding); stringify others."""
     if isinstance(value, memoryview):
         value = value.tobytes()
     if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", errors="replace")
+        return bytes(value).decode("utf-8", errors="backslashreplace")
     if not isinstance(value, str):
         return str(value)
     return value

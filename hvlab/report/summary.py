@@ -1,10 +1,17 @@
 """summary.md: stages first, then regressions and failures; short enough for a
-pull-request comment or a CI step summary.  Pure."""
+pull-request comment or a CI step summary.  Pure.
+
+Every name, message and fact passes the sanitiser and is escaped for
+Markdown: a test name a guest printed (``<img src=x onerror=...>``,
+``**bold**``, a ``|`` that would end a table cell) is shown as text, never
+rendered, in a GitHub step summary or a merge request comment."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
+from hvlab.report.sanitize import clean_line
 from hvlab.report.view import CaseView, SuiteView, counts
 from hvlab.results import Status
 
@@ -12,9 +19,24 @@ ICON = {"pass": "✅", "fail": "❌", "error": "⛔", "skip": "⏭️"}
 LIMIT = 30  # failures listed; the rest are counted
 
 
+# what could make text markup in a line that does not start with it: emphasis,
+# code, links and images, raw HTML, entities, table cells, strikethrough
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&])")
+
+
 def _one_line(text: str, limit: int = 200) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    line = clean_line(text, limit=10 * limit)
+    line = line if len(line) <= limit else line[: limit - 1] + "…"
+    return md(line)
+
+
+def md(text: str) -> str:
+    """``text`` as Markdown that renders as itself (one clean line)."""
+    return _MD_SPECIAL.sub(r"\\\1", clean_line(text, limit=2000))
+
+
+def _code(text: str) -> str:
+    return "`" + clean_line(text).replace("`", "'") + "`"
 
 
 def render(title: str, suites: list[SuiteView], facts: Mapping[str, str],
@@ -25,8 +47,8 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str],
     ``known``: failing cases a known-failures entry covers -> its reason."""
     known = known or {}
     total = counts(suites)
-    lines = [f"# {title}", ""]
-    shown = [f"**{k}** `{v}`" for k, v in facts.items() if v]
+    lines = [f"# {md(title)}", ""]
+    shown = [f"**{md(k)}** {_code(v)}" for k, v in facts.items() if v]
     if shown:
         lines += [" · ".join(shown), ""]
     lines += [f"{total[Status.PASS]} passed, {total[Status.FAIL]} failed, "
@@ -37,7 +59,8 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str],
               "| --- " * cells + "| --- | --- | --- | --- | --- |"]
     for s in suites:
         c = counts([s])
-        lines.append(f"| {s.cell} " * cells + f"| {s.host} | {s.stage} | {ICON[s.status]} "
+        lines.append(f"| {md(s.cell)} " * cells + f"| {md(s.host)} | {md(s.stage)} | "
+                     f"{ICON[s.status]} "
                      f"{s.status} | {c[Status.PASS]}/{len(s.cases)} | {s.seconds:.1f} s |")
     lines.append("")
     bad: list[tuple[SuiteView, CaseView]] = [(s, c) for s in suites for c in s.cases
@@ -47,7 +70,7 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str],
                        "regression" and (c.classname, c.name) not in known]
         fixed = [k for k, v in classes.items() if v == "fixed"]
         lines += [f"## Regressions ({len(regressions)})", ""]
-        lines += [f"- {ICON[c.status]} **{s.name}** › {c.name}: {_one_line(c.message)}"
+        lines += [f"- {ICON[c.status]} **{md(s.name)}** › {md(c.name)}: {_one_line(c.message)}"
                   for s, c in regressions[:LIMIT]] or ["none"]
         lines.append("")
         if fixed:
@@ -56,7 +79,7 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str],
     unknown_bad = [(s, c) for s, c in bad if (c.classname, c.name) not in known]
     if unknown_bad:
         lines += [f"## Failures and errors ({len(unknown_bad)})", ""]
-        lines += [f"- {ICON[c.status]} **{s.name}** › {c.name}: {_one_line(c.message)}"
+        lines += [f"- {ICON[c.status]} **{md(s.name)}** › {md(c.name)}: {_one_line(c.message)}"
                   for s, c in unknown_bad[:LIMIT]]
         if len(unknown_bad) > LIMIT:
             lines.append(f"- … and {len(unknown_bad) - LIMIT} more (see junit.xml)")
@@ -64,14 +87,14 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str],
     covered = [(s, c) for s, c in bad if (c.classname, c.name) in known]
     if covered:
         lines += [f"## Known failures ({len(covered)}, not gating)", ""]
-        lines += [f"- **{s.name}** › {c.name}: {known[(c.classname, c.name)]}"
+        lines += [f"- **{md(s.name)}** › {md(c.name)}: {md(known[(c.classname, c.name)])}"
                   for s, c in covered[:LIMIT]]
         lines.append("")
     flaky = [(s, c) for s in suites for c in s.cases if c.flaky]
     if flaky:
         lines += [f"## Flaky ({len(flaky)}: passed on a retry)", ""]
-        lines += [f"- **{s.name}** › {c.name}" for s, c in flaky[:LIMIT]]
+        lines += [f"- **{md(s.name)}** › {md(c.name)}" for s, c in flaky[:LIMIT]]
         lines.append("")
     for note in notes or []:
-        lines += [f"> {note}", ""]
+        lines += [f"> {md(note)}", ""]
     return "\n".join(lines)

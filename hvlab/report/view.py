@@ -1,12 +1,20 @@
-"""A JUnit document as plain data for summaries, HTML, merge and compare.  Pure."""
+"""A JUnit document as plain data for summaries, HTML, merge and compare.  Pure.
+
+Documents may come from other tools (``report.import --format junit``,
+``report.merge``): they are parsed with defusedxml (no entity expansion, no
+external entities), nested testsuites are counted once (each case belongs to
+its nearest testsuite), and what a consumer shows is kept: the outcome's
+body, classnames, timestamps and the suite's hostname.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+import defusedxml.ElementTree as SafeET
 
 from hvlab.results import Status
 
@@ -20,6 +28,8 @@ class CaseView(NamedTuple):  # a tuple: built once per case, 100 000 at a time
     seconds: float = 0.0
     log: str = ""
     flaky: bool = False
+    evidence: str = ""  # the outcome element's text
+    outcome_type: str = ""  # its type attribute
 
 
 @dataclass(frozen=True)
@@ -65,26 +75,30 @@ def _float(text: str | None) -> float:
 
 
 def parse(xml_text: str) -> list[SuiteView]:
-    root = ET.fromstring(xml_text)
-    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    root = SafeET.fromstring(xml_text)
+    suites = [s for s in root.iter("testsuite") if s.find("testcase") is not None]
     out = []
     for s in suites:
         own = s.find("properties")
         props = {p.get("name", ""): p.get("value", "")
                  for p in (own.iter("property") if own is not None else ())}
+        if s.get("hostname"):
+            props.setdefault("hostname", s.get("hostname", ""))
         flaky = set()
         try:
             flaky = set(json.loads(props.get("flaky", "[]")))
         except ValueError:
             pass
         cases = []
-        for c in s.iter("testcase"):
-            status, message = Status.PASS, ""
+        for c in s.findall("testcase"):  # its own: a nested testsuite's are its own
+            status, message, evidence, outcome_type = Status.PASS, "", "", ""
             for tag, st in (("error", Status.ERROR), ("failure", Status.FAIL),
                             ("skipped", Status.SKIP)):
                 el = c.find(tag)
                 if el is not None:
-                    status, message = st, el.get("message", "") or (el.text or "")
+                    evidence = (el.text or "").strip("\n")
+                    status, outcome_type = st, el.get("type", "") or ""
+                    message = el.get("message", "") or evidence.split("\n", 1)[0]
                     break
             out_el = c.find("system-out")
             name = c.get("name", "")
@@ -93,7 +107,8 @@ def parse(xml_text: str) -> list[SuiteView]:
             cases.append(CaseView(name, c.get("classname", ""), status, message,
                                   out_el.text or "" if out_el is not None else "",
                                   _float(c.get("time")), c.get("log", "") or "",
-                                  (name in flaky or marked) and not status.bad))
+                                  (name in flaky or marked) and not status.bad, evidence,
+                                  outcome_type))
         out.append(SuiteView(s.get("name", ""), tuple(cases), props, _float(s.get("time")),
                              s.get("timestamp", "") or ""))
     return out

@@ -46,6 +46,7 @@ class GuestContext:
     console: Callable[[], list[str]] = field(default=lambda: [], repr=False)  # the guest's
     boot_id: str = ""  # the guest's boot when the suites started (runner.same_boot)
     gone: str = ""  # why no further test can run on this guest ("" while it can)
+    crashed: bool = False  # it is gone because its kernel crashed (a kernel failure)
     _snapshot: Capture | None = field(default=None, repr=False)
 
     @property
@@ -489,7 +490,7 @@ def kunit(ctx: GuestContext, log: Path) -> list[TestCase]:
     r = _sh(ctx, KUNIT_COLLECT, log, 120)
     if not r.ok:
         return [_error("kunit", r, "collecting KUnit results")]
-    doc = ktap.parse(r.stdout.splitlines())
+    doc = ktap.parse(r.stdout.split("\n"))  # not splitlines(): a lone CR ends no line
     if not doc.tests:
         return [TestCase("kunit", Status.SKIP, "no KUnit results on the guest (kernel built "
                          "without CONFIG_KUNIT, or no KUnit test built in)")]

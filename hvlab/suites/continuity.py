@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from hvlab.boot import console
 from hvlab.errors import InfraError, Interrupted
 from hvlab.suites.builtin import GuestContext
 
@@ -29,6 +30,16 @@ def restarted(lines: Sequence[str], since: int = 0) -> bool:
     tail = lines[since:]
     return any(r in line for line in tail for r in RESTARTS) or \
         sum("Linux version " in line for line in tail) > (0 if since else 1)
+
+
+CRASHES = ("panic", "oops", "bug", "kasan", "ubsan")
+
+
+def crash_since(lines: Sequence[str], since: int = 0) -> console.Finding | None:
+    """The kernel's crash report on the console after line ``since`` (a panic
+    first: it is what ended the guest), if it printed one."""
+    found = [f for f in console.scan(lines[since:]) if f.kind in CRASHES]
+    return next((f for f in found if f.kind == "panic"), found[0] if found else None)
 
 
 def start(ctx: GuestContext) -> None:

@@ -5,8 +5,9 @@ Handles: version lines (``KTAP version 1``, ``TAP version 13|14``), plans
 directives SKIP, TODO, XFAIL, TIMEOUT and ERROR; subtests nested by
 indentation, announced by ``# Subtest: name``, or (kselftest) prefixed by
 ``# ``; kernel log timestamps and noise before and between lines; a missing
-plan; fewer results than planned (an error "crashed after test N" carrying
-the lines that followed); duplicate names made unique.  Unknown lines are
+plan; fewer results than planned (each missing test a failure with the
+directive CRASH, as kunit.py counts them, the first carrying the lines that
+followed the last result); duplicate names made unique.  Unknown lines are
 kept as the output of the test they belong to.
 """
 
@@ -29,6 +30,9 @@ _PLAN = re.compile(r"^1\.\.(\d+)\s*(?:#.*)?$")
 _RESULT = re.compile(r"^(not ok|ok)(?:\s+(\d+))?\s*(?:-\s*)?(.*)$")  # group 3 rstripped
 _DIRECTIVE = re.compile(r"\s#\s*(SKIP|TODO|XFAIL|TIMEOUT|ERROR)\b\s*(.*)$", re.I)
 _SUBTEST = re.compile(r"^#\s*Subtest:\s*(.*?)\s*$")
+CRASH = "CRASH"  # the directive of a test the kernel's crash cut off (not a KTAP one)
+_CRASH_SIGN = re.compile(r"Kernel panic|\bOops\b|\bBUG:|general protection fault|"
+                         r"Unable to handle kernel|\bcut here\b|Call Trace:|RIP:")
 
 
 @dataclass
@@ -40,7 +44,6 @@ class Node:
     reason: str = ""
     children: list[Node] = field(default_factory=list)
     output: list[str] = field(default_factory=list)
-    weight: int = 1  # tests it stands for: a crash stands for every missing planned test
 
     def walk(self, prefix: str = "") -> Iterator[tuple[str, Node]]:
         path = f"{prefix}.{self.name}" if prefix else self.name
@@ -66,7 +69,7 @@ class Document:
         """Like kunit.py: leaves counted, a parent only through its subtests."""
         totals = {PASS: 0, FAIL: 0, SKIP: 0, ERROR: 0}
         for _, node in self.leaves():
-            totals[node.status] += node.weight
+            totals[node.status] += 1
         return totals
 
 
@@ -215,10 +218,7 @@ class _Parser:
         if pending is not None:
             nodes.append(self._orphan(*pending))
         if plan is not None and len(nodes) < plan:
-            last = nodes[-1].number if nodes and nodes[-1].number else len(nodes)
-            nodes.append(Node(f"crashed after test {last}", ERROR, None, "", (
-                f"{len(nodes)} of {plan} planned results; the output stopped"), [], output[-50:],
-                plan - len(nodes)))
+            nodes += _never_reported(nodes, plan, output[-50:])
             output = []
         return nodes, plan, output, own_name
 
@@ -246,8 +246,20 @@ class _Parser:
 
     def _orphan(self, children: list[Node], plan: int | None, name: str) -> Node:
         """Subtests whose parent result line never came: the parent crashed."""
-        return Node(name or "(unnamed subtests)", ERROR, None, "",
-                    "no result line after its subtests: crashed?", children, [])
+        return Node(name or "(unnamed subtests)", FAIL, None, CRASH,
+                    "no result line after its subtests: the kernel crashed", children, [])
+
+
+def _never_reported(nodes: list[Node], plan: int, tail: list[str]) -> list[Node]:
+    """One crashed test per planned result that never came (kunit.py counts each
+    as crashed); the first carries what the output said after the last result."""
+    last = nodes[-1].number if nodes and nodes[-1].number else len(nodes)
+    said = next((line for line in tail if _CRASH_SIGN.search(line)), "")
+    reason = (f"the kernel crashed after test {last}" + (f": {said}" if said else "")
+              + f" ({len(nodes)} of {plan} planned results; the output stopped)")
+    return [Node(f"test {n} (never reported: crashed)", FAIL, n, CRASH, reason, [],
+                 tail if n == len(nodes) + 1 else [])
+            for n in range(len(nodes) + 1, plan + 1)]
 
 
 def _unique(nodes: list[Node]) -> None:
@@ -258,6 +270,14 @@ def _unique(nodes: list[Node]) -> None:
         if count > 1:
             node.name = f"{node.name} #{count}"
         _unique(node.children)
+
+
+def text_lines(raw: Iterable[bytes]) -> Iterator[str]:
+    """Lines of a binary file (iterated: split at LF only, so a lone CR inside
+    a line does not end it, as a text-mode file would), invalid UTF-8 as
+    visible escapes (``\\xff``)."""
+    for line in raw:
+        yield line.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
 
 
 def parse(lines: Iterable[str]) -> Document:

@@ -85,8 +85,8 @@ def _verdict(test: SuiteTest, result: RemoteResult, stdout: Path) -> list[TestCa
         return [TestCase(name, Status.ERROR, "command not found on the host: "
                          f"{result.stderr.strip()[-300:]}", output=result.output)]
     if test.parser in ("tap", "ktap"):
-        with stdout.open(errors="replace") as fh:
-            doc = ktap.parse(fh)
+        with stdout.open("rb") as fh:
+            doc = ktap.parse(ktap.text_lines(fh))
         cases = cases_from_document(doc, name)
         if not cases:
             return [TestCase(name, Status.ERROR, f"no {test.parser.upper()} results in the "
@@ -225,7 +225,9 @@ def run_suite(ctx: GuestContext, suite: SuiteSpec, log_dir: Path,
         ctx.guest.put_dir(suite.scripts, remote_dir)
     for test in suite.tests:
         if ctx.gone:  # never a pass on a guest that is not the one booted
-            cases.append(TestCase(test.name, Status.ERROR, f"not run: {ctx.gone}"))
+            cases.append(TestCase(test.name, Status.FAIL, f"never ran: {ctx.gone}",
+                                  failure_type="crash") if ctx.crashed else
+                         TestCase(test.name, Status.ERROR, f"not run: {ctx.gone}"))
             continue
         log = log_dir / f"suite-{_slug(suite.name)}-{_slug(test.name)}.log"
         console_before = len(ctx.console())
@@ -234,8 +236,19 @@ def run_suite(ctx: GuestContext, suite: SuiteSpec, log_dir: Path,
         # the session dropped, or came back quietly (a retry, a reboot the test
         # scheduled): is it still the boot that was verified?
         if ctx.live and (not ctx.guest.connected() or ctx.guest.connects != connects):
-            why = continuity.after_loss(ctx, console_before)
-            if why:
+            crash = continuity.crash_since(ctx.console(), console_before)
+            # a panicked guest never answers again: no reconnect to wait for
+            why = "" if crash is not None and crash.kind == "panic" else \
+                continuity.after_loss(ctx, console_before)
+            if crash is not None:  # the kernel's failure, not the harness's
+                ctx.gone, ctx.crashed = (f"the kernel crashed in test {test.name}: "
+                                         f"{crash.message}"), True
+                found = [replace(c, status=Status.FAIL, failure_type="crash",
+                                 message=f"the kernel crashed during the test: {crash.message}",
+                                 evidence=crash.excerpt,
+                                 output=f"{c.message}\n{c.output}".strip())
+                         if c.status is not Status.SKIP else c for c in found]
+            elif why:
                 ctx.gone = f"{why} (in test {test.name})"
                 found = [replace(c, status=Status.ERROR, message=why,
                                  output=f"{c.message}\n{c.output}".strip())

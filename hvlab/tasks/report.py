@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
+from defusedxml import DefusedXmlException
+
 from hvlab.errors import InfraError, UserError
-from hvlab.report import compare, mail, patchwork, seriesrecord, view
+from hvlab.report import compare, junit, mail, patchwork, seriesrecord, view
 from hvlab.results import StageResult, Status, TestCase
 from hvlab.suites import ktap
-from hvlab.suites.ktapcases import cases_from_document
+from hvlab.suites.ktapcases import cases_by_suite
 from hvlab.tasks.session import Gate, Scope, Session
 
 
@@ -29,16 +31,20 @@ def import_file(s: Session, fmt: str, path: Path) -> None:
     if fmt == "junit":
         _add_junit(s, path)
         return
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        doc = ktap.parse(fh)
-    cases = cases_from_document(doc)
-    if not cases:
-        cases = [TestCase(path.name, Status.ERROR, f"no {fmt.upper()} results in {path}")]
+    with path.open("rb") as fh:
+        doc = ktap.parse(ktap.text_lines(fh))
+    groups = cases_by_suite(doc)
+    if not groups:
+        groups = [("", [TestCase(path.name, Status.ERROR, f"no {fmt.upper()} results in "
+                                 f"{path}")])]
     counts = doc.counts()
     s.run.info["source"] = str(path)
-    s.run.add(StageResult.from_cases(path.stem, cases, 0.0, properties={
-        "format": doc.version or fmt, **{k: str(v) for k, v in counts.items()}}),
-        "-", "import")
+    for suite, cases in groups:  # one testsuite per KTAP suite
+        tally = {st: sum(c.status is st for c in cases) for st in Status}
+        s.run.add(StageResult.from_cases(f"{path.stem}:{suite}" if suite else path.stem, cases,
+                                         0.0, properties={
+            "format": doc.version or fmt, **{k: str(v) for k, v in tally.items()}}),
+            "-", "import")
     s.progress.info(f"{path.name}: {counts[Status.PASS]} passed, {counts[Status.FAIL]} failed, "
                     f"{counts[Status.SKIP]} skipped, {counts[Status.ERROR]} errors")
 
@@ -57,19 +63,26 @@ def _read(place: Path) -> list[view.SuiteView]:
         return view.parse(f.read_text(encoding="utf-8", errors="replace"))
     except ET.ParseError as exc:
         raise UserError(f"{f}: not valid XML: {exc}") from None
+    except DefusedXmlException as exc:
+        raise UserError(f"{f}: refused: {exc} (entities and DTDs are not read)") from None
 
 
 def _add_suites(s: Session, suites: list[view.SuiteView], origin: str) -> None:
     for suite in suites:
         kernel = suite.cell or next((c.classname.split(".")[0] for c in suite.cases
                                      if c.classname), "-")
+        own = junit.classname(kernel, suite.host, suite.stage)  # what hvlab would write
         cases = [TestCase(c.name, c.status, c.message, c.output, c.seconds,
-                          Path(c.log) if c.log else None, flaky=c.flaky)
+                          Path(c.log) if c.log else None, flaky=c.flaky,
+                          evidence=c.evidence if c.evidence != c.message else "",
+                          classname=c.classname if c.classname != own else "",
+                          failure_type=c.outcome_type if c.outcome_type not in (
+                              "failure", "error") else "")
                  for c in suite.cases]
         props = {k: v for k, v in suite.properties.items() if k != "flaky"}
         props.setdefault("origin", origin)
         s.run.add(StageResult.from_cases(suite.stage, cases, suite.seconds, properties=props),
-                  kernel, suite.host)
+                  kernel, suite.host, timestamp=suite.timestamp)
 
 
 def _add_junit(s: Session, path: Path) -> None:

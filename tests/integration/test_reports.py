@@ -66,15 +66,17 @@ def test_report_import_of_a_real_kunit_log(env: Env, kunit_dir: Path,
                                            validate_junit: Any) -> None:
     log = kunit_dir / "test_data" / "test_kernel_panic_interrupt.log"
     done = env.inv("report.import", "--format", "ktap", str(log))
-    assert done.returncode == 3, done.stderr  # a crash is an error
+    assert done.returncode == 1, done.stderr  # a crash is the kernel's failure
     validate_junit(env.latest / "junit.xml")
-    cases = env.suite("import.test_kernel_panic_interrupt")
+    cases = {name: case for suite in ("kunit-resource-test", "kunit-try-catch-test",
+                                      "string-stream-test")
+             for name, case in env.suite(f"import.test_kernel_panic_interrupt:{suite}").items()}
     passed = sum(status(c) == "pass" for c in cases.values())
     assert passed == kunit_counts(kunit_dir, log)[0] == 8
-    crash = cases["string-stream-test.crashed after test 1"]
-    assert status(crash) == "error" and "1 of 3 planned results" in crash.result[0].message
+    crash = cases["test 2 (never reported: crashed)"]
+    assert status(crash) == "failure" and "1 of 3 planned results" in crash.result[0].message
     assert "Kernel panic" in crash.system_out
-    assert (env.latest / "summary.md").read_text().startswith("# hvlab report.import: exit 3")
+    assert (env.latest / "summary.md").read_text().startswith("# hvlab report.import: exit 1")
 
 
 def ktap_file(tmp: Path, name: str, results: dict[str, str]) -> Path:
@@ -196,3 +198,133 @@ def test_report_html_renders_in_chromium(env: Env, tmp_path: Path) -> None:
     broken = tmp_path / "broken.html"
     broken.write_text("<html><body><script>undefinedFunction();</script></body></html>")
     assert console_errors(render(broken, tmp_path / "broken.png"))
+
+
+def consumer_counts(junit_xml: Path) -> dict[str, tuple[int, int, int, int]]:
+    """(passed, failed, errors, skipped) as three real JUnit consumers read the
+    file: junitparser, xunitparser (one <testsuite> at a time: it folds every
+    suite of a document into one and asserts property names unique across
+    them) and Codecov's test-results-parser (which reads <failure/> with no
+    body as a pass)."""
+    import xml.etree.ElementTree as ET
+
+    import junitparser
+    import test_results_parser
+    import xunitparser
+
+    out: dict[str, tuple[int, int, int, int]] = {}
+    n = {"pass": 0, "fail": 0, "error": 0, "skip": 0}
+    for suite in junitparser.JUnitXml.fromfile(str(junit_xml)):
+        for case in suite:
+            n[{"Failure": "fail", "Error": "error", "Skipped": "skip"}.get(
+                type(case.result[0]).__name__, "pass") if case.result else "pass"] += 1
+    out["junitparser"] = (n["pass"], n["fail"], n["error"], n["skip"])
+    totals = [0, 0, 0, 0]
+    for element in ET.parse(junit_xml).getroot():
+        _, result = xunitparser.Parser().parse_root(element)
+        bad = len(result.failures) + len(result.errors) + len(result.skipped)
+        totals = [totals[0] + result.testsRun - bad, totals[1] + len(result.failures),
+                  totals[2] + len(result.errors), totals[3] + len(result.skipped)]
+    out["xunitparser"] = (totals[0], totals[1], totals[2], totals[3])
+    runs = test_results_parser.parse_junit_xml(junit_xml.read_bytes()).testruns
+    outcome = test_results_parser.Outcome
+    out["test-results-parser"] = tuple(sum(r.outcome == o for r in runs) for o in (
+        outcome.Pass, outcome.Failure, outcome.Error, outcome.Skip))  # type: ignore[assignment]
+    return out
+
+
+def test_every_consumer_reads_the_kernels_own_logs_as_kunit_py_does(env: Env,
+                                                                     kunit_dir: Path) -> None:
+    logs = sorted((kunit_dir / "test_data").glob("*.log"))
+    for log in logs:
+        if log.name == "test_is_test_passed-kselftest.log":
+            continue  # kunit.py reads kselftest's nesting differently (above)
+        done = env.inv("report.import", "--format", "ktap", str(log))
+        passed, failed, skipped = kunit_counts(kunit_dir, log)
+        assert done.returncode == (1 if failed else 0) or not (passed + failed + skipped), \
+            (log.name, done.stderr)  # a crash is the kernel's failure: exit 1, never 3
+        if not passed + failed + skipped:
+            continue
+        counts = consumer_counts(env.latest / "junit.xml")
+        assert set(counts.values()) == {(passed, failed, 0, skipped)}, (log.name, counts)
+        summary = (env.latest / "summary.md").read_text()
+        assert f"{passed} passed, {failed} failed, 0 errors, {skipped} skipped" in summary
+        text = (env.latest / "junit.xml").read_text()
+        assert "<failure/>" not in text and 'message="not ok"' not in text
+
+
+def test_a_ktap_failure_says_why_and_a_crash_is_a_failure(env: Env, kunit_dir: Path) -> None:
+    log = kunit_dir / "test_data" / "test_is_test_passed-failure.log"
+    assert env.inv("report.import", str(log)).returncode == 1
+    case = env.suite("import.test_is_test_passed-failure:example")["example_simple_test"]
+    failure = case.result[0]
+    assert failure.message == "EXPECTATION FAILED at lib/kunit/example-test.c:30"
+    assert failure.text.splitlines() == ["EXPECTATION FAILED at lib/kunit/example-test.c:30",
+                                         "Expected 1 + 1 == 3, but", "1 + 1 == 2", "3 == 3"]
+    # one testsuite per KUnit suite, its classname keeping the path
+    assert case.classname == "-.import.test_is_test_passed-failure:example"
+    log = kunit_dir / "test_data" / "test_kernel_panic_interrupt.log"
+    assert env.inv("report.import", str(log)).returncode == 1
+    cases = env.suite("import.test_kernel_panic_interrupt:string-stream-test")
+    first, second = (cases[f"test {n} (never reported: crashed)"] for n in (2, 3))
+    assert first.result[0].type == second.result[0].type == "crash"
+    assert first.result[0].message.startswith(
+        "the kernel crashed after test 1: Kernel panic - not syncing: VFS")
+    assert "Stack:" in first.result[0].text and "Stack:" not in second.result[0].text
+    props = env.suite_properties("import.test_kernel_panic_interrupt:string-stream-test")
+    assert (props["pass"], props["fail"], props["error"]) == ("1", "2", "0")
+
+
+def test_xfail_passes_with_its_reason_and_a_lone_cr_ends_no_line(env: Env,
+                                                                 tmp_path: Path) -> None:
+    log = tmp_path / "odd.ktap"
+    log.write_bytes(b"KTAP version 1\n1..3\nok 1 known # XFAIL bug 4711\n"
+                    b"ok 2 progress 50%\r100%\nnot ok 3 bytes \xff\n")
+    assert env.inv("report.import", str(log)).returncode == 1
+    cases = env.suite("import.odd")
+    assert sorted(cases) == ["bytes \\xff", "known", "progress 50% 100%"]
+    assert status(cases["known"]) == "pass"
+    assert json.loads(env.suite_properties("import.odd")["xfail"]) == {"known": "bug 4711"}
+    assert consumer_counts(env.latest / "junit.xml")["test-results-parser"] == (2, 1, 0, 0)
+
+
+FOREIGN = """<?xml version="1.0"?>
+<testsuites>
+ <testsuite name="outer" tests="2" timestamp="2026-11-30T10:00:00" hostname="ci-7">
+  <testsuite name="pytest" tests="2" failures="1" timestamp="2026-11-30T10:00:01"
+             hostname="ci-7">
+   <testcase classname="pkg.mod.TestIt" name="a" time="0.5"><failure message="boom"
+     type="AssertionError">Traceback line 1
+line 2</failure></testcase>
+   <testcase classname="pkg.mod.TestIt" name="b" time="0.25"/>
+  </testsuite>
+ </testsuite>
+</testsuites>
+"""
+BOMB = """<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;">]>
+<testsuites><testsuite name="x"><testcase name="&lol2;"/></testsuite></testsuites>
+"""
+
+
+def test_merge_keeps_what_another_tools_junit_says(env: Env, tmp_path: Path) -> None:
+    (tmp_path / "foreign.xml").write_text(FOREIGN)
+    done = env.inv("report.merge", "--run", str(tmp_path / "foreign.xml"))
+    assert done.returncode == 1, done.stderr
+    out = env.latest / "junit.xml"
+    assert set(consumer_counts(out).values()) == {(1, 1, 0, 0)}  # nested: counted once
+    import junitparser
+
+    [suite] = list(junitparser.JUnitXml.fromfile(str(out)))
+    assert suite.timestamp == "2026-11-30T10:00:01"
+    assert {p.name: p.value for p in suite.properties()}["hostname"] == "ci-7"
+    a, b = list(suite)
+    assert (a.classname, b.classname) == ("pkg.mod.TestIt", "pkg.mod.TestIt")
+    failure = a.result[0]
+    assert (failure.message, failure.type, failure.text) == ("boom", "AssertionError",
+                                                             "Traceback line 1\nline 2")
+    assert (a.time, b.time) == (0.5, 0.25)
+    (tmp_path / "bomb.xml").write_text(BOMB)
+    done = env.inv("report.merge", "--run", str(tmp_path / "bomb.xml"))
+    assert done.returncode == 2
+    assert "bomb.xml: refused" in done.stderr and "Traceback" not in done.stderr

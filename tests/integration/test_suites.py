@@ -113,8 +113,10 @@ def test_every_kind_of_test_on_a_real_guest(env: Env, vmlinuz: str,
     assert "ansi:red" in cases["hostile"].system_out
     assert status(cases["tap: two"]) == "failure"
     assert status(cases["tap: one"]) == "pass" and status(cases["tap: three"]) == "skipped"
-    crash = cases["ktap-crash: crashed after test 2"]
-    assert status(crash) == "error" and "2 of 4 planned" in message(crash)
+    crash = cases["ktap-crash: test 3 (never reported: crashed)"]
+    assert status(crash) == "failure" and crash.result[0].type == "crash"
+    assert "2 of 4 planned" in message(crash)
+    assert status(cases["ktap-crash: test 4 (never reported: crashed)"]) == "failure"
     assert status(cases["flaky"]) == "pass"
     assert "flaky: passed on attempt 2" in cases["flaky"].system_out
     props = env.suite_properties("q.all")
@@ -265,3 +267,32 @@ def test_a_test_that_takes_the_connection_or_the_guest_with_it(env: Env,
     assert state == "error" and why.startswith("guest rebooted during the test"), why
     state, why = got["after the reboot"]
     assert state == "error" and why.startswith("not run: guest rebooted"), why
+
+
+CRASH_SUITE = """description: the kernel crashes in the middle
+tests:
+  - name: before
+    run: "true"
+  - name: crash
+    run: "echo c > /proc/sysrq-trigger"
+    timeout: 60
+  - name: after
+    run: "true"
+"""
+
+
+def test_a_kernel_crash_in_a_suite_is_a_kernel_failure(env: Env, vmlinuz: str) -> None:
+    env.write("hosts/q.yaml", "kind: qemu\naccel: tcg\nmemory: 512\ncpus: 1\n")
+    env.write("suites/crash.yaml", CRASH_SUITE)
+    done = env.inv("test", "--prebuilt", vmlinuz, "--host", "q", "--suite", "crash",
+                   timeout=600)
+    assert done.returncode == 1, done.stderr[-3000:]  # the kernel's failure: never 3
+    cases = env.suite("q.crash")
+    assert status(cases["before"]) == "pass"
+    crash, after = cases["crash"].result[0], cases["after"].result[0]
+    assert (type(crash).__name__, crash.type) == ("Failure", "crash")
+    assert crash.message.startswith("the kernel crashed during the test: Kernel panic - not "
+                                    "syncing: sysrq triggered crash")
+    assert "sysrq" in crash.text
+    assert (type(after).__name__, after.type) == ("Failure", "crash")
+    assert after.message.startswith("never ran: the kernel crashed in test crash")

@@ -40,14 +40,15 @@ def test_kunit_nesting_directives_and_a_crash() -> None:
         ("example.example_skip_test", "skip"),
         ("example.example_fail", "fail"),
         ("crashy.first", "pass"),
-        ("crashy.crashed after test 1", "error"),
+        ("crashy.test 2 (never reported: crashed)", "fail"),
+        ("crashy.test 3 (never reported: crashed)", "fail"),
     ]
     fail = dict(doc.leaves())["example.example_fail"]
     assert any("EXPECTATION FAILED" in line for line in fail.output)
     # as kunit.py counts: each of the 2 missing planned tests of "crashy" crashed
-    assert doc.counts() == {"pass": 2, "fail": 1, "skip": 1, "error": 2}
+    assert doc.counts() == {"pass": 2, "fail": 3, "skip": 1, "error": 0}
     crashy = doc.tests[1]
-    assert crashy.status == "error" and "crashed" in crashy.reason
+    assert crashy.status == "fail" and crashy.directive == ktap.CRASH
 
 
 KSELFTEST = """\
@@ -91,11 +92,15 @@ def test_missing_plan_and_unknown_lines_kept() -> None:
     assert doc.tests[0].output == ["random noise"]
 
 
-def test_fewer_results_than_planned_is_an_error_with_the_tail() -> None:
+def test_fewer_results_than_planned_are_crashed_tests_the_first_with_the_tail() -> None:
     doc = ktap.parse(["KTAP version 1", "1..3", "ok 1 a", "Kernel panic - not syncing: x"])
-    last = doc.tests[-1]
-    assert last.name == "crashed after test 1" and last.status == "error"
-    assert "Kernel panic - not syncing: x" in last.output
+    first, second = doc.tests[1:]
+    assert [first.name, second.name] == ["test 2 (never reported: crashed)",
+                                         "test 3 (never reported: crashed)"]
+    assert {first.status, second.status} == {"fail"}
+    assert first.reason == ("the kernel crashed after test 1: Kernel panic - not syncing: x "
+                            "(1 of 3 planned results; the output stopped)")
+    assert first.output == ["Kernel panic - not syncing: x"] and second.output == []
 
 
 def test_duplicate_names_made_unique() -> None:

@@ -28,8 +28,8 @@ def test_lone_surrogates_and_nonchars_dropped() -> None:
     assert clean("x\ud800y\udfffz\ufffe\uffff!") == "xyz!"
 
 
-def test_invalid_utf8_bytes_decoded_with_replacement() -> None:
-    assert clean(b"ok \xff\xfe bytes") == "ok \ufffd\ufffd bytes"
+def test_invalid_utf8_bytes_become_visible_escapes() -> None:
+    assert clean(b"ok \xff\xfe bytes") == "ok \\xff\\xfe bytes"
 
 
 def test_bytes_never_written_as_repr() -> None:
@@ -155,12 +155,13 @@ def test_writer_reads_back_as_junit_xml_writes(tmp_path: Path,
                        strict=True):
         jc = junit_xml.TestCase(name, "k.local.boot", c.duration or None,
                                 c.output or None, log=str(c.log_path) if c.log_path else None)
+        # each outcome carries a body (the evidence, else the message)
         if c.status is Status.FAIL:
-            jc.add_failure_info(message=c.message, failure_type="failure")
+            jc.add_failure_info(message=c.message, output=c.message, failure_type="failure")
         elif c.status is Status.ERROR:
-            jc.add_error_info(message=c.message, error_type="error")
+            jc.add_error_info(message=c.message, output=c.message, error_type="error")
         elif c.status is Status.SKIP:
-            jc.add_skipped_info(message=c.message)
+            jc.add_skipped_info(message=c.message, output=c.message)
         theirs.append(jc)
     reference = junit_xml.to_xml_report_string([junit_xml.TestSuite(
         "local.boot", theirs, properties={"kernel": "6.1 <rc>", "host": "local"})])
@@ -179,3 +180,31 @@ def test_writer_streams_a_large_suite_in_flat_memory(tmp_path: Path) -> None:
     assert peak < path.stat().st_size // 3  # never the whole document (or a tree of it)
     ts = list(junitparser.JUnitXml.fromfile(str(path)))[0]
     assert ts.tests == 50_000 and ts.failures == len(range(0, 50_000, 7))
+
+
+def test_the_one_sanitiser_covers_every_file_of_a_run(tmp_path: Path) -> None:
+    """A guest's hostile test name and output reach summary.md (a GitHub step
+    summary), report.html and metadata.json as text: no NUL, ESC or BEL, no
+    markup, invalid bytes as a visible escape."""
+    from hvlab.report.runfolder import RunFolder
+    from hvlab.workspace import Workspace
+
+    ws = Workspace(tmp_path, tmp_path / "configs", tmp_path / "kernels", tmp_path / "reports")
+    run = RunFolder(ws, "test", ["test"])
+    hostile = "<img src=x onerror=alert(1)> **x** | \x1b[31mred\x1b[0m\x07\x00"
+    guest_bytes = clean(b"bad byte \xff here")  # as a guest's output is read
+    run.add(StageResult.from_cases("suite", [
+        TestCase(hostile, Status.FAIL, hostile, output=f"{hostile} {guest_bytes}")], 1.0),
+        "k", "q")
+    run.finish(1)
+    files = {name: (run.path / name).read_bytes() for name in
+             ("summary.md", "report.html", "metadata.json", "junit.xml")}
+    for name, data in files.items():
+        for byte in (b"\x00", b"\x1b", b"\x07"):
+            assert byte not in data, (name, byte)
+    summary_text = files["summary.md"].decode()
+    assert "\\<img src=x onerror=alert(1)\\> \\*\\*x\\*\\* \\|" in summary_text
+    assert "<img" not in summary_text.replace("\\<img", "")
+    assert "<img" not in files["report.html"].decode() and "&lt;img" in files[
+        "report.html"].decode()
+    assert "bad byte \\xff here" in files["junit.xml"].decode()
