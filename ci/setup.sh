@@ -25,6 +25,14 @@ PACKAGES=(
   chromium
 )
 
+# --python-only: what a CI job that only reads configs or reports needs
+# (ci.matrix, report.merge): Python and git, not the kernel toolchain or QEMU.
+MODE=full
+if [ "${1:-}" = "--python-only" ]; then
+  MODE=python
+  PACKAGES=(git python3 python3-venv)
+fi
+
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
@@ -46,9 +54,14 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.hvlab-installed
+target='.[test]'
+if [ "$MODE" = python ]; then
+  stamp=.venv/.hvlab-installed-runtime
+  target='.'
+fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "ci/setup.sh: installing hvlab and its test tools into .venv"
+  echo "ci/setup.sh: installing hvlab${target#.} into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]'
+  .venv/bin/python -m pip install -q -e "$target"
   touch "$stamp"
 fi

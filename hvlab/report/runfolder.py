@@ -233,10 +233,22 @@ class RunFolder:
         for r in [*extra_first, *self.recorded, *self._missing_stages()]:
             extra = self.facts_of(r.kernel, r.host)
             suite = junit.suite_from_stage(r.stage, r.kernel, r.host, extra, r.timestamp)
+            if any(c.log_path for c in suite.cases):
+                suite = dataclasses.replace(suite, cases=[
+                    dataclasses.replace(c, log_path=self.relative(c.log_path))
+                    if c.log_path else c for c in suite.cases])
             if cells:  # a matrix: the cell names the suite too (hosts repeat across cells)
                 suite = dataclasses.replace(suite, name=f"{r.kernel}/{suite.name}")
             out.append(suite)
         return out
+
+    def relative(self, path: Path) -> Path:
+        """A log path as the reports give it: relative to the run folder when
+        inside it, so the folder can be published, moved or merged whole."""
+        try:
+            return path.relative_to(self.path) if path.is_absolute() else path
+        except ValueError:
+            return path
 
     def finish(self, exit_code: int, error: str | None = None) -> Path:
         # the lock: a host thread still finishing after an interrupt cannot add to
@@ -275,7 +287,7 @@ class RunFolder:
             "stages": [
                 {"stage": r.stage.name, "kernel": r.kernel, "host": r.host,
                  "status": r.stage.status.value, "duration_s": round(r.stage.duration, 3),
-                 "log": str(r.stage.log_path) if r.stage.log_path else None,
+                 "log": str(self.relative(r.stage.log_path)) if r.stage.log_path else None,
                  "properties": dict(r.stage.properties), "cached": r.stage.cached,
                  "cases": [_case_meta(c) for c in r.stage.cases]}
                 for r in self.recorded

@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import smtplib
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -67,13 +69,17 @@ def _read(place: Path) -> list[view.SuiteView]:
         raise UserError(f"{f}: refused: {exc} (entities and DTDs are not read)") from None
 
 
-def _add_suites(s: Session, suites: list[view.SuiteView], origin: str) -> None:
+def _add_suites(s: Session, suites: list[view.SuiteView], origin: str,
+                logs: Callable[[str], str] | None = None) -> None:
+    """Record another report's suites; ``logs`` maps a case's log path as that
+    report gave it to the path in this run folder."""
     for suite in suites:
         kernel = suite.cell or next((c.classname.split(".")[0] for c in suite.cases
                                      if c.classname), "-")
         own = junit.classname(kernel, suite.host, suite.stage)  # what hvlab would write
         cases = [TestCase(c.name, c.status, c.message, c.output, c.seconds,
-                          Path(c.log) if c.log else None, flaky=c.flaky,
+                          Path(logs(c.log) if logs else c.log) if c.log else None,
+                          flaky=c.flaky,
                           evidence=c.evidence if c.evidence != c.message else "",
                           classname=c.classname if c.classname != own else "",
                           failure_type=c.outcome_type if c.outcome_type not in (
@@ -95,7 +101,36 @@ def merge(s: Session, places: list[Path]) -> None:
     for place in places:
         suites = _read(place)
         s.progress.info(f"{place}: {len(suites)} suites")
-        _add_suites(s, suites, str(place))
+        _add_suites(s, suites, str(place), _copy_logs(s, place))
+
+
+def _copy_logs(s: Session, place: Path) -> Callable[[str], str]:
+    """The evidence goes with the merge: ``place``'s logs/ is linked (or copied)
+    to logs/<its folder's name>/ of this run, so the merged junit.xml and
+    report.html point at files inside the folder CI publishes."""
+    folder = (place if place.is_dir() else place.parent).resolve()
+    where = f"logs/{folder.name}"
+    source = folder / "logs"
+    if source.is_dir():
+        shutil.copytree(source, s.run.path / where, copy_function=_link_or_copy,
+                        dirs_exist_ok=True)
+
+    def moved(log: str) -> str:
+        path = Path(log)
+        inside = path.relative_to(folder) if path.is_absolute() and \
+            path.is_relative_to(folder) else path
+        if inside.is_absolute() or not inside.parts or inside.parts[0] != "logs":
+            return log  # not one of its logs: left as it was
+        return str(Path(where, *inside.parts[1:]))
+
+    return moved
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _latest(s: Session) -> Path:

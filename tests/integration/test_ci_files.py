@@ -80,13 +80,42 @@ def test_gitlab_pipeline_has_what_gitlab_requires(tmp_path: Path) -> None:
             for line in job.get("before_script", []) + job.get("script", []):
                 bash_parses(line, tmp_path)
     assert parent["hvlab-run"]["trigger"]["include"][0]["artifact"] == "shards.yml"
-    assert child["hvlab-report"]["artifacts"]["reports"]["junit"] == \
-        "reports/latest/junit.xml"
+    report, shard = child["hvlab-report"], child["hvlab-shard"]
+    assert report["artifacts"]["reports"]["junit"] == "published/junit.xml"
     assert "inv ci.matrix" in " ".join(parent["hvlab-matrix"]["script"])
+    # jobs that only need Python install only Python; the shards cache kernels/
+    assert "./ci/setup.sh --python-only" in " ".join(parent["hvlab-matrix"]["before_script"])
+    assert "./ci/setup.sh --python-only" in " ".join(report["script"])
+    cached = [p for c in shard["cache"] for p in c["paths"]]
+    assert "kernels/ccache/" in cached and "kernels/git/" in cached and ".apt/" in cached
+    # the merge reads exactly this pipeline's shards, resolved folders
+    assert "shards/*/*/" in " ".join(report["script"]) and shard["artifacts"]["paths"] == \
+        ["shards/"]
 
 
 def test_jenkinsfile_runs_shards_in_parallel_and_publishes_junit() -> None:
     text = JENKINS.read_text()
     assert "parallel branches" in text and "--shard" in text
-    assert "junit 'reports/latest/junit.xml'" in text and "inv report.merge" in text
+    assert "junit 'published/junit.xml'" in text and "inv report.merge" in text
     assert text.count("{") == text.count("}")
+    # the shard count comes from the plan, each shard on an agent of its own,
+    # and no earlier build's run folders are merged in
+    assert "inv ci.matrix" in text and "readJSON" in text
+    assert not re.search(r"shards\s*=\s*\d", text)
+    assert "node(params.AGENT)" in text
+    assert text.count("rm -rf reports/2* reports/latest") == 2
+
+
+def test_github_workflow_passes_zizmor() -> None:
+    """Pinned actions, least permissions, no template injection (zizmor's audits,
+    offline: no GitHub API)."""
+    zizmor = Path(sys.executable).parent / "zizmor"
+    assert zizmor.is_file(), "zizmor is missing: run ci/setup.sh (a test extra)"
+    done = subprocess.run([str(zizmor), "--offline", "--no-progress", str(GITHUB)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    wf = yaml.safe_load(GITHUB.read_text())
+    assert wf["permissions"] == {}
+    steps = [s for job in wf["jobs"].values() for s in job["steps"]]
+    assert all(re.fullmatch(r"[\w-]+/[\w-]+@[0-9a-f]{40}", s["uses"]) for s in steps if "uses" in s)
+    assert any("action-junit-report" in s.get("uses", "") for s in steps)  # a native report

@@ -328,3 +328,25 @@ def test_merge_keeps_what_another_tools_junit_says(env: Env, tmp_path: Path) -> 
     done = env.inv("report.merge", "--run", str(tmp_path / "bomb.xml"))
     assert done.returncode == 2
     assert "bomb.xml: refused" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_merge_takes_the_logs_along_and_paths_stay_relative(env: Env, tmp_path: Path) -> None:
+    shard = tmp_path / "shard-1" / "20261201-000000-run-abcd"
+    (shard / "logs").mkdir(parents=True)
+    (shard / "logs" / "boot-k-q.log").write_text("the console\n")
+    (shard / "junit.xml").write_text(
+        '<testsuites><testsuite name="q.boot" tests="1" failures="1">'
+        '<testcase name="boot: q" classname="k.q.boot" log="logs/boot-k-q.log">'
+        '<failure message="panic">Kernel panic</failure></testcase></testsuite></testsuites>')
+    done = env.inv("report.merge", "--run", str(shard))
+    assert done.returncode == 1, done.stderr
+    merged = env.latest.resolve()
+    import junitparser
+
+    [case] = list(next(iter(junitparser.JUnitXml.fromfile(str(merged / "junit.xml")))))
+    log = case._elem.get("log")
+    assert log == "logs/20261201-000000-run-abcd/boot-k-q.log"
+    assert (merged / log).read_text() == "the console\n"  # published with the folder
+    assert f'href="{log}"' in (merged / "report.html").read_text()
+    shutil.rmtree(tmp_path / "shard-1")  # the shard's artifact is gone; the evidence is not
+    assert (merged / log).is_file()
