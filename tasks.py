@@ -36,13 +36,17 @@ def _argv() -> list[str]:
     return sys.argv[1:]
 
 
-@task(help={"debug": "print tracebacks", "quiet": "only errors"})
-def config_check(c: Context, debug: bool = False, quiet: bool = False) -> None:
+JSON_HELP = "print the outcome as one JSON document on stdout"
+
+
+@task(help={"debug": "print tracebacks", "quiet": "only errors", "json": JSON_HELP})
+def config_check(c: Context, debug: bool = False, quiet: bool = False,
+                 json: bool = False) -> None:
     """Load and validate every file under configs/ (HVLAB_CONFIGS); list all errors."""
     from hvlab.tasks import stages
 
     with session("config.check", _argv(), debug, quiet, ROOT,
-                 moves_latest=False) as s:
+                 moves_latest=False, json_out=json) as s:
         stages.config_check(s)
 
 
@@ -190,12 +194,13 @@ def image_vm(c: Context, force: bool = False, mirror: str = "", debug: bool = Fa
 
 
 @task(help={"host": "check only this host", "debug": "print tracebacks",
-            "quiet": "only errors"})
-def hosts_check(c: Context, host: str = "", debug: bool = False, quiet: bool = False) -> None:
+            "quiet": "only errors", "json": JSON_HELP})
+def hosts_check(c: Context, host: str = "", debug: bool = False, quiet: bool = False,
+                json: bool = False) -> None:
     """Check each host: reachability, auth, host key, OS, kernel, free disk (exit 3 if unusable)."""
     from hvlab.tasks import boot as booting
 
-    with session("hosts.check", _argv(), debug, quiet, ROOT) as s:
+    with session("hosts.check", _argv(), debug, quiet, ROOT, json_out=json) as s:
         booting.hosts_check(s, host)
 
 
@@ -309,13 +314,14 @@ def report_patchwork(c: Context, run: str = "", url: str = "", report_url: str =
     "no_wait": "fail at once when a host, worktree or build is locked by another run",
     "checks": "per-patch checks after the build: auto (netdev for drivers/net/hyperv), "
               "default, netdev or none",
+    "json": "with --dry-run: the cells as one JSON document on stdout",
 })
 def run(c: Context, plan: str = "", kernel: list[str] | None = None,
         series: list[str] | None = None, host: list[str] | None = None,
         suite: list[str] | None = None, shard: str = "", gate: str = "", dry_run: bool = False,
         force: bool = False, jobs: int = 0, no_ccache: bool = False, offline: bool = False,
         debug: bool = False, quiet: bool = False, no_wait: bool = False,
-        checks: str = "auto") -> None:
+        checks: str = "auto", json: bool = False) -> None:
     """Fetch, patch, build, boot, test and report every cell of a plan's matrix."""
     from hvlab import locks
     from hvlab.tasks import run as running
@@ -325,8 +331,10 @@ def run(c: Context, plan: str = "", kernel: list[str] | None = None,
     jobs = cli.setting(c, "jobs", jobs, 0)
     gate = cli.setting(c, "gate", gate, "")
 
+    if json and not dry_run:
+        cli.fail("inv run: --json goes with --dry-run (a run's outcome is its junit.xml)")
     if dry_run:
-        _dry_run(plan, kernel, series, host, suite, shard, gate)
+        _dry_run(plan, kernel, series, host, suite, shard, gate, json)
         return
     with session("run", _argv(), debug, quiet, ROOT, gate=gate) as s:
         spec = s.config.plan(plan)
@@ -345,8 +353,11 @@ def run(c: Context, plan: str = "", kernel: list[str] | None = None,
 
 
 def _dry_run(plan: str, kernel: list[str] | None, series: list[str] | None,
-             host: list[str] | None, suite: list[str] | None, shard: str, gate: str) -> None:
+             host: list[str] | None, suite: list[str] | None, shard: str, gate: str,
+             as_json: bool) -> None:
     """Print the cells; no run folder, nothing touched."""
+    import json
+
     from hvlab.config import loader
     from hvlab.errors import HvlabError
     from hvlab.tasks import run as pipeline
@@ -362,8 +373,12 @@ def _dry_run(plan: str, kernel: list[str] | None, series: list[str] | None,
                                suite or [])
         if shard:
             cells = pipeline.shard(cells, shard)
-        for line in pipeline.describe(ws, config, cells):
-            print(line)
+        plans = pipeline.describe(ws, config, cells)
+        if as_json:
+            print(json.dumps({"plan": plan, "shard": shard or None,
+                              "cells": [p.as_json() for p in plans]}, indent=1))
+        for p in plans if not as_json else ():
+            print(p.line())
     except HvlabError as exc:
         print(f"hvlab: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
@@ -421,13 +436,19 @@ def clean(c: Context, days: float = 30.0, budget_gb: float = 0.0, worktrees: boo
         housekeeping.clean(s, days, budget_gb, worktrees, dry_run)
 
 
-@task(help={})
-def status(c: Context) -> None:
+@task(help={"json": "print it as one JSON document"})
+def status(c: Context, json: bool = False) -> None:
     """What kernels/ holds, how much space it takes, and runs that never finished."""
+    import json as json_module
+
     from hvlab.tasks import housekeeping
     from hvlab.workspace import Workspace
 
-    for line in housekeeping.status_lines(Workspace.from_env(ROOT)):
+    found = housekeeping.status(Workspace.from_env(ROOT))
+    if json:
+        print(json_module.dumps(found.as_json(), indent=1))
+        return
+    for line in found.lines():
         print(line)
 
 

@@ -299,6 +299,21 @@ class RunFolder:
         large = sum(len(r.stage.cases) for r in self.recorded) > 2000
         _replace_text(self.path / "metadata.json", json.dumps(meta, indent=None if large else 2))
 
+    def outcome(self, exit_code: int, error: str | None) -> dict[str, object]:
+        """The task's outcome as ``--json`` prints it: exit code, counts, report
+        and every case with its status and reason."""
+        n = {st.value: 0 for st in Status}
+        cases = []
+        for r in self.recorded:
+            suite = junit.suite_from_stage(r.stage, r.kernel, r.host).name
+            for c in r.stage.cases:
+                n[c.status.value] += 1
+                cases.append({"suite": suite, "name": clean_line(c.name, limit=500),
+                              "status": c.status.value,
+                              "message": clean_line(c.message, limit=2000)})
+        return {"task": self.task, "run": self.id, "exit_code": exit_code, "error": error,
+                "report": str(self.path / "junit.xml"), "counts": n, "cases": cases}
+
     def tally(self) -> str:
         """"12 passed, 1 failed, 0 errors, 3 skipped" over every case of the run."""
         n = {st: 0 for st in Status}

@@ -61,7 +61,7 @@ def _closest(word: str, known: Sequence[str]) -> str:
     return f"; did you mean {match[0]}?" if match else ""
 
 
-def _fail(message: str) -> NoReturn:
+def fail(message: str) -> NoReturn:
     print(f"hvlab: error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -110,7 +110,7 @@ def install() -> None:
         try:
             return original(self, argv)
         except (ParseError, ValueError) as exc:
-            _fail(explain(self, argv, exc))
+            fail(explain(self, argv, exc))
 
     parse_argv.hvlab = True  # type: ignore[attr-defined]
     Parser.parse_argv = parse_argv  # type: ignore[method-assign]
@@ -131,6 +131,6 @@ def setting(c: Any, name: str, given: Any, unset: Any) -> Any:
     value = section[name]
     kind = _SETTINGS[name]
     if not isinstance(value, kind) or isinstance(value, bool):
-        _fail(f"invoke configuration (invoke.yaml): hvlab.{name}: {value!r} is not a "
+        fail(f"invoke configuration (invoke.yaml): hvlab.{name}: {value!r} is not a "
               f"{'whole number' if kind is int else 'string'}")
     return value

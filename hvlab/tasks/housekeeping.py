@@ -67,33 +67,70 @@ def builds(ws: Workspace) -> list[Build]:
     return sorted(out, key=lambda b: b.created)
 
 
+PARTS = (("object store", "store"), ("worktrees", "worktrees"),
+         ("build dirs (incremental)", "build_dirs"), ("ccache", "ccache"),
+         ("guest images", "images"), ("cache", "cache"))
+
+
+@dataclass(frozen=True)
+class KernelsStatus:
+    """What `inv status` reports (lines for people, as_json for scripts)."""
+
+    kernels: Path
+    parts: tuple[tuple[str, str, int, tuple[str, ...]], ...]  # (label, key, bytes, names)
+    builds: tuple[Build, ...]
+    unfinished: tuple[unfinished.Unfinished, ...]
+    now: float
+
+    @property
+    def total(self) -> int:
+        return sum(p[2] for p in self.parts) + sum(b.size for b in self.builds)
+
+    def lines(self) -> list[str]:
+        lines = [f"kernels/: {self.kernels}"]
+        for label, _, size, names in self.parts:
+            extra = f" ({', '.join(names)})" if names else ""
+            lines.append(f"  {label}: {human(size)}{extra}")
+        lines.append(f"  builds: {len(self.builds)}, {human(sum(b.size for b in self.builds))}")
+        for b in self.builds[-10:]:
+            lines.append(f"    {b.path.name[:16]}  {b.kernel} {b.release}  "
+                         f"{(self.now - b.created) / 86400:.1f} days old  {human(b.size)}")
+        lines.append(f"  total: {human(self.total)}")
+        if self.unfinished:
+            lines.append(f"reports/: {len(self.unfinished)} runs not finished")
+            lines += [f"  {r.line()}" for r in self.unfinished]
+        return lines
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "kernels": str(self.kernels),
+            "bytes": {key: size for _, key, size, _ in self.parts},
+            "worktrees": list(next(p[3] for p in self.parts if p[1] == "worktrees")),
+            "builds": [{"id": b.path.name, "kernel": b.kernel, "release": b.release,
+                        "age_days": round((self.now - b.created) / 86400, 2), "bytes": b.size}
+                       for b in self.builds],
+            "total_bytes": self.total,
+            "unfinished": [r.line() for r in self.unfinished],
+        }
+
+
+def status(ws: Workspace) -> KernelsStatus:
+    paths = {"store": ws.store, "worktrees": ws.worktrees, "build_dirs": ws.builds / "work",
+             "ccache": ws.kernels / "ccache", "images": ws.kernels / "images",
+             "cache": ws.cache}
+    parts = []
+    for label, key in PARTS:
+        path = paths[key]
+        names: tuple[str, ...] = ()
+        if key == "worktrees" and path.is_dir():
+            names = tuple(sorted(p.name for p in path.iterdir()))
+        parts.append((label, key, size_of(path) if path.exists() else 0, names))
+    return KernelsStatus(ws.kernels, tuple(parts), tuple(builds(ws)),
+                  tuple(unfinished.find(ws.reports)), time.time())
+
+
 def status_lines(ws: Workspace) -> list[str]:
-    lines = [f"kernels/: {ws.kernels}"]
-    parts = [("object store", ws.store), ("worktrees", ws.worktrees),
-             ("build dirs (incremental)", ws.builds / "work"), ("ccache", ws.kernels / "ccache"),
-             ("guest images", ws.kernels / "images"), ("cache", ws.cache)]
-    total = 0
-    for label, path in parts:
-        size = size_of(path) if path.exists() else 0
-        total += size
-        extra = ""
-        if label == "worktrees" and path.is_dir():
-            extra = " (" + ", ".join(sorted(p.name for p in path.iterdir())) + ")"
-        lines.append(f"  {label}: {human(size)}{extra}")
-    found = builds(ws)
-    bsize = sum(b.size for b in found)
-    total += bsize
-    lines.append(f"  builds: {len(found)}, {human(bsize)}")
-    now = time.time()
-    for b in found[-10:]:
-        lines.append(f"    {b.path.name[:16]}  {b.kernel} {b.release}  "
-                     f"{(now - b.created) / 86400:.1f} days old  {human(b.size)}")
-    lines.append(f"  total: {human(total)}")
-    runs = unfinished.find(ws.reports)
-    if runs:
-        lines.append(f"reports/: {len(runs)} runs not finished")
-        lines += [f"  {r.line()}" for r in runs]
-    return lines
+    return status(ws).lines()
 
 
 def clean(s: Session, days: float, budget_gb: float, worktrees: bool, dry_run: bool) -> None:

@@ -91,31 +91,52 @@ def shard(all_cells: list[Cell], spec: str) -> list[Cell]:
     return all_cells[i - 1::n]
 
 
-def describe(ws: Workspace, config: Config, plan_cells: list[Cell]) -> list[str]:
+@dataclass(frozen=True)
+class CellPlan:
+    """What ``inv run`` would do for one cell (``--dry-run``)."""
+
+    cell: str
+    build: str  # cached | would run | shared | not fetched
+    build_id: str  # the cached build, when there is one
+    suites: tuple[str, ...]
+    series: str = ""
+
+    def line(self) -> str:
+        state = {"cached": f"build cached ({self.build_id[:12]})", "shared": "build shared",
+                 "not fetched": f"build would run (series {self.series} not fetched yet)"
+                 }.get(self.build, "build would run")
+        return f"{self.cell}: {state}; boot + {', '.join(self.suites) or 'no suites'}"
+
+    def as_json(self) -> dict[str, object]:
+        return {"cell": self.cell, "build": self.build, "build_id": self.build_id or None,
+                "suites": list(self.suites), "series": self.series}
+
+
+def describe(ws: Workspace, config: Config, plan_cells: list[Cell]) -> list[CellPlan]:
     """--dry-run: each cell, with what is cached; reads only configs and metadata."""
     index = _read_index(ws)
-    lines = []
+    out = []
     seen: set[BuildKey] = set()
     for cell in plan_cells:
         b = cell.build
         phash = ""
+        suites = tuple(cell.suites)
         if b.series != NO_SERIES:
             try:  # a lore: or git: series as last fetched: a dry run fetches nothing
                 spec = intake.resolve(ws, config, b.series, offline=True)
             except UserError:
-                lines.append(f"{cell.id}: build would run (series {b.series} not fetched "
-                             f"yet); boot + {', '.join(cell.suites) or 'no suites'}")
+                out.append(CellPlan(cell.id, "not fetched", "", suites, b.series))
                 continue
             phash = load_series_or_raise(spec.name, spec.path,
                                          ws.display(spec.path)).patchset_hash
         build = index.get(_index_key(b, phash), "")
         if build and not (ws.builds / build / "metadata.json").is_file():
             build = ""
-        state = (f"build cached ({build[:12]})" if build else "build would run") \
-            if b not in seen else "build shared"
+        state = ("cached" if build else "would run") if b not in seen else "shared"
         seen.add(b)
-        lines.append(f"{cell.id}: {state}; boot + {', '.join(cell.suites) or 'no suites'}")
-    return lines
+        series = "" if b.series == NO_SERIES else b.series
+        out.append(CellPlan(cell.id, state, build if state == "cached" else "", suites, series))
+    return out
 
 
 def _index_file(ws: Workspace) -> Path:

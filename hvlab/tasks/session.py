@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import errno
+import json
 import signal
 import sys
 import traceback
@@ -94,6 +95,8 @@ class Session:
     gate: Gate | None = None  # None: the task's default (a plan's gate, else all)
     bad_input: bool = False  # a task that reports bad input as cases (config.check)
     loaded: Config | None = field(default=None, repr=False)  # configs/, once read
+    json_out: bool = False  # --json: stdout carries only the outcome document
+    json_extra: dict[str, object] = field(default_factory=dict)  # for --json, beside the cases
 
     @property
     def config(self) -> Config:
@@ -152,10 +155,11 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 @contextmanager
 def session(task: str, argv: Sequence[str], debug: bool = False, quiet: bool = False,
             root: Path | None = None, gate: str = "", config: Config | None = None,
-            moves_latest: bool = True) -> Iterator[Session]:
+            moves_latest: bool = True, json_out: bool = False) -> Iterator[Session]:
     """Yields a Session; on exit writes the run folder and raises SystemExit(code).
     ``config`` is used instead of reading configs/ (in-process tests);
-    ``moves_latest`` False for a task that only reads results (runfolder.py)."""
+    ``moves_latest`` False for a task that only reads results (runfolder.py);
+    ``json_out``: the outcome as one JSON document on stdout (``--json``)."""
     ws = Workspace.from_env(root)
     progress = Progress(quiet=quiet)
     try:
@@ -164,7 +168,7 @@ def session(task: str, argv: Sequence[str], debug: bool = False, quiet: bool = F
         print(f"hvlab: error: cannot create a run folder in {ws.display(ws.reports)}: "
               f"{_write_failure(exc)}", file=sys.stderr)
         raise SystemExit(3) from None
-    s = Session(ws, run, progress, debug, loaded=config)
+    s = Session(ws, run, progress, debug, loaded=config, json_out=json_out)
     procs.use(ws.processes)
     procs.reap(ws.processes, progress.info)  # what a killed run left running
     run.checkpoint()  # a report exists from the start: SIGKILL leaves it in place
@@ -206,6 +210,8 @@ def session(task: str, argv: Sequence[str], debug: bool = False, quiet: bool = F
             code = 3
         if error:
             print(f"hvlab: error: {error}", file=sys.stderr)
+        if json_out:
+            print(json.dumps({**run.outcome(code, error), **s.json_extra}, indent=1))
         if not quiet:
             print(f"hvlab: {task}: exit {code} ({run.tally()}); report {where}",
                   file=sys.stderr)

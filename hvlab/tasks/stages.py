@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,7 +61,9 @@ def config_check(s: Session) -> None:
         cases.append(TestCase(f"config: {name}", status,
                               problems[0] if problems else "", output="\n".join(problems)))
     for issue in issues:
-        print(issue)
+        print(issue, file=sys.stderr if s.json_out else sys.stdout)
+    s.json_extra["issues"] = [{"file": i.mark.file, "line": i.mark.line, "column": i.mark.col,
+                               "field": i.key, "message": i.message} for i in issues]
     s.record(StageResult.from_cases("config", cases, 0.0), Scope("-"))
     counts = (f"{len(config.kernels)} kernels, {len(config.fragments)} fragments, "
               f"{len(config.series)} series, {len(config.hosts)} hosts, "

@@ -94,3 +94,27 @@ def test_defaults_come_from_invokes_configuration(env: Env, tmp_path: Path) -> N
     assert done.returncode == 2
     assert done.stderr.strip() == ("hvlab: error: invoke configuration (invoke.yaml): "
                                    "hvlab.jobs: 'many' is not a whole number")
+
+
+def test_json_outputs_for_scripts(env: Env) -> None:
+    shipped(env)
+    dry = json.loads(env.inv("run", "--dry-run", "--json").stdout)
+    assert dry["plan"] == "default"
+    assert dry["cells"] == [{"cell": "linux-6.1+hyperv-sample@local-qemu", "build": "would run",
+                             "build_id": None, "suites": ["boot-health", "hyperv-drivers"],
+                             "series": "hyperv-sample"}]
+    status = json.loads(env.inv("status", "--json").stdout)
+    assert status["builds"] == [] and status["total_bytes"] >= 0
+    done = env.inv("hosts.check", "--host", "local-qemu", "--json")
+    checked = json.loads(done.stdout)
+    assert checked["task"] == "hosts.check" and checked["exit_code"] == done.returncode
+    assert [(c["name"], c["status"]) for c in checked["cases"]] == [
+        ("host: local-qemu", "pass" if done.returncode == 0 else "error")]
+    env.write("hosts/broken.yaml", "kind: qemu\nmemory: lots\n")
+    done = env.inv("config.check", "--json")
+    assert done.returncode == 2
+    report = json.loads(done.stdout)  # stdout is the document alone
+    [issue] = report["issues"]
+    assert issue["file"].endswith("hosts/broken.yaml") and issue["line"] == 2
+    assert issue["field"] == "memory" and report["exit_code"] == 2
+    assert env.inv("run", "--json").returncode == 2  # --json only with --dry-run
