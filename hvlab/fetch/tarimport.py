@@ -3,8 +3,9 @@
 Members stream from ``tarfile`` into ``git fast-import``: no temporary tree,
 no ``.gitignore`` surprises (Debian's linux-source tarball ignores its own top
 level), one deterministic commit (fixed identity, date = newest member).
-Unsafe members (absolute paths, ``..``, links escaping the tree, devices)
-refuse the whole tarball and nothing is referenced.
+Unsafe members (absolute paths, ``..``, links escaping the tree, devices),
+judged first by ``tarfile.data_filter``, refuse the whole tarball and nothing
+is referenced.
 """
 
 from __future__ import annotations
@@ -59,6 +60,34 @@ def check_member(name: str, kind: str, linkname: str = "") -> str:
         if target == ".." or target.startswith("../"):
             raise ValueError(f"link {name!r} -> {linkname!r} escapes the tree")
     return path
+
+
+# data_filter resolves link targets under a destination with os.path.realpath:
+# a root that does not exist keeps that purely lexical (no host symlink counts).
+_NOWHERE = "/nonexistent/hvlab-tar-root"
+
+
+def safe_member(m: tarfile.TarInfo) -> str:
+    """The standard library's own refusal (``tarfile.data_filter``: absolute
+    paths, paths and links leading outside the tree, devices and fifos), then
+    what it lets through and hvlab refuses too (any ``..``, drive letters).
+    Returns the member's normalised path; raises ValueError."""
+    try:
+        tarfile.data_filter(m, _NOWHERE)
+    except tarfile.FilterError as exc:
+        why = _REFUSED.get(type(exc), "refused by tarfile.data_filter")
+        link = f" -> {m.linkname!r}" if m.issym() or m.islnk() else ""
+        raise ValueError(f"{why}: {m.name!r}{link}") from None
+    return check_member(m.name, _kind(m), m.linkname)
+
+
+_REFUSED: dict[type[Exception], str] = {
+    tarfile.AbsolutePathError: "absolute path",
+    tarfile.OutsideDestinationError: "path leading outside the tree",
+    tarfile.SpecialFileError: "device, fifo or other special file",
+    tarfile.AbsoluteLinkError: "link to an absolute path",
+    tarfile.LinkOutsideDestinationError: "link escaping the tree",
+}
 
 
 def common_prefix(paths: Iterable[str]) -> str:
@@ -181,7 +210,7 @@ def import_tarball(store: Path, tarball: Path, ref: str, message: str,
                 for m in tf:
                     kind = _kind(m)
                     try:
-                        path = check_member(m.name, kind, m.linkname)
+                        path = safe_member(m)
                     except ValueError as exc:
                         raise UserError(f"unsafe tarball member: {exc}") from None
                     newest = max(newest, int(m.mtime))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import tarfile
+
 import pytest
 
 from hvlab.build.kconfig import parse_fragment
-from hvlab.fetch.tarimport import check_member, common_prefix
+from hvlab.fetch.tarimport import check_member, common_prefix, safe_member
 from hvlab.patch.apply import conflicting_files
 from hvlab.patch.checkpatch import parse
 
@@ -23,6 +26,26 @@ pytestmark = pytest.mark.unit
 def test_unsafe_members_refused(name: str, kind: str, link: str) -> None:
     with pytest.raises(ValueError):
         check_member(name, kind, link)
+
+
+TYPES = {"file": tarfile.REGTYPE, "other": tarfile.CHRTYPE, "symlink": tarfile.SYMTYPE,
+         "hardlink": tarfile.LNKTYPE}
+
+
+@pytest.mark.parametrize("name,kind,link,why", [
+    ("/etc/passwd", "file", "", "absolute path"),  # data_filter strips the slash; hvlab not
+    ("linux/../../escape", "file", "", "path leading outside the tree"),
+    ("linux/dev/sda", "other", "", "device, fifo or other special file"),
+    ("linux/link", "symlink", "/etc/shadow", "link to an absolute path"),
+    ("linux/a/link", "symlink", "../../../outside", "link escaping the tree"),
+    ("linux/a/../b", "file", "", "path with '..'"),  # inside the tree: data_filter lets it by
+])
+def test_tarfile_data_filter_judges_members_first(name: str, kind: str, link: str,
+                                                  why: str) -> None:
+    member = tarfile.TarInfo(name)
+    member.type, member.linkname = TYPES[kind], link
+    with pytest.raises(ValueError, match=re.escape(why)):
+        safe_member(member)
 
 
 def test_safe_members_normalised() -> None:
