@@ -42,10 +42,12 @@ class BuildResult:
     duration: float
     log: Path
     ccache: dict[str, int]
+    compiler: str = ""  # the compiler's own version line
 
     @property
     def facts(self) -> dict[str, str]:
-        return {"build_id": self.build_id, "kernel_release": self.kernelrelease}
+        return {"build_id": self.build_id, "kernel_release": self.kernelrelease,
+                "compiler": self.compiler}
 
 
 def _diag_to_json(d: Diagnostic) -> dict[str, object]:
@@ -163,7 +165,8 @@ def build_commit(builder: Builder, tree: Path, commit: str, configured: Configur
         meta = json.loads(meta_path.read_text())
         return BuildResult(commit, build_id, True, True, final, meta["kernelrelease"],
                            tuple(_diag_from_json(d) for d in meta["diagnostics"]), (),
-                           time.monotonic() - t0, log, meta.get("ccache", {}))
+                           time.monotonic() - t0, log, meta.get("ccache", {}),
+                           str(meta.get("toolchain", {}).get("version", "")))
     checkout_commit(tree, commit)
     builder.write_config(configured.config_text)
     targets = builder.targets(configured.config_text)
@@ -201,7 +204,7 @@ def build_commit(builder: Builder, tree: Path, commit: str, configured: Configur
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return BuildResult(commit, build_id, True, False, final, release, tuple(diags), (),
-                       time.monotonic() - t0, log, cc)
+                       time.monotonic() - t0, log, cc, builder.tools.version)
 
 
 def metadata(builder: Builder, tree: Path, commit: str, sha: str, build_id: str,

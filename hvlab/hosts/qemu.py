@@ -9,8 +9,10 @@ fails the boot at once; a guest that never answers fails after
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -226,4 +228,14 @@ def _watch_boot(host: HostSpec, target: BootTarget, workdir: Path,
 
 def _props(guest: Guest, target: BootTarget, booted: str = "") -> dict[str, str]:
     return {"host_kind": "qemu", "accel": guest.accel, "expected_release": target.release,
-            "kernel_release": booted, "boot_target": target.label}
+            "kernel_release": booted, "boot_target": target.label, "qemu": qemu_version()}
+
+
+@functools.cache
+def qemu_version() -> str:
+    """``QEMU emulator version 7.2.x (Debian ...)``: the first line QEMU prints."""
+    try:
+        done = capture([QEMU, "--version"], timeout=30)
+    except (OSError, subprocess.TimeoutExpired, InfraError):
+        return ""
+    return (done.stdout.decode(errors="replace").splitlines() or [""])[0].strip()

@@ -1,11 +1,17 @@
-"""report.html: one self-contained file (no external assets): a stage timeline
-per host, a table per suite, failure excerpts, links to the logs.  Pure."""
+"""report.html: one self-contained file (no external assets).  Pure.
+
+The verdict first, then each failure with its reason, an anchor of its own,
+a link to its row and its log; then the environment (the facts, compiler,
+QEMU and hvlab versions, links to the run's console, dmesg and config
+logs); then the timeline, bars labelled with their durations and a table
+beside them, so a stage that dominates does not hide the others; then a
+table per suite.  Cases without a time show none (never "0.0")."""
 
 from __future__ import annotations
 
 import html
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from hvlab.report.sanitize import clean
 from hvlab.report.view import SuiteView, counts
@@ -24,6 +30,11 @@ tr.r-fail td,tr.r-error td{background:#fff0f0} tr.r-skip td{color:#777}
 overflow:hidden;white-space:nowrap;padding-left:3px;box-sizing:border-box}
 pre{background:#f6f8fa;padding:8px;overflow:auto;max-height:320px;font-size:12px}
 .muted{color:#666}
+.verdict{font-size:18px;font-weight:600;padding:8px 12px;border-radius:6px;color:#fff}
+.v-pass{background:#2da44e} .v-fail{background:#cf222e} .v-error{background:#8250df}
+.v-skip{background:#8c959f}
+ol.failures li{margin:4px 0} .tlrow{display:flex;gap:16px} .tlrow>div{flex:1}
+table.times td:nth-child(3),table.times td:nth-child(4){text-align:right}
 """
 
 JS = """
@@ -51,7 +62,12 @@ def _link(log: str, base: str) -> str:
     return f'<a href="{_e(rel)}">log</a>'
 
 
-def _timeline(suites: list[SuiteView]) -> list[str]:
+def _seconds(value: float) -> str:
+    """A duration as shown: none when the case was not timed."""
+    return f"{value:.1f}" if value > 0 else ""
+
+
+def _spans(suites: list[SuiteView]) -> list[tuple[SuiteView, float, float]]:
     starts = [s.start() for s in suites]
     known = [t for t in starts if t is not None]
     origin = min(known) if known else None
@@ -61,58 +77,111 @@ def _timeline(suites: list[SuiteView]) -> list[str]:
         begin = (t - origin).total_seconds() if t is not None and origin is not None else cursor
         spans.append((s, begin, max(s.seconds, 0.01)))
         cursor = begin + s.seconds
+    return spans
+
+
+def _timeline(suites: list[SuiteView]) -> list[str]:
+    spans = _spans(suites)
     end = max((b + d for _, b, d in spans), default=1.0) or 1.0
-    out = ['<h2>Timeline</h2>']
+    out = ["<h2 id='timeline'>Timeline</h2><div class='tlrow'><div>"]
     for host in dict.fromkeys(s.host for s in suites):
         out.append(f"<div class='muted'>{_e(host)}</div><div class='tl'>")
         for s, begin, dur in spans:
             if s.host != host:
                 continue
             left, width = 100 * begin / end, max(100 * dur / end, 0.4)
+            label = f"{s.stage} {s.seconds:.1f} s" if s.seconds > 0 else s.stage
             out.append(f"<div class='s-{_e(s.status)}' style='left:{left:.2f}%;width:"
                        f"{width:.2f}%' title='{_e(s.cell)} {_e(s.stage)}: {s.seconds:.1f} s'>"
-                       f"{_e(s.stage)}</div>")
+                       f"{_e(label)}</div>")
         out.append("</div>")
+    total = sum(s.seconds for s in suites)
+    out.append("</div><div><table class='times'><tr><th>stage</th><th>host</th>"
+               "<th>time (s)</th><th>share</th></tr>")
+    for s, _, _ in sorted(spans, key=lambda x: -x[0].seconds):
+        out.append(f"<tr><td>{_e(s.stage)}</td><td>{_e(s.host)}</td>"
+                   f"<td>{_seconds(s.seconds)}</td>"
+                   f"<td>{f'{100 * s.seconds / total:.0f}%' if total else ''}</td></tr>")
+    out.append("</table></div></div>")
+    return out
+
+
+def _verdict(suites: list[SuiteView]) -> str:
+    statuses = [c.status for s in suites for c in s.cases]
+    if any(st is Status.ERROR for st in statuses):
+        return "error"
+    if any(st is Status.FAIL for st in statuses):
+        return "fail"
+    return "pass" if any(st is Status.PASS for st in statuses) or not statuses else "skip"
+
+
+def _environment(facts: Mapping[str, str], links: Sequence[tuple[str, str]]) -> list[str]:
+    out = ["<h2 id='environment'>Environment</h2><table>"]
+    out += [f"<tr><th>{_e(k)}</th><td><code>{_e(v)}</code></td></tr>"
+            for k, v in facts.items() if v]
+    if links:
+        out.append("<tr><th>logs</th><td>" + " · ".join(
+            f"<a href='{_e(path)}'>{_e(label)}</a>" for label, path in links) + "</td></tr>")
+    out.append("</table>")
     return out
 
 
 def render(title: str, suites: list[SuiteView], facts: Mapping[str, str], base: str = "",
            classes: Mapping[tuple[str, str], str] | None = None,
-           known: Mapping[tuple[str, str], str] | None = None) -> str:
-    """``base``: the folder the HTML is written to (log links are made relative)."""
+           known: Mapping[tuple[str, str], str] | None = None,
+           links: Sequence[tuple[str, str]] = ()) -> str:
+    """``base``: the folder the HTML is written to (log links are made relative);
+    ``links``: (label, path relative to it) of the run's console, dmesg, config."""
     total = counts(suites)
     known = known or {}
+    verdict = _verdict(suites)
     out = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
-           f"<h1>{_e(title)}</h1>"]
-    out.append("<p>" + " · ".join(f"<b>{_e(k)}</b> <code>{_e(v)}</code>"
-                                  for k, v in facts.items() if v) + "</p>")
-    out.append(f"<p>{total[Status.PASS]} passed, {total[Status.FAIL]} failed, "
-               f"{total[Status.ERROR]} errors, "
-               f"{total[Status.SKIP]} skipped &nbsp; <label><input type='checkbox' id='problems'> "
-               "only problems</label></p>")
+           f"<h1>{_e(title)}</h1>",
+           f"<p class='verdict v-{verdict}' id='verdict'>{_e(verdict.upper())}: "
+           f"{total[Status.PASS]} passed, {total[Status.FAIL]} failed, "
+           f"{total[Status.ERROR]} errors, {total[Status.SKIP]} skipped</p>"]
+    anchors = {(i, j): f"c-{i}-{j}" for i, s in enumerate(suites)
+               for j, c in enumerate(s.cases) if c.status in ("fail", "error")}
+    bad = list(anchors)
+    if bad:
+        out.append(f"<h2 id='failures'>Failures and errors ({len(bad)})</h2>"
+                   "<ol class='failures'>")
+        for n, (i, j) in enumerate(bad[:ROW_LIMIT], 1):
+            failing = suites[i].cases[j]
+            note = " (known)" if (failing.classname, failing.name) in known else ""
+            log = _link(failing.log, base)
+            out.append(f"<li id='f-{n}'><span class='pill s-{_e(failing.status)}'>"
+                       f"{_e(failing.status)}</span> <a href='#{anchors[i, j]}'>"
+                       f"{_e(suites[i].name)} › {_e(failing.name)}</a>{_e(note)}: "
+                       f"{_e(failing.message)} {log}</li>")
+        out.append("</ol>")
+    out += _environment(facts, links)
     out += _timeline(suites)
-    for s in suites:
+    out.append("<p><label><input type='checkbox' id='problems'> only problems</label></p>")
+    for i, s in enumerate(suites):
         c = counts([s])
         out.append(f"<h2>{_e(s.name)} <span class='pill s-{_e(s.status)}'>"
                    f"{_e(s.status)}</span> <span class='muted'>{c[Status.PASS]}/{len(s.cases)} "
-                   f"passed, {s.seconds:.1f} s</span></h2>")
-        out.append("<table><tr><th>case</th><th>status</th><th>time</th>"
+                   f"passed{', ' + _seconds(s.seconds) + ' s' if s.seconds > 0 else ''}"
+                   "</span></h2>")
+        out.append("<table><tr><th>case</th><th>status</th><th>time (s)</th>"
                    + ("<th>vs baseline</th>" if classes is not None else "")
                    + "<th>message</th><th></th></tr>")
-        rows = s.cases
+        rows = list(enumerate(s.cases))
         if len(rows) > ROW_LIMIT:  # a huge suite: its problems, not 100k green rows
-            rows = tuple(c for c in s.cases if c.status in ("fail", "error"))[:ROW_LIMIT]
+            rows = [(j, c) for j, c in rows if c.status in ("fail", "error")][:ROW_LIMIT]
             out.append(f"<tr><td colspan='6' class='muted'>{len(s.cases) - len(rows)} other "
                        "cases not listed (junit.xml has them all)</td></tr>")
-        for case in rows:
+        for j, case in rows:
             key = (case.classname, case.name)
             status = case.status
             note = " (known)" if key in known else " (flaky)" if case.flaky else ""
             cls = f"<td>{_e(classes.get(key, ''))}</td>" if classes is not None else ""
-            out.append(f"<tr class='r-{_e(status)}'><td>{_e(case.name)}</td><td><span "
+            anchor = f" id='{anchors[i, j]}'" if (i, j) in anchors else ""
+            out.append(f"<tr class='r-{_e(status)}'{anchor}><td>{_e(case.name)}</td><td><span "
                        f"class='pill s-{_e(status)}'>{_e(status)}</span>{_e(note)}</td>"
-                       f"<td>{case.seconds:.1f}</td>{cls}<td>{_e(case.message)}</td>"
+                       f"<td>{_seconds(case.seconds)}</td>{cls}<td>{_e(case.message)}</td>"
                        f"<td>{_link(case.log, base)}</td></tr>")
             if status in ("fail", "error") and case.output:
                 excerpt = case.output[-4000:]

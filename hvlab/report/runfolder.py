@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvlab import __version__ as hvlab_version
 from hvlab import procs
 from hvlab.bulk import gc_paused
 from hvlab.report import html, junit, summary, view
@@ -327,14 +328,18 @@ class RunFolder:
         """What the summaries show at the top: the run, its own facts, and the
         facts of its cell when it has exactly one."""
         keys = ("kernel", "series", "commit", "base_commit", "patchset_hash", "build_id",
-                "kernel_release")
+                "kernel_release", "compiler", "qemu")
         labels = {label for label, _ in self._facts}
         one = self.facts_of(next(iter(labels))) if len(labels) == 1 else {}
         booted = [f.get("kernel_release", "") for (_, h), f in self._facts.items()
                   if h != "local"]
         if len(labels) == 1 and len(booted) == 1 and booted[0]:
             one["kernel_release"] = booted[0]
-        return {"run": self.id, **{k: one[k] for k in keys if k in one}, **self.info}
+        qemu = sorted({f["qemu"] for f in self._facts.values() if f.get("qemu")})
+        if qemu:
+            one["qemu"] = ", ".join(qemu)
+        return {"run": self.id, **{k: one[k] for k in keys if k in one}, **self.info,
+                "hvlab": hvlab_version}
 
     @property
     def has_results(self) -> bool:
@@ -378,10 +383,29 @@ def write_summaries(folder: Path, title: str, suites: list[view.SuiteView],
                     known: Mapping[tuple[str, str], str] | None = None,
                     notes: list[str] | None = None) -> None:
     """summary.md and report.html beside a junit.xml (atomically, like it)."""
+    links = evidence_links(folder)
     for name, text in (
-            ("summary.md", summary.render(title, suites, facts, classes, known, notes)),
-            ("report.html", html.render(title, suites, facts, str(folder), classes, known))):
+            ("summary.md", summary.render(title, suites, facts, classes, known, notes, links)),
+            ("report.html", html.render(title, suites, facts, str(folder), classes, known,
+                                        links))):
         _replace_text(folder / name, text)
+
+
+EVIDENCE = (("console", "console-*.log"), ("dmesg", "dmesg-*.log"), ("config", "config-*.log"))
+
+
+def evidence_links(folder: Path, limit: int = 12) -> list[tuple[str, str]]:
+    """(label, path relative to ``folder``) of the run's consoles, dmesg and the
+    configurations it built with, for the reports' environment."""
+    out: list[tuple[str, str]] = []
+    logs = folder / "logs"
+    if not logs.is_dir():
+        return out
+    for label, pattern in EVIDENCE:
+        for path in sorted(logs.rglob(pattern))[:limit]:
+            name = path.stem.split("-", 1)[1] if "-" in path.stem else path.stem
+            out.append((f"{label} {name}", str(path.relative_to(folder))))
+    return out
 
 
 def _replace_text(path: Path, text: str) -> None:

@@ -9,7 +9,7 @@ rendered, in a GitHub step summary or a merge request comment."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from hvlab.report.sanitize import clean_line
 from hvlab.report.view import CaseView, SuiteView, counts
@@ -39,30 +39,34 @@ def _code(text: str) -> str:
     return "`" + clean_line(text).replace("`", "'") + "`"
 
 
+def _failure(s: SuiteView, c: CaseView) -> str:
+    log = f" ([log]({c.log.replace(' ', '%20').replace(')', '%29')}))" \
+        if c.log and not c.log.startswith("/") else ""
+    return f"- {ICON[c.status]} **{md(s.name)}** › {md(c.name)}: {_one_line(c.message)}{log}"
+
+
+def _verdict(total: Mapping[Status, int]) -> str:
+    if total[Status.ERROR]:
+        return "ERROR"
+    if total[Status.FAIL]:
+        return "FAIL"
+    return "PASS" if total[Status.PASS] or not sum(total.values()) else "SKIP"
+
+
 def render(title: str, suites: list[SuiteView], facts: Mapping[str, str],
            classes: Mapping[tuple[str, str], str] | None = None,
            known: Mapping[tuple[str, str], str] | None = None,
-           notes: list[str] | None = None) -> str:
-    """``classes``: (classname, name) -> regression | fixed | ... from a comparison;
-    ``known``: failing cases a known-failures entry covers -> its reason."""
+           notes: list[str] | None = None,
+           links: Sequence[tuple[str, str]] = ()) -> str:
+    """The verdict and the failures first, then the environment and the stages.
+    ``classes``: (classname, name) -> regression | fixed | ... from a comparison;
+    ``known``: failing cases a known-failures entry covers -> its reason;
+    ``links``: (label, relative path) of the run's consoles, dmesg and configs."""
     known = known or {}
     total = counts(suites)
-    lines = [f"# {md(title)}", ""]
-    shown = [f"**{md(k)}** {_code(v)}" for k, v in facts.items() if v]
-    if shown:
-        lines += [" · ".join(shown), ""]
-    lines += [f"{total[Status.PASS]} passed, {total[Status.FAIL]} failed, "
-              f"{total[Status.ERROR]} errors, "
-              f"{total[Status.SKIP]} skipped", ""]
-    cells = any(s.cell for s in suites)
-    lines += ["| cell " * cells + "| host | stage | status | cases | time |",
-              "| --- " * cells + "| --- | --- | --- | --- | --- |"]
-    for s in suites:
-        c = counts([s])
-        lines.append(f"| {md(s.cell)} " * cells + f"| {md(s.host)} | {md(s.stage)} | "
-                     f"{ICON[s.status]} "
-                     f"{s.status} | {c[Status.PASS]}/{len(s.cases)} | {s.seconds:.1f} s |")
-    lines.append("")
+    lines = [f"# {md(title)}", "",
+             f"**{_verdict(total)}**: {total[Status.PASS]} passed, {total[Status.FAIL]} failed, "
+             f"{total[Status.ERROR]} errors, {total[Status.SKIP]} skipped", ""]
     bad: list[tuple[SuiteView, CaseView]] = [(s, c) for s in suites for c in s.cases
                                              if c.status in ("fail", "error")]
     if classes is not None:
@@ -70,17 +74,15 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str],
                        "regression" and (c.classname, c.name) not in known]
         fixed = [k for k, v in classes.items() if v == "fixed"]
         lines += [f"## Regressions ({len(regressions)})", ""]
-        lines += [f"- {ICON[c.status]} **{md(s.name)}** › {md(c.name)}: {_one_line(c.message)}"
-                  for s, c in regressions[:LIMIT]] or ["none"]
+        lines += [_failure(s, c) for s, c in regressions[:LIMIT]] or ["none"]
         lines.append("")
         if fixed:
             lines += [f"Fixed since the baseline: {len(fixed)} "
-                      f"({', '.join(n for _, n in fixed[:10])})", ""]
+                      f"({', '.join(md(n) for _, n in fixed[:10])})", ""]
     unknown_bad = [(s, c) for s, c in bad if (c.classname, c.name) not in known]
     if unknown_bad:
         lines += [f"## Failures and errors ({len(unknown_bad)})", ""]
-        lines += [f"- {ICON[c.status]} **{md(s.name)}** › {md(c.name)}: {_one_line(c.message)}"
-                  for s, c in unknown_bad[:LIMIT]]
+        lines += [_failure(s, c) for s, c in unknown_bad[:LIMIT]]
         if len(unknown_bad) > LIMIT:
             lines.append(f"- … and {len(unknown_bad) - LIMIT} more (see junit.xml)")
         lines.append("")
@@ -95,6 +97,21 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str],
         lines += [f"## Flaky ({len(flaky)}: passed on a retry)", ""]
         lines += [f"- **{md(s.name)}** › {md(c.name)}" for s, c in flaky[:LIMIT]]
         lines.append("")
+    shown = [f"**{md(k)}** {_code(v)}" for k, v in facts.items() if v]
+    shown += [f"[{md(label)}]({path.replace(' ', '%20')})" for label, path in links]
+    if shown:
+        lines += ["## Environment", "", " · ".join(shown), ""]
+    cells = any(s.cell for s in suites)
+    lines += ["## Stages", "",
+              "| cell " * cells + "| host | stage | status | cases | time |",
+              "| --- " * cells + "| --- | --- | --- | --- | --- |"]
+    for s in suites:
+        c = counts([s])
+        took = f"{s.seconds:.1f} s" if s.seconds > 0 else ""
+        lines.append(f"| {md(s.cell)} " * cells + f"| {md(s.host)} | {md(s.stage)} | "
+                     f"{ICON[s.status]} {s.status} | {c[Status.PASS]}/{len(s.cases)} | "
+                     f"{took} |")
+    lines.append("")
     for note in notes or []:
         lines += [f"> {md(note)}", ""]
     return "\n".join(lines)

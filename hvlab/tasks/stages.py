@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -328,6 +329,9 @@ def build(s: Session, scope: Scope, req: BuildRequest) -> BuildOutcome:
                                          base_conf, baseline_diags, req, log)
         s.attach(scope, result.facts)
         s.record(stage, scope)
+        if result.ok and result.path is not None and (result.path / "config").is_file():
+            # the report links the configuration it built with (report.html's environment)
+            shutil.copyfile(result.path / "config", s.run.log(f"config-{scope.label}"))
         if req.series and result.ok and outcome.profile is not None and base_commit:
             check(s, scope, builder, tree, base_commit, commit, outcome)
         return BuildOutcome(result.ok, result, s.run.facts_of(scope.label))

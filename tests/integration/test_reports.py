@@ -177,6 +177,15 @@ def render(html: Path, png: Path) -> str:
     return done.stderr
 
 
+def dump_dom(html: Path) -> str:
+    """The page as Chromium built it (after its script ran)."""
+    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                           "--dump-dom", html.as_uri()], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
 def console_errors(log: str) -> list[str]:
     return [line for line in log.splitlines()
             if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
@@ -194,6 +203,20 @@ def test_report_html_renders_in_chromium(env: Env, tmp_path: Path) -> None:
     log = render(run / "report.html", png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert console_errors(log) == [], log[-2000:]
+    # verdict first: the red FAIL banner is at the top of the screenshot, and the
+    # page reads verdict, failures (each linking its row), environment, timeline
+    from PIL import Image
+
+    with Image.open(png) as shot:
+        top = shot.convert("RGB").crop((0, 0, 1280, 160))
+        red = sum(1 for r, g, b in top.getdata() if r > 180 and g < 70 and b < 80)
+    assert red > 5000, red  # the banner: #cf222e
+    dom = dump_dom(run / "report.html")
+    order = [dom.index(mark) for mark in ("id=\"verdict\"", "id=\"failures\"",
+                                           "id=\"environment\"", "id=\"timeline\"")]
+    assert order == sorted(order), order
+    assert 'href="#c-0-0"' in dom and 'id="c-0-0"' in dom
+    assert ">0.0<" not in html  # untimed cases show no time
     # the check can fail: a page with a script error is caught
     broken = tmp_path / "broken.html"
     broken.write_text("<html><body><script>undefinedFunction();</script></body></html>")
