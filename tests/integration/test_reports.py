@@ -209,7 +209,9 @@ def test_report_html_renders_in_chromium(env: Env, tmp_path: Path) -> None:
 
     with Image.open(png) as shot:
         top = shot.convert("RGB").crop((0, 0, 1280, 160))
-        red = sum(1 for r, g, b in top.getdata() if r > 180 and g < 70 and b < 80)
+        pixels = top.tobytes()
+        red = sum(1 for i in range(0, len(pixels), 3)
+                  if pixels[i] > 180 and pixels[i + 1] < 70 and pixels[i + 2] < 80)
     assert red > 5000, red  # the banner: #cf222e
     dom = dump_dom(run / "report.html")
     order = [dom.index(mark) for mark in ("id=\"verdict\"", "id=\"failures\"",
