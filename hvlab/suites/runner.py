@@ -148,9 +148,8 @@ def _attempt(ctx: GuestContext, suite: SuiteSpec, test: SuiteTest, log: Path,
             raise
         except InfraError as exc:  # this test broke; the suite goes on
             return [TestCase(test.name, Status.ERROR, str(exc), log_path=log)]
-        return [c if c.name.startswith(test.name) else
-                TestCase(f"{test.name}: {c.name}", c.status, c.message, c.output, c.duration,
-                         c.log_path, c.properties) for c in cases]
+        return [c if c.name.startswith(test.name) else replace(c, name=f"{test.name}: {c.name}")
+                for c in cases]
     stdout = log.with_suffix(".out")
     stdout.write_text("")
     prefix = f"cd {shlex.quote(remote_dir)} && " if remote_dir else ""
@@ -207,9 +206,9 @@ def run_test(ctx: GuestContext, suite: SuiteSpec, test: SuiteTest, log: Path,
         if flaky and first_bad:
             output = (f"flaky: passed on attempt {attempts}; attempt 1: "
                       f"{first_bad[0].message}\n" + output)
-        out.append(TestCase(c.name, c.status, c.message, output,
-                            c.duration or duration / max(len(cases), 1), c.log_path or log,
-                            c.properties, flaky=flaky, attempts=attempts))
+        out.append(replace(c, output=output,
+                           duration=c.duration or duration / max(len(cases), 1),
+                           log_path=c.log_path or log, flaky=flaky, attempts=attempts))
     return out
 
 
