@@ -103,6 +103,20 @@ def junit_suite(report: Path, name: str) -> dict[str, Any]:
     raise AssertionError(f"no suite {name} in {report}")
 
 
+def junit_suite_family(report: Path, name: str) -> dict[str, Any]:
+    """The cases of testsuite ``name`` and of the testsuites its KTAP suites got
+    (``name:<ktap suite>``), by case name."""
+    import junitparser
+
+    out: dict[str, Any] = {}
+    for ts in junitparser.JUnitXml.fromfile(str(report)):
+        if ts.name == name or str(ts.name).startswith(f"{name}:"):
+            out.update({c.name: c for c in ts})
+    if not out:
+        raise AssertionError(f"no suite {name} in {report}")
+    return out
+
+
 def case_status(case: Any) -> str:
     """pass, failure, error or skipped."""
     return type(case.result[0]).__name__.lower() if case.result else "pass"
@@ -143,6 +157,9 @@ class Env:
 
     def suite(self, name: str) -> dict[str, Any]:
         return junit_suite(self.latest / "junit.xml", name)
+
+    def suite_family(self, name: str) -> dict[str, Any]:
+        return junit_suite_family(self.latest / "junit.xml", name)
 
     def suite_properties(self, name: str) -> dict[str, str]:
         import junitparser

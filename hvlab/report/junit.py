@@ -13,6 +13,7 @@ holds the two side by side), plus the stage's own duration as the suite time.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -71,6 +72,30 @@ def suite_from_stage(
         duration=stage.duration,
         timestamp=timestamp,
     )
+
+
+KTAP_SUITE = "ktap_suite"  # a case property: the KTAP suite (KUnit suite) it reported in
+
+
+def suites_from_stage(
+    stage: StageResult, kernel: str, host: str = "local", extra: Mapping[str, str] | None = None,
+    timestamp: str = "",
+) -> list[Suite]:
+    """The stage's testsuite, and one more per KTAP suite its tests reported
+    (``<host>.<stage>:<ktap suite>``, classname ``<kernel>.<host>.<stage>:<ktap
+    suite>``): a KUnit run's suites are not folded into the hvlab suite."""
+    groups: dict[str, list[TestCase]] = {}
+    for c in stage.cases:
+        groups.setdefault(c.properties.get(KTAP_SUITE, ""), []).append(c)
+    if set(groups) <= {""}:
+        return [suite_from_stage(stage, kernel, host, extra, timestamp)]
+    out = []
+    for name, cases in groups.items():
+        part = dataclasses.replace(
+            stage, name=f"{stage.name}:{name}" if name else stage.name, cases=tuple(cases),
+            duration=stage.duration if not name else sum(c.duration for c in cases))
+        out.append(suite_from_stage(part, kernel, host, extra, timestamp))
+    return out
 
 
 def _attr(value: str) -> str:

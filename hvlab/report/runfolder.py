@@ -233,14 +233,14 @@ class RunFolder:
         cells = any("+" in r.kernel for r in self.recorded)
         for r in [*extra_first, *self.recorded, *self._missing_stages()]:
             extra = self.facts_of(r.kernel, r.host)
-            suite = junit.suite_from_stage(r.stage, r.kernel, r.host, extra, r.timestamp)
-            if any(c.log_path for c in suite.cases):
-                suite = dataclasses.replace(suite, cases=[
-                    dataclasses.replace(c, log_path=self.relative(c.log_path))
-                    if c.log_path else c for c in suite.cases])
-            if cells:  # a matrix: the cell names the suite too (hosts repeat across cells)
-                suite = dataclasses.replace(suite, name=f"{r.kernel}/{suite.name}")
-            out.append(suite)
+            for suite in junit.suites_from_stage(r.stage, r.kernel, r.host, extra, r.timestamp):
+                if any(c.log_path for c in suite.cases):
+                    suite = dataclasses.replace(suite, cases=[
+                        dataclasses.replace(c, log_path=self.relative(c.log_path))
+                        if c.log_path else c for c in suite.cases])
+                if cells:  # a matrix: the cell names the suite too (hosts repeat across cells)
+                    suite = dataclasses.replace(suite, name=f"{r.kernel}/{suite.name}")
+                out.append(suite)
         return out
 
     def relative(self, path: Path) -> Path:

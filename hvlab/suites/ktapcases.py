@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from hvlab.bulk import gc_paused
+from hvlab.report.junit import KTAP_SUITE
 from hvlab.results import Status, TestCase
 from hvlab.suites import ktap
 
@@ -44,15 +45,21 @@ def _gist(lines: list[str]) -> str:
     return next((line for line in lines if _TELLS.search(line)), lines[0] if lines else "")
 
 
-def cases_from_document(doc: ktap.Document, prefix: str = "") -> list[TestCase]:
+def cases_from_document(doc: ktap.Document, prefix: str = "",
+                        mark_suites: bool = False) -> list[TestCase]:
     """One case per leaf, named ``prefix: suite.case``; TIMEOUT is an error, a
-    crash a failure of kind crash, SKIP and TODO-not-ok skipped, XFAIL passes."""
+    crash a failure of kind crash, SKIP and TODO-not-ok skipped, XFAIL passes.
+    ``mark_suites``: each case under a top-level suite carries its name (the
+    report gives each KTAP suite a testsuite of its own, junit.KTAP_SUITE)."""
     with gc_paused():
-        return _cases(doc, prefix)
+        return _cases(doc, prefix, mark_suites)
 
 
-def _cases(doc: ktap.Document, prefix: str) -> list[TestCase]:
+def _cases(doc: ktap.Document, prefix: str, mark_suites: bool = False) -> list[TestCase]:
     cases = []
+    tops = {id(n): n.name for n in doc.tests if n.children} if mark_suites else {}
+    owner = {id(leaf): tops[id(top)] for top in doc.tests if id(top) in tops
+             for _, leaf in top.walk()}
     for path, node in doc.leaves():
         name = f"{prefix}: {path}" if prefix else path
         status = STATUS[node.status]
@@ -72,6 +79,8 @@ def _cases(doc: ktap.Document, prefix: str) -> list[TestCase]:
                     message = "not ok (the test printed no diagnostic line)"
         props = {"xfail": node.reason or "expected failure"} if node.directive == "XFAIL" \
             else {}
+        if id(node) in owner:
+            props[KTAP_SUITE] = owner[id(node)]
         cases.append(TestCase(name, status, message, output="\n".join(node.output[-200:]),
                               properties=props, evidence=detail, failure_type=kind))
     return cases

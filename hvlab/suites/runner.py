@@ -87,7 +87,7 @@ def _verdict(test: SuiteTest, result: RemoteResult, stdout: Path) -> list[TestCa
     if test.parser in ("tap", "ktap"):
         with stdout.open("rb") as fh:
             doc = ktap.parse(ktap.text_lines(fh))
-        cases = cases_from_document(doc, name)
+        cases = cases_from_document(doc, name, mark_suites=True)
         if not cases:
             return [TestCase(name, Status.ERROR, f"no {test.parser.upper()} results in the "
                              f"output (exit {result.exit_status})", output=result.output)]

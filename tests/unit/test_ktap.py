@@ -179,3 +179,20 @@ def test_kselftest_output_recorded_from_an_e2e_run() -> None:
     assert len(vdso) >= 5, sorted(cases)
     assert all(cases[n].status in (Status.PASS, Status.SKIP) for n in vdso)
     assert not [c for c in cases.values() if c.status in (Status.FAIL, Status.ERROR)]
+
+
+def test_a_suites_ktap_suites_get_testsuites_of_their_own() -> None:
+    from hvlab.report import junit
+    from hvlab.results import StageResult
+    from hvlab.suites.ktapcases import cases_from_document
+
+    doc = ktap.parse(KUNIT.splitlines())
+    cases = cases_from_document(doc, "kunit", mark_suites=True)
+    stage = StageResult.from_cases("hyperv-drivers", [*cases], 2.0)
+    suites = junit.suites_from_stage(stage, "k", "q")
+    assert [(s.name, s.classname, len(s.cases)) for s in suites] == [
+        ("q.hyperv-drivers:example", "k.q.hyperv-drivers:example", 3),
+        ("q.hyperv-drivers:crashy", "k.q.hyperv-drivers:crashy", 3)]
+    # without KTAP suites a stage stays one testsuite
+    plain = StageResult.from_cases("boot", [*cases_from_document(doc, "x")], 1.0)
+    assert [s.name for s in junit.suites_from_stage(plain, "k", "q")] == ["q.boot"]
