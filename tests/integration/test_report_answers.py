@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,12 @@ def test_report_mail_answers_the_failing_patch_and_sends_it(
         env: Env, run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     done = env.inv("report.mail", "--run", str(run_dir), "--sender", SENDER)
     assert done.returncode == 0, done.stderr
-    mails = read_mails(env.latest / "mail")
+    # report.mail reads a run's results and leaves reports/latest on them
+    assert (env.reports / "latest").resolve() == run_dir
+    where = re.search(r"; report (\S+)/junit\.xml", done.stderr)
+    assert where, done.stderr
+    folder = env.root / where.group(1)
+    mails = read_mails(folder / "mail")
     assert len(mails) == 1  # patch 2 passed everything; the build passed
     m = mails[0]
     assert m["Subject"] == f"Re: [PATCH 1/2] {ONE}"
@@ -71,7 +77,7 @@ def test_report_mail_answers_the_failing_patch_and_sends_it(
         in body
     assert "reproduce:" in body and "C=2 drivers/hv/vmbus_drv.o" in body
     assert "build --kernel k --series lore:ans-0@hvlab.invalid\n" in body  # the run's command
-    assert "quoted-printable" not in (env.latest / "mail" / "01.eml").read_text()
+    assert "quoted-printable" not in (folder / "mail" / "01.eml").read_text()
 
     received: list[tuple[str, bytes]] = []
 

@@ -167,8 +167,8 @@ def test_100_mb_of_output_is_capped_with_flat_memory(env: Env, vmlinuz: str,
     cases = env.suite("q.flood")
     assert status(cases["flood"]) == "pass" and status(cases["next"]) == "pass"
     assert len(cases["flood"].system_out) < 100_000  # capped, with the log's path
-    log = Path(cases["flood"].system_out.split("full log: ")[-1].split()[0]) \
-        if "full log: " in cases["flood"].system_out else None
+    log = env.latest / cases["flood"].system_out.split("full log: ")[-1].split()[0] \
+        if "full log: " in cases["flood"].system_out else None  # relative to the run folder
     assert (env.latest / "logs" / "suite-flood-flood.out").stat().st_size >= 100_000_000
     assert log is None or log.exists()
 
