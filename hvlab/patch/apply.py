@@ -7,11 +7,14 @@ Results are cached by (base commit, patchset hash, checkpatch on/off).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
 import re
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,7 +128,9 @@ def apply_series(ws: Workspace, kernel: str, base: str, series: LoadedSeries,
                                        properties=props, cached=True))
     tree = checkout(ws, kernel, base, progress)
     g = Git(work_tree=tree)
-    g.run("checkout", "--quiet", "-B", branch, base)
+    # the tree is at base, detached: name it (a checkout -B would walk the index again)
+    g.run("update-ref", f"refs/heads/{branch}", base)
+    g.run("symbolic-ref", "HEAD", f"refs/heads/{branch}")
     applied, all_cases = _apply_all(g, tree, base, series, checkpatch_profile, log, progress)
     commit = g.rev("HEAD") or base
     if applied == len(series.patches):
@@ -157,20 +162,27 @@ def _cached(ws: Workspace, kernel: str, record: Path, ref: str, branch: str, mat
 def _apply_all(g: Git, tree: Path, base: str, series: LoadedSeries,
                checkpatch_profile: Profile | None, log: Path, progress: Progress
                ) -> tuple[int, list[TestCase]]:
-    """Each patch in turn (after a failure the rest are SKIPPED), then each one's
-    checkpatch case; a series that did not apply whole leaves the tree clean."""
+    """The series in one git am, else each patch in turn (after a failure the rest
+    are SKIPPED), then each one's checkpatch case; a series that did not apply
+    whole leaves the tree clean."""
     base_date = g.out("log", "-1", "--format=@%ct +0000", base)
     cases: list[TestCase] = []
     check_cases: list[TestCase] = []
+    to_check: list[tuple[Patch, Path]] = []
     failed: Patch | None = None
     applied = 0
     try:
         with tempfile.TemporaryDirectory(prefix="hvlab-patch-") as tmp:
-            for patch in series.patches:
-                # named after its source so checkpatch and git name it recognisably
-                file = Path(tmp) / f"{patch.index:04d}-{Path(patch.source).name}"
+            # named after their sources so checkpatch and git name them recognisably
+            files = [Path(tmp) / f"{p.index:04d}-{Path(p.source).name}" for p in series.patches]
+            for patch, file in zip(series.patches, files, strict=True):
                 file.write_bytes(patch.data)
-                if failed is not None:
+            batch = _apply_batch(g, series, files, log, progress)
+            for i, (patch, file) in enumerate(zip(series.patches, files, strict=True)):
+                if batch is not None:
+                    cases.append(batch[i])
+                    applied += 1
+                elif failed is not None:
                     cases.append(TestCase(patch.subject, Status.SKIP,
                                           f"not applied: patch {failed.index} "
                                           f"'{failed.subject}' failed before it"))
@@ -183,13 +195,40 @@ def _apply_all(g: Git, tree: Path, base: str, series: LoadedSeries,
                         applied += 1
                     else:
                         failed = patch
-                if checkpatch_profile is not None:
-                    check_cases.append(_checkpatch_case(tree, patch, file, checkpatch_profile,
-                                                        log))
+                to_check.append((patch, file))
+            if checkpatch_profile is not None:
+                check_cases = _checkpatch_all(tree, to_check, checkpatch_profile, log)
     finally:
         if applied < len(series.patches):
             restore_clean(tree)
     return applied, cases + check_cases
+
+
+def _apply_batch(g: Git, series: LoadedSeries, files: list[Path], log: Path,
+                 progress: Progress) -> list[TestCase] | None:
+    """A mailed series in one ``git am`` (the same commits as one call per patch,
+    without walking the kernel's index for each): a PASS case per patch, or
+    None, the tree back on its base, when any patch did not apply, so that
+    they are applied one by one and the failing one is named."""
+    patches = series.patches
+    if len(patches) < 2 or any(p.kind != "mail" for p in patches):
+        return None
+    progress.stage("patch", f"[1-{len(patches)}/{len(patches)}] in one git am")
+    t0 = time.monotonic()
+    code, out, err = g.run("am", "-3", "--committer-date-is-author-date", "--keep-cr",
+                           *map(str, files), env=IDENTITY, check=False)
+    text = (out + err).strip()
+    with log.open("a") as fh:
+        fh.write(f"\n=== [1-{len(patches)}] git am of the whole series\n{text}\n")
+    if code != 0:
+        g.run("am", "--abort", check=False)
+        with log.open("a") as fh:
+            fh.write("(the series did not apply whole: one patch at a time)\n")
+        return None
+    took = (time.monotonic() - t0) / len(patches)
+    applying = [line for line in text.splitlines() if line.startswith("Applying: ")]
+    return [TestCase(p.subject, Status.PASS, output=applying[i] if i < len(applying) else text,
+                     duration=took, log_path=log) for i, p in enumerate(patches)]
 
 
 def _apply_case(g: Git, patch: Patch, file: Path, base_date: str, log: Path) -> TestCase:
@@ -203,6 +242,28 @@ def _apply_case(g: Git, patch: Patch, file: Path, base_date: str, log: Path) -> 
            f"conflicts in {', '.join(files) or 'unknown files'}")
     return TestCase(patch.subject, Status.FAIL, msg, output=text,
                     duration=time.monotonic() - t0, log_path=log)
+
+
+def _checkpatch_all(tree: Path, items: list[tuple[Patch, Path]], profile: Profile,
+                    log: Path) -> list[TestCase]:
+    """checkpatch on every patch file, as many at once as there are cores (it
+    reads the patch and the tree's scripts, never the applied state); each
+    writes a log of its own, appended to ``log`` in the series' order."""
+    if not items:
+        return []
+    logs = [log.with_name(f".{log.name}.checkpatch-{i}") for i in range(len(items))]
+    try:
+        with ThreadPoolExecutor(max_workers=min(len(items), os.cpu_count() or 1)) as pool:
+            futures = [pool.submit(_checkpatch_case, tree, patch, file, profile, own)
+                       for (patch, file), own in zip(items, logs, strict=True)]
+            cases = [f.result() for f in futures]
+    finally:
+        with log.open("a") as out:
+            for own in logs:
+                if own.is_file():
+                    out.write(own.read_text(errors="replace"))
+                    own.unlink()
+    return [dataclasses.replace(c, log_path=log) for c in cases]
 
 
 def _checkpatch_case(tree: Path, patch: Patch, file: Path, profile: Profile,
