@@ -69,24 +69,27 @@ _NOWHERE = "/nonexistent/hvlab-tar-root"
 
 def safe_member(m: tarfile.TarInfo) -> str:
     """The standard library's own refusal (``tarfile.data_filter``: absolute
-    paths, paths and links leading outside the tree, devices and fifos), then
-    what it lets through and hvlab refuses too (any ``..``, drive letters).
-    Returns the member's normalised path; raises ValueError."""
-    try:
-        tarfile.data_filter(m, _NOWHERE)
-    except tarfile.FilterError as exc:
-        why = _REFUSED.get(type(exc), "refused by tarfile.data_filter")
-        link = f" -> {m.linkname!r}" if m.issym() or m.islnk() else ""
-        raise ValueError(f"{why}: {m.name!r}{link}") from None
+    paths, paths and links leading outside the tree, devices and fifos), where
+    this Python has it, then hvlab's own check, which also refuses what the
+    filter lets through (any ``..``, drive letters) and stands alone on an
+    older Python.  Returns the member's normalised path; raises ValueError."""
+    data_filter = getattr(tarfile, "data_filter", None)  # Python 3.11.4+ (Debian 12: 3.11.2)
+    if data_filter is not None:
+        try:
+            data_filter(m, _NOWHERE)
+        except tarfile.TarError as exc:  # its FilterError
+            why = _REFUSED.get(type(exc).__name__, "refused by tarfile.data_filter")
+            link = f" -> {m.linkname!r}" if m.issym() or m.islnk() else ""
+            raise ValueError(f"{why}: {m.name!r}{link}") from None
     return check_member(m.name, _kind(m), m.linkname)
 
 
-_REFUSED: dict[type[Exception], str] = {
-    tarfile.AbsolutePathError: "absolute path",
-    tarfile.OutsideDestinationError: "path leading outside the tree",
-    tarfile.SpecialFileError: "device, fifo or other special file",
-    tarfile.AbsoluteLinkError: "link to an absolute path",
-    tarfile.LinkOutsideDestinationError: "link escaping the tree",
+_REFUSED = {  # tarfile's filter errors by name: they exist only where data_filter does
+    "AbsolutePathError": "absolute path",
+    "OutsideDestinationError": "path leading outside the tree",
+    "SpecialFileError": "device, fifo or other special file",
+    "AbsoluteLinkError": "link to an absolute path",
+    "LinkOutsideDestinationError": "link escaping the tree",
 }
 
 

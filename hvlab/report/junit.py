@@ -77,6 +77,16 @@ def suite_from_stage(
 KTAP_SUITE = "ktap_suite"  # a case property: the KTAP suite (KUnit suite) it reported in
 
 
+def case_classname(kernel: str, host: str, stage: str, case: TestCase) -> str:
+    """The classname junit.xml gives ``case`` of ``stage`` (its own when it came
+    from another report; its KTAP suite's testsuite when it reported in one):
+    what compare, known failures and the summaries key it by."""
+    if case.classname:
+        return case.classname
+    ktap = case.properties.get(KTAP_SUITE, "")
+    return classname(kernel, host, f"{stage}:{ktap}" if ktap else stage)
+
+
 def suites_from_stage(
     stage: StageResult, kernel: str, host: str = "local", extra: Mapping[str, str] | None = None,
     timestamp: str = "",
@@ -89,11 +99,13 @@ def suites_from_stage(
         groups.setdefault(c.properties.get(KTAP_SUITE, ""), []).append(c)
     if set(groups) <= {""}:
         return [suite_from_stage(stage, kernel, host, extra, timestamp)]
+    split = {name: sum(c.duration for c in cases) for name, cases in groups.items() if name}
     out = []
-    for name, cases in groups.items():
+    for name, cases in groups.items():  # the stage's time counted once, over its parts
+        took = split[name] if name else max(stage.duration - sum(split.values()), 0.0)
         part = dataclasses.replace(
             stage, name=f"{stage.name}:{name}" if name else stage.name, cases=tuple(cases),
-            duration=stage.duration if not name else sum(c.duration for c in cases))
+            duration=took)
         out.append(suite_from_stage(part, kernel, host, extra, timestamp))
     return out
 

@@ -13,8 +13,8 @@ stage begins, so a usage error (a missing flag, a bad plan name) leaves an
 earlier run's results where CI and ``report.*`` look for them.  Tasks that
 check configs or send what a run found (``config.check``, ``report.mail``,
 ``report.patchwork``, whose default run is reports/latest) never move it.
-Where no latest exists yet any run folder becomes it: a pipeline always
-finds a report.
+Where no latest exists yet any run folder becomes it when it finishes: a
+pipeline always finds a report.
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ class RunFolder:
 
     def case_results(self) -> dict[tuple[str, str], CaseResult]:
         """Every recorded case by (classname, name), as compare reads them."""
-        return {(junit.classname(r.kernel, r.host, r.stage.name), c.name):
+        return {(junit.case_classname(r.kernel, r.host, r.stage.name, c), c.name):
                 CaseResult(c.status, c.flaky, c.message)
                 for r in self.recorded for c in r.stage.cases}
 
@@ -198,9 +198,10 @@ class RunFolder:
         """Stage statuses, with the failures known-failure entries cover left out."""
         out = []
         for r in self.recorded:
-            cls = junit.classname(r.kernel, r.host, r.stage.name)
             if self.known and r.stage.cases:
-                out += [c.status for c in r.stage.cases if (cls, c.name) not in self.known]
+                out += [c.status for c in r.stage.cases
+                        if (junit.case_classname(r.kernel, r.host, r.stage.name, c), c.name)
+                        not in self.known]
             else:
                 out.append(r.stage.status)
         return out
@@ -265,7 +266,7 @@ class RunFolder:
         write_summaries(self.path, f"hvlab {self.task}: exit {exit_code}",
                         [_view(s) for s in suites], self.facts(), self.classes,
                         self.known, [f"error: {error}"] if error else [])
-        self._maybe_point_latest()
+        self._maybe_point_latest(final=True)
         return xml
 
     def _write_meta(self, exit_code: int | None, error: str | None, finished: bool) -> None:
@@ -346,13 +347,15 @@ class RunFolder:
         """A stage began or recorded something."""
         return self._began or bool(self.recorded)
 
-    def _maybe_point_latest(self) -> None:
-        """Point reports/latest here when this run has results (or none exists)."""
+    def _maybe_point_latest(self, final: bool = False) -> None:
+        """Point reports/latest here when this run has results, or at the end
+        when none exists (not before: a report.* task with no --run reads
+        latest and must not find its own empty folder there)."""
         latest = self.ws.reports / "latest"
         if self._latest:
             return
         wanted = self._moves_latest and not self.usage_error and self.has_results
-        if wanted or not (latest.is_symlink() or latest.exists()):
+        if wanted or (final and not (latest.is_symlink() or latest.exists())):
             self._point_latest()
             self._latest = True
 
@@ -371,7 +374,7 @@ def _case_meta(c: TestCase) -> dict[str, object]:
 
 def _view(suite: junit.Suite) -> view.SuiteView:
     return view.SuiteView(suite.name, tuple(
-        view.CaseView(c.name, suite.classname, c.status, c.message, c.output,
+        view.CaseView(c.name, c.classname or suite.classname, c.status, c.message, c.output,
                       c.duration, str(c.log_path) if c.log_path else "",
                       c.flaky) for c in suite.cases),
         dict(suite.properties), suite.duration, suite.timestamp)

@@ -240,8 +240,11 @@ def run_suite(ctx: GuestContext, suite: SuiteSpec, log_dir: Path,
             why = "" if crash is not None and crash.kind == "panic" else \
                 continuity.after_loss(ctx, console_before)
             if crash is not None:  # the kernel's failure, not the harness's
-                ctx.gone, ctx.crashed = (f"the kernel crashed in test {test.name}: "
-                                         f"{crash.message}"), True
+                if crash.kind == "panic" or why:  # the guest is gone with it
+                    ctx.gone, ctx.crashed = (f"the kernel crashed in test {test.name}: "
+                                             f"{crash.message}"), True
+                # else the same boot answered again (an Oops it survived): this test
+                # fails, the next ones run
                 found = [replace(c, status=Status.FAIL, failure_type="crash",
                                  message=f"the kernel crashed during the test: {crash.message}",
                                  evidence=crash.excerpt,

@@ -81,8 +81,8 @@ def explain(parser: Parser, argv: Sequence[str], exc: Exception) -> str:
                 flag = argv[i - 1]
                 break
         else:
-            flag = "a flag"
-        task_name = _task_before(argv, argv.index(flag) if flag in argv else len(argv), names)
+            flag, i = "a flag", len(argv)
+        task_name = _task_before(argv, i, names)
         where = f"inv {task_name} " if task_name else ""
         return f"{where}{flag} {value!r}: expected a {kind}"
     m = _UNKNOWN.match(str(exc))
@@ -110,6 +110,8 @@ def install() -> None:
         try:
             return original(self, argv)
         except (ParseError, ValueError) as exc:
+            if "--complete" in sys.argv:  # shell completion reads invoke's own ParseError
+                raise
             fail(explain(self, argv, exc))
 
     parse_argv.hvlab = True  # type: ignore[attr-defined]

@@ -92,7 +92,7 @@ def _add_suites(s: Session, suites: list[view.SuiteView], origin: str,
 
 
 def _add_junit(s: Session, path: Path) -> None:
-    _add_suites(s, _read(path), str(path))
+    _add_suites(s, _read(path), str(path), _copy_logs(s, path))
 
 
 def merge(s: Session, places: list[Path]) -> None:
@@ -168,7 +168,7 @@ def compare_runs(s: Session, baseline: Path, current: Path | None, gate_mode: st
         if any(e.matches(k) for k in now):
             s.progress.info(f"known failure '{e.pattern}' ran and passed: remove it?")
     known = {k: e.reason for k, e in outcome.known.items()}
-    _add_suites(s, view.parse(now_xml), str(run_dir))
+    _add_suites(s, view.parse(now_xml), str(run_dir), _copy_logs(s, run_dir))
     s.run.info.update(baseline=str(baseline), compared=str(run_dir))
     tally: dict[str, int] = {}
     for k, c in classes.items():

@@ -118,3 +118,9 @@ def test_json_outputs_for_scripts(env: Env) -> None:
     assert issue["file"].endswith("hosts/broken.yaml") and issue["line"] == 2
     assert issue["field"] == "memory" and report["exit_code"] == 2
     assert env.inv("run", "--json").returncode == 2  # --json only with --dry-run
+
+
+def test_a_report_task_with_no_run_and_no_latest_does_not_read_itself(env: Env) -> None:
+    done = env.inv("report.mail")
+    assert done.returncode == 2, done.stderr
+    assert "reports/latest does not exist" in done.stderr

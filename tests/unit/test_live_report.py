@@ -26,8 +26,9 @@ def test_a_run_that_stops_anywhere_leaves_a_report_of_what_it_did(tmp_path: Path
     run = RunFolder(ws, "boot", ["boot"])
     run.checkpoint()
     assert cases(run) == {"run did not finish (between stages)": Status.ERROR}
-    assert (ws.reports / "latest").resolve() == run.path
+    assert not (ws.reports / "latest").exists()  # no results yet: latest waits for them
     token = run.begin("build (k)")
+    assert (ws.reports / "latest").resolve() == run.path  # a stage began
     assert cases(run) == {"run did not finish (stage build (k) was running)": Status.ERROR}
     run.add(StageResult.from_cases("build", [TestCase("build: k", Status.PASS)], 1.0), "k")
     run.end(token)
@@ -71,3 +72,20 @@ def test_every_file_of_a_run_folder_is_readable_by_others(tmp_path: Path) -> Non
     modes = {p.name: p.stat().st_mode & 0o777 for p in run.path.iterdir() if p.is_file()}
     assert set(modes) >= {"junit.xml", "summary.md", "report.html", "metadata.json"}
     assert set(modes.values()) == {0o666 & ~junit._UMASK}, modes
+
+
+def test_cases_are_keyed_by_the_classname_junit_xml_gives_them(tmp_path: Path) -> None:
+    """compare and known failures key a case by (classname, name): for a case
+    in a KTAP suite's own testsuite that is that testsuite's classname."""
+    from hvlab.report.junit import KTAP_SUITE
+
+    ws = Workspace(tmp_path, tmp_path / "configs", tmp_path / "kernels", tmp_path / "reports")
+    run = RunFolder(ws, "test", ["test"])
+    run.add(StageResult.from_cases("drivers", [
+        TestCase("kunit: hv.a", Status.FAIL, "x", properties={KTAP_SUITE: "hv"}),
+        TestCase("plain", Status.PASS)], 3.0), "k", "q")
+    run.finish(1)
+    in_xml = {(c.classname, c.name) for s in view.parse((run.path / "junit.xml").read_text())
+              for c in s.cases}
+    assert set(run.case_results()) == in_xml == {("k.q.drivers:hv", "kunit: hv.a"),
+                                                 ("k.q.drivers", "plain")}

@@ -32,19 +32,23 @@ TYPES = {"file": tarfile.REGTYPE, "other": tarfile.CHRTYPE, "symlink": tarfile.S
          "hardlink": tarfile.LNKTYPE}
 
 
-@pytest.mark.parametrize("name,kind,link,why", [
-    ("/etc/passwd", "file", "", "absolute path"),  # data_filter strips the slash; hvlab not
-    ("linux/../../escape", "file", "", "path leading outside the tree"),
-    ("linux/dev/sda", "other", "", "device, fifo or other special file"),
-    ("linux/link", "symlink", "/etc/shadow", "link to an absolute path"),
-    ("linux/a/link", "symlink", "../../../outside", "link escaping the tree"),
-    ("linux/a/../b", "file", "", "path with '..'"),  # inside the tree: data_filter lets it by
+@pytest.mark.parametrize("name,kind,link,why,without_filter", [
+    ("/etc/passwd", "file", "", "absolute path", "absolute path"),  # the filter strips "/"
+    ("linux/../../escape", "file", "", "path leading outside the tree", "path with '..'"),
+    ("linux/dev/sda", "other", "", "device, fifo or other special file", "device, fifo"),
+    ("linux/link", "symlink", "/etc/shadow", "link to an absolute path", "absolute path"),
+    ("linux/a/link", "symlink", "../../../outside", "link escaping the tree",
+     "escapes the tree"),
+    ("linux/a/../b", "file", "", "path with '..'", "path with '..'"),  # the filter lets it by
 ])
-def test_tarfile_data_filter_judges_members_first(name: str, kind: str, link: str,
-                                                  why: str) -> None:
+def test_tarfile_data_filter_judges_members_first(name: str, kind: str, link: str, why: str,
+                                                  without_filter: str) -> None:
+    """tarfile.data_filter's verdict where this Python has it (3.11.4+), hvlab's
+    own check alone on an older one (Debian 12's 3.11.2)."""
     member = tarfile.TarInfo(name)
     member.type, member.linkname = TYPES[kind], link
-    with pytest.raises(ValueError, match=re.escape(why)):
+    expected = why if hasattr(tarfile, "data_filter") else without_filter
+    with pytest.raises(ValueError, match=re.escape(expected)):
         safe_member(member)
 
 
