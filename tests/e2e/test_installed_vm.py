@@ -48,7 +48,7 @@ def test_a_panic_at_boot_is_reset_and_the_vm_serves_the_next_cell(vm_image_built
                          "\tpanic(\"hvlab test: this kernel panics at boot\");\n")
     shutil.copytree(series, env.configs / "patches" / "panic-at-boot")
     done = env.inv("run", "--series", "panic-at-boot", "--series", "hyperv-sample",
-                   "--host", "local-debian-vm", "--suite", "boot-health", timeout=5400)
+                   "--host", "local-debian-vm", "--suite", "boot-health", timeout=1200)
     assert done.returncode == 1, done.stderr[-3000:]
     assert done.stderr.count("VM local-debian-vm up on") == 1  # one VM served both cells
     fallback = default_release(env)
@@ -89,7 +89,7 @@ def test_a_root_disk_the_kernel_has_no_driver_for_is_named(vm_image_built: Env) 
     text = (env.configs / "hosts" / "local-debian-vm.yaml").read_text()
     env.write("hosts/local-debian-vm-sata.yaml", text.replace("disk_bus: virtio", "disk_bus: sata"))
     done = env.inv("boot", "--kernel", "linux-6.1", "--series", "hyperv-sample",
-                   "--host", "local-debian-vm-sata", timeout=3600)
+                   "--host", "local-debian-vm-sata", timeout=900)
     assert done.returncode == 1, done.stderr[-3000:]
     case = env.suite("local-debian-vm-sata.boot")["boot: local-debian-vm-sata"]
     assert status(case) == "failure"
