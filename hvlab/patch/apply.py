@@ -80,12 +80,15 @@ def _case_from_json(d: dict[str, object]) -> TestCase:
                     float(str(d["duration"])))
 
 
+# how a mail is applied, alone or with the rest of its series (the same commits)
+GIT_AM = ("am", "-3", "--committer-date-is-author-date", "--keep-cr")
+
+
 def _apply_one(g: Git, patch: Patch, file: Path, base_date: str, log: Path) -> tuple[bool, str]:
     with log.open("a") as fh:
         fh.write(f"\n=== [{patch.index}] {patch.subject} ({patch.source})\n")
     if patch.kind == "mail":
-        code, out, err = g.run("am", "-3", "--committer-date-is-author-date", "--keep-cr",
-                               str(file), env=IDENTITY, check=False)
+        code, out, err = g.run(*GIT_AM, str(file), env=IDENTITY, check=False)
         text = (out + err).strip()
         if code != 0:
             g.run("am", "--abort", check=False)
@@ -215,8 +218,7 @@ def _apply_batch(g: Git, series: LoadedSeries, files: list[Path], log: Path,
         return None
     progress.stage("patch", f"[1-{len(patches)}/{len(patches)}] in one git am")
     t0 = time.monotonic()
-    code, out, err = g.run("am", "-3", "--committer-date-is-author-date", "--keep-cr",
-                           *map(str, files), env=IDENTITY, check=False)
+    code, out, err = g.run(*GIT_AM, *map(str, files), env=IDENTITY, check=False)
     text = (out + err).strip()
     with log.open("a") as fh:
         fh.write(f"\n=== [1-{len(patches)}] git am of the whole series\n{text}\n")

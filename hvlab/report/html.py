@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from hvlab.report.sanitize import clean
-from hvlab.report.view import SuiteView, counts
+from hvlab.report.view import SuiteView, counts, verdict
 from hvlab.results import Status
 
 CSS = """
@@ -106,15 +106,6 @@ def _timeline(suites: list[SuiteView]) -> list[str]:
     return out
 
 
-def _verdict(suites: list[SuiteView]) -> str:
-    statuses = [c.status for s in suites for c in s.cases]
-    if any(st is Status.ERROR for st in statuses):
-        return "error"
-    if any(st is Status.FAIL for st in statuses):
-        return "fail"
-    return "pass" if any(st is Status.PASS for st in statuses) or not statuses else "skip"
-
-
 def _environment(facts: Mapping[str, str], links: Sequence[tuple[str, str]]) -> list[str]:
     out = ["<h2 id='environment'>Environment</h2><table>"]
     out += [f"<tr><th>{_e(k)}</th><td><code>{_e(v)}</code></td></tr>"
@@ -134,11 +125,11 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str], base: 
     ``links``: (label, path relative to it) of the run's console, dmesg, config."""
     total = counts(suites)
     known = known or {}
-    verdict = _verdict(suites)
+    said = verdict(total).value
     out = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
            f"<h1>{_e(title)}</h1>",
-           f"<p class='verdict v-{verdict}' id='verdict'>{_e(verdict.upper())}: "
+           f"<p class='verdict v-{said}' id='verdict'>{_e(said.upper())}: "
            f"{total[Status.PASS]} passed, {total[Status.FAIL]} failed, "
            f"{total[Status.ERROR]} errors, {total[Status.SKIP]} skipped</p>"]
     anchors = {(i, j): f"c-{i}-{j}" for i, s in enumerate(suites)

@@ -304,24 +304,23 @@ class RunFolder:
     def outcome(self, exit_code: int, error: str | None) -> dict[str, object]:
         """The task's outcome as ``--json`` prints it: exit code, counts, report
         and every case with its status and reason."""
-        n = {st.value: 0 for st in Status}
-        cases = []
-        for r in self.recorded:
-            suite = junit.suite_from_stage(r.stage, r.kernel, r.host).name
-            for c in r.stage.cases:
-                n[c.status.value] += 1
-                cases.append({"suite": suite, "name": clean_line(c.name, limit=500),
-                              "status": c.status.value,
-                              "message": clean_line(c.message, limit=2000)})
+        cases = [{"suite": f"{r.host}.{r.stage.name}", "name": clean_line(c.name, limit=500),
+                  "status": c.status.value, "message": clean_line(c.message, limit=2000)}
+                 for r in self.recorded for c in r.stage.cases]
         return {"task": self.task, "run": self.id, "exit_code": exit_code, "error": error,
-                "report": str(self.path / "junit.xml"), "counts": n, "cases": cases}
+                "report": str(self.path / "junit.xml"),
+                "counts": {st.value: k for st, k in self._counts().items()}, "cases": cases}
 
-    def tally(self) -> str:
-        """"12 passed, 1 failed, 0 errors, 3 skipped" over every case of the run."""
+    def _counts(self) -> dict[Status, int]:
         n = {st: 0 for st in Status}
         for r in self.recorded:
             for c in r.stage.cases:
                 n[c.status] += 1
+        return n
+
+    def tally(self) -> str:
+        """"12 passed, 1 failed, 0 errors, 3 skipped" over every case of the run."""
+        n = self._counts()
         return (f"{n[Status.PASS]} passed, {n[Status.FAIL]} failed, {n[Status.ERROR]} errors, "
                 f"{n[Status.SKIP]} skipped")
 

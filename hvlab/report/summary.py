@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from hvlab.report.sanitize import clean_line
-from hvlab.report.view import CaseView, SuiteView, counts
+from hvlab.report.view import CaseView, SuiteView, counts, verdict
 from hvlab.results import Status
 
 ICON = {"pass": "✅", "fail": "❌", "error": "⛔", "skip": "⏭️"}
@@ -45,14 +45,6 @@ def _failure(s: SuiteView, c: CaseView) -> str:
     return f"- {ICON[c.status]} **{md(s.name)}** › {md(c.name)}: {_one_line(c.message)}{log}"
 
 
-def _verdict(total: Mapping[Status, int]) -> str:
-    if total[Status.ERROR]:
-        return "ERROR"
-    if total[Status.FAIL]:
-        return "FAIL"
-    return "PASS" if total[Status.PASS] or not sum(total.values()) else "SKIP"
-
-
 def render(title: str, suites: list[SuiteView], facts: Mapping[str, str],
            classes: Mapping[tuple[str, str], str] | None = None,
            known: Mapping[tuple[str, str], str] | None = None,
@@ -65,7 +57,8 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str],
     known = known or {}
     total = counts(suites)
     lines = [f"# {md(title)}", "",
-             f"**{_verdict(total)}**: {total[Status.PASS]} passed, {total[Status.FAIL]} failed, "
+             f"**{verdict(total).value.upper()}**: {total[Status.PASS]} passed, "
+             f"{total[Status.FAIL]} failed, "
              f"{total[Status.ERROR]} errors, {total[Status.SKIP]} skipped", ""]
     bad: list[tuple[SuiteView, CaseView]] = [(s, c) for s in suites for c in s.cases
                                              if c.status in ("fail", "error")]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -112,6 +113,16 @@ def parse(xml_text: str) -> list[SuiteView]:
         out.append(SuiteView(s.get("name", ""), tuple(cases), props, _float(s.get("time")),
                              s.get("timestamp", "") or ""))
     return out
+
+
+def verdict(total: Mapping[Status, int]) -> Status:
+    """A run's verdict from its counts: an error over a failure over a pass; all
+    skipped is a skip, and nothing at all a pass."""
+    if total[Status.ERROR]:
+        return Status.ERROR
+    if total[Status.FAIL]:
+        return Status.FAIL
+    return Status.PASS if total[Status.PASS] or not sum(total.values()) else Status.SKIP
 
 
 def counts(suites: list[SuiteView]) -> dict[Status, int]:

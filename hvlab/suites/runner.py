@@ -19,6 +19,7 @@ import shlex
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from hvlab.build import kselftest
 from hvlab.errors import InfraError, Interrupted
@@ -212,6 +213,13 @@ def run_test(ctx: GuestContext, suite: SuiteSpec, test: SuiteTest, log: Path,
     return out
 
 
+def _recast(found: list[TestCase], **verdict: Any) -> list[TestCase]:
+    """A test's cases judged again after the guest went away under it: each but
+    the skipped gets ``verdict``, keeping what it reported in its output."""
+    return [replace(c, output=f"{c.message}\n{c.output}".strip(), **verdict)
+            if c.status is not Status.SKIP else c for c in found]
+
+
 def run_suite(ctx: GuestContext, suite: SuiteSpec, log_dir: Path,
               properties: dict[str, str]) -> StageResult:
     """All tests of ``suite`` in order; a failing test never stops the others."""
@@ -245,16 +253,12 @@ def run_suite(ctx: GuestContext, suite: SuiteSpec, log_dir: Path,
                                              f"{crash.message}"), True
                 # else the same boot answered again (an Oops it survived): this test
                 # fails, the next ones run
-                found = [replace(c, status=Status.FAIL, failure_type="crash",
-                                 message=f"the kernel crashed during the test: {crash.message}",
-                                 evidence=crash.excerpt,
-                                 output=f"{c.message}\n{c.output}".strip())
-                         if c.status is not Status.SKIP else c for c in found]
+                found = _recast(found, status=Status.FAIL, failure_type="crash",
+                                message=f"the kernel crashed during the test: {crash.message}",
+                                evidence=crash.excerpt)
             elif why:
                 ctx.gone = f"{why} (in test {test.name})"
-                found = [replace(c, status=Status.ERROR, message=why,
-                                 output=f"{c.message}\n{c.output}".strip())
-                         if c.status is not Status.SKIP else c for c in found]
+                found = _recast(found, status=Status.ERROR, message=why)
         cases += found
     return StageResult.from_cases(suite.name, cases, time.monotonic() - t0,
                                   properties={**properties, "suite": suite.name})

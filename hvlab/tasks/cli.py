@@ -32,6 +32,7 @@ def task(**kwargs: Any) -> Callable[[Callable[..., Any]], Task[Any]]:
                                                                       **kwargs)
     return decorate
 
+
 _NOT_A_NUMBER = re.compile(r"invalid literal for (int|float)\(\)(?: with base 10)?: '(.*)'$"
                            r"|could not convert string to float: '(.*)'$")
 _UNKNOWN = re.compile(r"^No idea what '(.*)' is!$")
@@ -134,5 +135,5 @@ def setting(c: Any, name: str, given: Any, unset: Any) -> Any:
     kind = _SETTINGS[name]
     if not isinstance(value, kind) or isinstance(value, bool):
         fail(f"invoke configuration (invoke.yaml): hvlab.{name}: {value!r} is not a "
-              f"{'whole number' if kind is int else 'string'}")
+             f"{'whole number' if kind is int else 'string'}")
     return value

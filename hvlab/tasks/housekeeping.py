@@ -67,11 +67,6 @@ def builds(ws: Workspace) -> list[Build]:
     return sorted(out, key=lambda b: b.created)
 
 
-PARTS = (("object store", "store"), ("worktrees", "worktrees"),
-         ("build dirs (incremental)", "build_dirs"), ("ccache", "ccache"),
-         ("guest images", "images"), ("cache", "cache"))
-
-
 @dataclass(frozen=True)
 class KernelsStatus:
     """What `inv status` reports (lines for people, as_json for scripts)."""
@@ -115,22 +110,18 @@ class KernelsStatus:
 
 
 def status(ws: Workspace) -> KernelsStatus:
-    paths = {"store": ws.store, "worktrees": ws.worktrees, "build_dirs": ws.builds / "work",
-             "ccache": ws.kernels / "ccache", "images": ws.kernels / "images",
-             "cache": ws.cache}
     parts = []
-    for label, key in PARTS:
-        path = paths[key]
+    for label, key, path in (
+            ("object store", "store", ws.store), ("worktrees", "worktrees", ws.worktrees),
+            ("build dirs (incremental)", "build_dirs", ws.builds / "work"),
+            ("ccache", "ccache", ws.kernels / "ccache"),
+            ("guest images", "images", ws.kernels / "images"), ("cache", "cache", ws.cache)):
         names: tuple[str, ...] = ()
         if key == "worktrees" and path.is_dir():
             names = tuple(sorted(p.name for p in path.iterdir()))
         parts.append((label, key, size_of(path) if path.exists() else 0, names))
     return KernelsStatus(ws.kernels, tuple(parts), tuple(builds(ws)),
-                  tuple(unfinished.find(ws.reports)), time.time())
-
-
-def status_lines(ws: Workspace) -> list[str]:
-    return status(ws).lines()
+                         tuple(unfinished.find(ws.reports)), time.time())
 
 
 def clean(s: Session, days: float, budget_gb: float, worktrees: bool, dry_run: bool) -> None:
