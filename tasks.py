@@ -452,8 +452,37 @@ def status(c: Context, json: bool = False) -> None:
         print(line)
 
 
+@task(help={"out": "directory to write them to (default: docs/schema in this checkout)",
+            "check": "write nothing; exit 1 when a file there differs from what it would be"})
+def config_schema(c: Context, out: str = "", check: bool = False) -> None:
+    """Write the JSON Schema of each kind of file under configs/ (for editors and
+    check-jsonschema), generated from the shapes the loader reads with."""
+    from hvlab.config import schema_json
+
+    folder = Path(out).expanduser() if out else ROOT / "docs" / "schema"
+    stale = []
+    for name, text in schema_json.documents().items():
+        path = folder / name
+        try:
+            if check:
+                if not path.is_file() or path.read_text("utf-8") != text:
+                    stale.append(str(path))
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, "utf-8")
+        except OSError as e:
+            print(f"hvlab: error: {path}: {e.strerror}", file=sys.stderr)
+            raise SystemExit(3) from None
+        print(path)
+    if stale:
+        print("hvlab: out of date (run inv config.schema): " + ", ".join(stale),
+              file=sys.stderr)
+        raise SystemExit(1)
+
+
 config = Collection("config")
 config.add_task(config_check, name="check", default=True)
+config.add_task(config_schema, name="schema")
 
 image = Collection("image")
 image.add_task(image_build, name="build", default=True)

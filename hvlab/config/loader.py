@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from hvlab.build.kconfig import parse_fragment
-from hvlab.config import yamlnode
+from hvlab.config import schema, yamlnode
 from hvlab.config.reader import ConfigIssue, Issues, MapReader, root_map
+from hvlab.config.shape import Shape
 from hvlab.config.tables import Config
 from hvlab.config.yamlnode import Mark
 from hvlab.errors import UserError
@@ -89,14 +90,14 @@ class _Loader:
         return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and
                       p.is_file())
 
-    def _read(self, path: Path) -> MapReader | None:
+    def _read(self, path: Path, shape: Shape) -> MapReader | None:
         self.config.files.append(path)
         node, problems = yamlnode.load(path, self.show(path))
         for p in problems:
             self.issues.add(p.mark, "", p.message)
         if problems:
             return None
-        return root_map(node, self.show(path), self.issues)
+        return root_map(node, self.show(path), self.issues, shape)
 
     def _name(self, r: MapReader, path: Path) -> str:
         name = path.stem
@@ -126,7 +127,7 @@ class _Loader:
     # -- kernels -----------------------------------------------------------
     def kernels(self) -> None:
         for path in self._yaml_files("kernels"):
-            r = self._read(path)
+            r = self._read(path, schema.KERNEL)
             if r is None:
                 continue
             name = self._name(r, path)
@@ -248,7 +249,7 @@ class _Loader:
 
     def hosts(self) -> None:
         for path in self._yaml_files("hosts"):
-            r = self._read(path)
+            r = self._read(path, schema.HOST)
             if r is None:
                 continue
             name = self._name(r, path)
@@ -264,10 +265,10 @@ class _Loader:
             desc = r.string("description", default="") or ""
             detail = None
             if kind is not None:
+                r.select(kind)
                 detail = kind_class(HostKind(kind)).read_config(r, path, self)
             else:
-                for k in r.keys():
-                    r.raw(k)  # the kind is wrong; do not also call every key unknown
+                r.skip_rest()  # the kind is wrong; do not also call every key unknown
             r.done()
             if detail is not None and kind is not None:
                 self.config.hosts[name] = HostSpec(name, path, HostKind(kind), detail,
@@ -276,7 +277,7 @@ class _Loader:
     # -- suites and plans --------------------------------------------------------
     def suites(self) -> None:
         for path in self._yaml_files("suites"):
-            r = self._read(path)
+            r = self._read(path, schema.SUITE)
             if r is None:
                 continue
             name = self._name(r, path)
@@ -360,7 +361,7 @@ class _Loader:
 
     def plans(self) -> None:
         for path in self._yaml_files("plans"):
-            r = self._read(path)
+            r = self._read(path, schema.PLAN)
             if r is None:
                 continue
             name = self._name(r, path)
@@ -389,7 +390,7 @@ class _Loader:
         path = self.root / "known-failures.yaml"
         if not path.is_file():
             return
-        r = self._read(path)
+        r = self._read(path, schema.KNOWN_FAILURES)
         if r is None:
             return
         for e in r.maps("known_failures", required=True):

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from hvlab.config import shape as shapes
+from hvlab.config.shape import FieldType, Shape
 from hvlab.config.yamlnode import Map, Mark, Node, Scalar, Seq
 
 T = TypeVar("T")
@@ -52,13 +54,34 @@ def _kind(node: Node) -> str:
 
 
 class MapReader:
-    """Reads the keys of one mapping; ``done()`` flags keys nobody read."""
+    """Reads the keys of one mapping; ``done()`` flags keys nobody read.
 
-    def __init__(self, node: Map, path: str, issues: Issues) -> None:
+    With a ``shape``, every key read must be declared there with the type and
+    bounds it is read with (``shape.SchemaDrift`` otherwise), so the shape
+    is the loader's own schema."""
+
+    def __init__(self, node: Map, path: str, issues: Issues,
+                 shape: Shape | None = None) -> None:
         self.node = node
         self.path = path
         self.issues = issues
+        self.shape = shape
         self._read: set[str] = set()
+
+    def select(self, value: str) -> None:
+        """The keys of case ``value`` of the shape (a host's ``kind``) apply."""
+        if self.shape is not None:
+            self.shape = self.shape.case(value)
+
+    def _declared(self, key: str, type_: FieldType | None, required: bool = False,
+                  minimum: int | None = None, maximum: int | None = None,
+                  choices: Sequence[str] | None = None) -> Shape | None:
+        """Check ``key`` against the shape; the shape of its value (object keys)."""
+        if self.shape is None:
+            return None
+        f = shapes.check(self.shape, key, self.path, type_, required, minimum, maximum,
+                         tuple(choices) if choices is not None else None)
+        return f.shape
 
     @property
     def mark(self) -> Mark:
@@ -75,6 +98,10 @@ class MapReader:
         return [k.text for k, _ in self.node.items]
 
     def raw(self, key: str, required: bool = False) -> Node | None:
+        self._declared(key, None)
+        return self._get(key, required)
+
+    def _get(self, key: str, required: bool) -> Node | None:
         self._read.add(key)
         node = self.node.get(key)
         if node is None or (isinstance(node, Scalar) and node.is_null):
@@ -90,7 +117,7 @@ class MapReader:
         return self.node.mark
 
     def _scalar(self, key: str, required: bool) -> Scalar | None:
-        node = self.raw(key, required)
+        node = self._get(key, required)
         if node is None:
             return None
         if not isinstance(node, Scalar):
@@ -99,6 +126,7 @@ class MapReader:
         return node
 
     def string(self, key: str, required: bool = False, default: str | None = None) -> str | None:
+        self._declared(key, "string", required)
         node = self._scalar(key, required)
         if node is None:
             return default
@@ -112,6 +140,7 @@ class MapReader:
     def integer(
         self, key: str, default: int, minimum: int | None = None, maximum: int | None = None
     ) -> int:
+        self._declared(key, "integer", False, minimum, maximum)
         node = self._scalar(key, False)
         if node is None:
             return default
@@ -126,6 +155,7 @@ class MapReader:
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
+        self._declared(key, "boolean")
         node = self._scalar(key, False)
         if node is None:
             return default
@@ -139,6 +169,7 @@ class MapReader:
 
     def enum(self, key: str, choices: Sequence[str], default: str | None = None,
              required: bool = False) -> str | None:
+        self._declared(key, "enum", required, choices=choices)
         node = self._scalar(key, required)
         if node is None:
             return default
@@ -150,7 +181,8 @@ class MapReader:
 
     def str_list(self, key: str, required: bool = False) -> list[tuple[str, Mark]]:
         """A list of strings (a single string is accepted as a list of one)."""
-        node = self.raw(key, required)
+        self._declared(key, "strings", required)
+        node = self._get(key, required)
         if node is None:
             return []
         if isinstance(node, Scalar):
@@ -168,7 +200,8 @@ class MapReader:
         return out
 
     def str_map(self, key: str) -> dict[str, str]:
-        node = self.raw(key)
+        self._declared(key, "mapping")
+        node = self._get(key, False)
         if node is None:
             return {}
         if not isinstance(node, Map):
@@ -184,16 +217,18 @@ class MapReader:
         return out
 
     def map(self, key: str, required: bool = False) -> MapReader | None:
-        node = self.raw(key, required)
+        sub = self._declared(key, "object", required)
+        node = self._get(key, required)
         if node is None:
             return None
         if not isinstance(node, Map):
             self.issues.add(node.mark, self._key(key), f"expected a mapping, got {_kind(node)}")
             return None
-        return MapReader(node, self._key(key), self.issues)
+        return MapReader(node, self._key(key), self.issues, sub)
 
     def maps(self, key: str, required: bool = False) -> list[MapReader]:
-        node = self.raw(key, required)
+        sub = self._declared(key, "objects", required)
+        node = self._get(key, required)
         if node is None:
             return []
         if not isinstance(node, Seq):
@@ -205,11 +240,15 @@ class MapReader:
                 self.issues.add(item.mark, f"{self._key(key)}[{i}]",
                                 f"expected a mapping, got {_kind(item)}")
                 continue
-            out.append(MapReader(item, f"{self._key(key)}[{i}]", self.issues))
+            out.append(MapReader(item, f"{self._key(key)}[{i}]", self.issues, sub))
         return out
 
     def error(self, key: str, message: str, mark: Mark | None = None) -> None:
         self.issues.add(mark or self.key_mark(key), self._key(key), message)
+
+    def skip_rest(self) -> None:
+        """Every key counts as read (a mapping too broken to check key by key)."""
+        self._read.update(k.text for k, _ in self.node.items)
 
     def done(self) -> None:
         for k, _ in self.node.items:
@@ -225,11 +264,12 @@ class MapReader:
         return result
 
 
-def root_map(node: Node | None, file: str, issues: Issues) -> MapReader | None:
+def root_map(node: Node | None, file: str, issues: Issues,
+             shape: Shape | None = None) -> MapReader | None:
     if node is None:
         issues.add(Mark(file, 1, 1), "", "file is empty")
         return None
     if not isinstance(node, Map):
         issues.add(node.mark, "", f"the top level must be a mapping, got {_kind(node)}")
         return None
-    return MapReader(node, "", issues)
+    return MapReader(node, "", issues, shape)

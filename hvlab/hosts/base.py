@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from hvlab.config.shape import Field, Shape
 from hvlab.model import HostSpec, SshEndpoint
 from hvlab.results import StageResult, Status, TestCase
 from hvlab.workspace import Workspace
@@ -24,6 +25,24 @@ if TYPE_CHECKING:
     from hvlab.config.reader import MapReader
     from hvlab.config.tables import Config
     from hvlab.ssh import SshSession
+
+
+def endpoint_fields(address_required: bool = True) -> dict[str, Field]:
+    """The keys ``ConfigContext.endpoint`` reads: how hvlab reaches a machine by SSH."""
+    return {
+        "address": Field("string", "host name or IP address", required=address_required),
+        "port": Field("integer", "SSH port (default 22)", minimum=1, maximum=65535),
+        "user": Field("string", "login user (default root)"),
+        "key": Field("string", "private key file (relative to this file)"),
+        "password_env": Field("string", "environment variable holding the password"),
+        "host_key": Field("string", "pinned host key fingerprint, SHA256:<43 base64 chars>"),
+        "known_hosts": Field("string", "known_hosts file to check the host key against"),
+        "host_key_policy": Field("enum", "strict (default) or accept-new",
+                                 choices=("strict", "accept-new")),
+        "connect_timeout": Field("integer", "seconds to wait for the connection (default 10)",
+                                 minimum=1, maximum=600),
+        "via": Field("string", "another host to reach this one through (jump host)"),
+    }
 
 
 class ConfigContext(Protocol):
@@ -105,6 +124,8 @@ class Host(Protocol):
 
 class HostKindClass(Protocol):
     """The class behind a ``kind:``."""
+
+    SHAPE: Shape  # the keys read_config reads
 
     def __call__(self, spec: HostSpec, env: HostEnv) -> Host: ...
 

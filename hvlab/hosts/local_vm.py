@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from hvlab import cancel, procs
 from hvlab.boot import vm_image
+from hvlab.config.shape import Field, Shape
 from hvlab.errors import InfraError
 from hvlab.hosts.disk_vm import DISK_BUSES, DiskVm
 from hvlab.model import HostSpec, LocalVm, SshEndpoint
@@ -32,6 +33,14 @@ IMAGES = ("debian-12",)
 # What the host file must not set beside vm: (hvlab owns them for its VM).
 OWNED = ("address", "port", "user", "key", "password_env", "host_key", "known_hosts",
          "host_key_policy", "via", "power_cycle", "console")
+SHAPE = Shape({
+    "image": Field("enum", "the disk image inv image.vm builds", choices=IMAGES),
+    "memory": Field("integer", "memory in MiB (default 1024)", minimum=256, maximum=65536),
+    "cpus": Field("integer", "CPUs (default 2)", minimum=1, maximum=64),
+    "disk_bus": Field("enum", "how the root disk is attached (default virtio)",
+                      choices=DISK_BUSES),
+    "accel": Field("enum", "tcg (default) or kvm", choices=("tcg", "kvm")),
+})
 
 
 def read_vm(r: MapReader) -> LocalVm:

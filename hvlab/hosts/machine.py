@@ -18,9 +18,17 @@ from typing import TYPE_CHECKING
 
 from hvlab.boot import guest_image
 from hvlab.boot.verify import host_lease, target_from_build
+from hvlab.config.shape import Field, Shape
 from hvlab.errors import HvlabError, UserError
 from hvlab.hosts import local_vm
-from hvlab.hosts.base import BootedGuest, CellLog, ConfigContext, HostEnv, check_failed
+from hvlab.hosts.base import (
+    BootedGuest,
+    CellLog,
+    ConfigContext,
+    HostEnv,
+    check_failed,
+    endpoint_fields,
+)
 from hvlab.hosts.oneshot import ConsoleCapture, install_and_boot
 from hvlab.hosts.sessions import close_chain, open_session
 from hvlab.model import HostSpec, LocalVm, SshEndpoint, SshHost
@@ -80,7 +88,23 @@ class _Machine:
 
 
 class SshKind:
-    """``kind: ssh``."""
+    """``kind: ssh``: a machine reached by SSH, or (``vm:``) a local VM hvlab starts."""
+
+    _COMMON = {
+        "boot_method": Field("enum", "how the build is booted: auto, kexec or grub",
+                             choices=BOOT_METHODS),
+        "keep_kernels": Field("integer", "hvlab kernels kept installed (default 2)",
+                              minimum=1, maximum=100),
+    }
+    SHAPE = Shape({}, alternatives=(
+        Shape({**endpoint_fields(), **_COMMON,
+               "power_cycle": Field("strings", "command run here to hard-reset the machine"),
+               "console": Field("strings", "command run here that prints its serial console"),
+               }, "a machine hvlab reaches at its address"),
+        Shape({"vm": Field("object", "the local VM hvlab starts", required=True,
+                           shape=local_vm.SHAPE), **_COMMON},
+              "an installed VM on this machine, started by hvlab"),
+    ))
 
     def __init__(self, spec: HostSpec, env: HostEnv) -> None:
         assert isinstance(spec.detail, SshHost)
@@ -93,7 +117,7 @@ class SshKind:
     def read_config(r: MapReader, path: Path, ctx: ConfigContext) -> SshHost:
         if r.has("vm"):
             local_vm.refuse_owned(r)
-            vm = r.nested("vm", local_vm.read_vm)
+            vm = r.nested("vm", local_vm.read_vm, required=True)
             return SshHost(
                 endpoint=SshEndpoint("127.0.0.1"),  # the VM's, known once it runs
                 boot_method=r.enum("boot_method", BOOT_METHODS, default="grub") or "grub",

@@ -29,6 +29,7 @@ from hvlab.boot.verify import (
     target_from_build,
     verify_booted,
 )
+from hvlab.config.shape import Field, Shape
 from hvlab.errors import InfraError, UserError
 from hvlab.hosts.base import BootedGuest, CellLog, ConfigContext, HostEnv, check_failed
 from hvlab.hosts.qemu_guest import QEMU, Guest, QemuGuest
@@ -46,6 +47,16 @@ if TYPE_CHECKING:
 
 class QemuKind:
     """``kind: qemu``."""
+
+    SHAPE = Shape({
+        "on": Field("string", "where QEMU runs: local (default) or the name of an ssh host"),
+        "accel": Field("enum", "tcg (default), kvm or auto", choices=("tcg", "kvm", "auto")),
+        "memory": Field("integer", "guest memory in MiB (default 1024)",
+                        minimum=128, maximum=1024 * 1024),
+        "cpus": Field("integer", "guest CPUs (default 2)", minimum=1, maximum=256),
+        "append": Field("string", "added to the kernel command line"),
+        "qemu_args": Field("strings", "extra QEMU arguments"),
+    })
 
     def __init__(self, spec: HostSpec, env: HostEnv) -> None:
         assert isinstance(spec.detail, QemuHost)

@@ -10,8 +10,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hvlab.config.shape import Field, Shape
 from hvlab.errors import HvlabError, InfraError, UserError
-from hvlab.hosts.base import BootedGuest, CellLog, ConfigContext, HostEnv, check_failed
+from hvlab.hosts.base import (
+    BootedGuest,
+    CellLog,
+    ConfigContext,
+    HostEnv,
+    check_failed,
+    endpoint_fields,
+)
 from hvlab.hosts.hyperv.client import HypervClient
 from hvlab.hosts.hyperv.flow import KVP_HINT, boot_hyperv
 from hvlab.hosts.machine import BOOT_METHODS
@@ -26,6 +34,29 @@ if TYPE_CHECKING:
 
 class HypervKind:
     """``kind: hyperv``."""
+
+    SHAPE = Shape({
+        "hyperv_host": Field("object", "the Windows Hyper-V host, reached by OpenSSH",
+                             required=True, shape=Shape(endpoint_fields())),
+        "vm": Field("string", "the VM's exact name (Get-VM -Name)", required=True),
+        "guest": Field("object", "the Linux guest; its address comes from KVP when unset",
+                       required=True, shape=Shape({
+                           **endpoint_fields(address_required=False),
+                           "via_host": Field("boolean", "reach the guest through the "
+                                             "Hyper-V host"),
+                       })),
+        "checkpoint": Field("string", "checkpoint to revert to (release: revert)"),
+        "secure_boot": Field("boolean", "set the VM's Secure Boot (unset: leave it)"),
+        "ip_timeout": Field("integer", "seconds to wait for the guest's address (default 300)",
+                            minimum=1, maximum=86400),
+        "serial_log": Field("boolean", "capture the VM's COM1 (default true)"),
+        "release": Field("enum", "what happens to the VM after the run: stop (default), "
+                         "revert or keep", choices=("stop", "revert", "keep")),
+        "boot_method": Field("enum", "how the build is booted: auto, kexec or grub",
+                             choices=BOOT_METHODS),
+        "keep_kernels": Field("integer", "hvlab kernels kept installed (default 2)",
+                              minimum=1, maximum=100),
+    })
 
     def __init__(self, spec: HostSpec, env: HostEnv) -> None:
         assert isinstance(spec.detail, HypervHost)
