@@ -8,11 +8,14 @@ diff) are dropped.
 
 from __future__ import annotations
 
+import email
 import email.header
+import email.policy
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from email.message import EmailMessage
 
 _MBOX_FROM = re.compile(rb"^From \S+ .*\d\d:\d\d(:\d\d)?.*$")
 _HEADER = re.compile(rb"^[A-Za-z][A-Za-z0-9-]*:")
@@ -192,6 +195,34 @@ def cover_letter(data: bytes) -> str:
         if _DIFF_START.search(message) is None and _COVER.search(_decode_header(subject)):
             return message.decode("utf-8", "replace")
     return ""
+
+
+_COVER_END = re.compile(r"^(?:---|-- |base-commit: .*|\S.* \(\d+\):| \S.*\| +\d+ [+-]*)$")
+
+
+def cover_body(message: str, limit: int = 60) -> str:
+    """What a cover letter says: its plain-text body, decoded, up to the
+    shortlog, diffstat, ``base-commit:`` or signature that git and b4 append
+    (at most ``limit`` lines)."""
+    parsed = email.message_from_string(message, policy=email.policy.default)
+    part = parsed.get_body(preferencelist=("plain",)) if parsed.is_multipart() else parsed
+    try:
+        text = part.get_content() if isinstance(part, EmailMessage) else ""
+    except (LookupError, ValueError):  # an unknown charset or a broken encoding
+        payload = part.get_payload(decode=True) if part is not None else b""
+        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+    lines: list[str] = []
+    for line in text.splitlines():
+        if _COVER_END.match(line):
+            break
+        lines.append(line.rstrip())
+    while lines and not lines[-1]:
+        lines.pop()
+    while lines and not lines[0]:
+        lines.pop(0)
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"[... {len(lines) - limit} more lines]"]
+    return "\n".join(lines)
 
 
 def counter(subject: str) -> tuple[int, int]:

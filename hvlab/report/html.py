@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from hvlab.report.sanitize import clean
+from hvlab.report.seriesrecord import SeriesRecord
 from hvlab.report.view import SuiteView, counts, verdict
 from hvlab.results import Status
 
@@ -117,12 +118,35 @@ def _environment(facts: Mapping[str, str], links: Sequence[tuple[str, str]]) -> 
     return out
 
 
+def _series(records: Sequence[SeriesRecord]) -> list[str]:
+    if not records:
+        return []
+    out = ["<h2 id='series'>Series</h2>"]
+    for r in records:
+        title = _e(r.cover_subject or r.series)
+        if r.url.startswith(("http://", "https://")):
+            title = f"<a href='{_e(r.url)}'>{title}</a>"
+        out.append(f"<h3>{title} <span class='muted'>on {_e(r.kernel)} "
+                   f"({_e(r.base[:12])})</span></h3>")
+        if r.cover:
+            out.append(f"<pre class='cover'>{_e(r.cover)}</pre>")
+        out.append("<ol>")
+        for p in r.patches:
+            who = f" <span class='muted'>{_e(p.author)}</span>" if p.author else ""
+            applied = f"<code>{_e(p.commit[:12])}</code>" if p.commit else "did not apply"
+            out.append(f"<li>{_e(p.subject)}{who} ({applied})</li>")
+        out.append("</ol>")
+    return out
+
+
 def render(title: str, suites: list[SuiteView], facts: Mapping[str, str], base: str = "",
            classes: Mapping[tuple[str, str], str] | None = None,
            known: Mapping[tuple[str, str], str] | None = None,
-           links: Sequence[tuple[str, str]] = ()) -> str:
+           links: Sequence[tuple[str, str]] = (),
+           series: Sequence[SeriesRecord] = ()) -> str:
     """``base``: the folder the HTML is written to (log links are made relative);
-    ``links``: (label, path relative to it) of the run's console, dmesg, config."""
+    ``links``: (label, path relative to it) of the run's console, dmesg, config;
+    ``series``: the series the run applied (their cover letters and patches)."""
     total = counts(suites)
     known = known or {}
     said = verdict(total).value
@@ -147,6 +171,7 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str], base: 
                        f"{_e(suites[i].name)} › {_e(failing.name)}</a>{_e(note)}: "
                        f"{_e(failing.message)} {log}</li>")
         out.append("</ol>")
+    out += _series(series)
     out += _environment(facts, links)
     out += _timeline(suites)
     out.append("<p><label><input type='checkbox' id='problems'> only problems</label></p>")

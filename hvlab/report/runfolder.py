@@ -36,7 +36,8 @@ from pathlib import Path
 from hvlab import __version__ as hvlab_version
 from hvlab import procs
 from hvlab.bulk import gc_paused
-from hvlab.report import html, junit, summary, view
+from hvlab.errors import UserError
+from hvlab.report import html, junit, seriesrecord, summary, view
 from hvlab.report.compare import CaseResult, Class, KnownFailure, KnownOutcome, apply_known
 from hvlab.report.sanitize import clean_line
 from hvlab.results import StageResult, Status, TestCase
@@ -386,10 +387,15 @@ def write_summaries(folder: Path, title: str, suites: list[view.SuiteView],
                     notes: list[str] | None = None) -> None:
     """summary.md and report.html beside a junit.xml (atomically, like it)."""
     links = evidence_links(folder)
+    try:
+        series = seriesrecord.read(folder)
+    except UserError:
+        series = []  # a record hvlab did not write: the reports go without it
     for name, text in (
-            ("summary.md", summary.render(title, suites, facts, classes, known, notes, links)),
+            ("summary.md", summary.render(title, suites, facts, classes, known, notes, links,
+                                          series)),
             ("report.html", html.render(title, suites, facts, str(folder), classes, known,
-                                        links))):
+                                        links, series))):
         _replace_text(folder / name, text)
 
 

@@ -41,6 +41,7 @@ class SeriesRecord:
     base: str
     commit: str
     patches: tuple[PatchRecord, ...]
+    cover: str = ""  # what the cover letter says (its body, without the shortlog)
 
     @property
     def by_mail(self) -> bool:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from hvlab.report.sanitize import clean_line
+from hvlab.report.seriesrecord import SeriesRecord
 from hvlab.report.view import CaseView, SuiteView, counts, verdict
 from hvlab.results import Status
 
@@ -45,15 +46,41 @@ def _failure(s: SuiteView, c: CaseView) -> str:
     return f"- {ICON[c.status]} **{md(s.name)}** › {md(c.name)}: {_one_line(c.message)}{log}"
 
 
+def series_lines(records: Sequence[SeriesRecord]) -> list[str]:
+    """What was tested: each series, its cover letter, its patches."""
+    if not records:
+        return []
+    lines = ["## Series", ""]
+    for r in records:
+        title = md(r.cover_subject or r.series)
+        lines.append((f"**[{title}]({r.url.replace(' ', '%20').replace(')', '%29')})**"
+                      if r.url.startswith(("http://", "https://")) else f"**{title}**")
+                     + f" on {md(r.kernel)} ({_code(r.base[:12])})")
+        lines.append("")
+        if r.cover:
+            lines += [f"> {md(clean_line(line, limit=300))}" if line else ">"
+                      for line in r.cover.splitlines()]
+            lines.append("")
+        for p in r.patches:
+            who = f" — {md(p.author)}" if p.author else ""
+            applied = _code(p.commit[:12]) if p.commit else "did not apply"
+            lines.append(f"{p.index}. {md(p.subject)}{who} ({applied})")
+        lines.append("")
+    return lines
+
+
 def render(title: str, suites: list[SuiteView], facts: Mapping[str, str],
            classes: Mapping[tuple[str, str], str] | None = None,
            known: Mapping[tuple[str, str], str] | None = None,
            notes: list[str] | None = None,
-           links: Sequence[tuple[str, str]] = ()) -> str:
-    """The verdict and the failures first, then the environment and the stages.
+           links: Sequence[tuple[str, str]] = (),
+           series: Sequence[SeriesRecord] = ()) -> str:
+    """The verdict and the failures first, then the series, the environment
+    and the stages.
     ``classes``: (classname, name) -> regression | fixed | ... from a comparison;
     ``known``: failing cases a known-failures entry covers -> its reason;
-    ``links``: (label, relative path) of the run's consoles, dmesg and configs."""
+    ``links``: (label, relative path) of the run's consoles, dmesg and configs;
+    ``series``: the series the run applied (their cover letters and patches)."""
     known = known or {}
     total = counts(suites)
     lines = [f"# {md(title)}", "",
@@ -90,6 +117,7 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str],
         lines += [f"## Flaky ({len(flaky)}: passed on a retry)", ""]
         lines += [f"- **{md(s.name)}** › {md(c.name)}" for s, c in flaky[:LIMIT]]
         lines.append("")
+    lines += series_lines(series)
     shown = [f"**{md(k)}** {_code(v)}" for k, v in facts.items() if v]
     shown += [f"[{md(label)}]({path.replace(' ', '%20')})" for label, path in links]
     if shown:

@@ -41,7 +41,7 @@ from hvlab.model import GitSource, KernelSpec, SeriesOrigin, SeriesSpec
 from hvlab.patch import elsewhere, intake
 from hvlab.patch.apply import Patched, apply_series
 from hvlab.patch.discover import LoadedSeries, load_series_or_raise
-from hvlab.patch.series import mail_headers
+from hvlab.patch.series import cover_body, mail_headers
 from hvlab.report import seriesrecord
 from hvlab.results import StageResult, Status, TestCase
 from hvlab.tasks.session import Scope, Session
@@ -194,7 +194,8 @@ def series_record(ws: Workspace, cell: str, kernel: str, arg: str, spec: SeriesS
                                      spec.origin.url if spec.origin else "",
                                      " ".join(cover.get("subject", "").split()),
                                      cover.get("message-id", "").strip().strip("<>"),
-                                     patched.base, patched.commit, tuple(patches))
+                                     patched.base, patched.commit, tuple(patches),
+                                     cover_body(series.cover) if series.cover else "")
 
 
 def series_base(ws: Workspace, kernel: str, source_commit: str,

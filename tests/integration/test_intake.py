@@ -95,6 +95,16 @@ def test_a_cover_letter_ack_and_a_base_commit_the_source_lacks(
     tree = env.kernels / "worktrees" / "k"
     for body in git(tree, "log", "--format=%B%x00", "-2").split("\0")[:2]:
         assert "Acked-by: Wei Liu <wei.liu@kernel.org>" in body
+    # the cover letter is in the reports, without what git and b4 append
+    run = (env.reports / "latest").resolve()
+    md = (run / "summary.md").read_text()
+    page = (run / "report.html").read_text()
+    assert "## Series" in md and "**[\\[PATCH 0/2\\] vmbus](" in md
+    assert "> This series changes vmbus." in md
+    assert "<h2 id='series'>Series</h2>" in page and "This series changes vmbus." in page
+    assert page.index("id='series'") < page.index("id='environment'")
+    for text in (md, page):
+        assert "base-commit" not in text and "2.39.5" not in text
 
 
 def test_unknown_message_id_unreachable_archive_and_a_thread_without_patches(

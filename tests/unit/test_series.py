@@ -165,3 +165,48 @@ def test_a_series_file_that_links_outside_is_not_read(tmp_path: Path) -> None:
     (series / "series").write_text("a\0b.patch\n")
     assert load_series("s", series, "patches/s").problems == (
         "patches/s/series:1: patch 'a\0b.patch' points outside the series directory",)
+
+
+# The layout of a cover letter from `b4 send` (b4's default cover template:
+# body, "---", shortlog, diffstat, "---", base-commit, change-id, signature),
+# sent quoted-printable as mail clients do for long lines.
+B4_COVER = """\
+From: Ann Author <ann@example.org>
+Subject: [PATCH v2 0/2] Drivers: hv: vmbus: clearer protocol lines
+Message-Id: <20261121-vmbus-v2-0-abc@example.org>
+MIME-Version: 1.0
+Content-Type: text/plain; charset="utf-8"
+Content-Transfer-Encoding: quoted-printable
+
+The negotiated VMBus protocol version is logged once and exposed in sysfs,=
+ so that a guest can tell which host features it may use =E2=80=94 without=
+ parsing dmesg.
+
+---
+Ann Author (2):
+      Drivers: hv: vmbus: log the negotiated protocol version
+      Drivers: hv: vmbus: expose the negotiated protocol version
+
+ drivers/hv/vmbus_drv.c | 12 ++++++++++++
+ 1 file changed, 12 insertions(+)
+---
+base-commit: 830b3c68c1fb1e9176028d02ef86f3cf76aa2476
+change-id: 20261121-vmbus-1a2b3c
+
+Best regards,
+--=20
+Ann Author <ann@example.org>
+"""
+
+
+def test_cover_body_is_what_the_cover_letter_says() -> None:
+    body = S.cover_body(B4_COVER)
+    assert body == ("The negotiated VMBus protocol version is logged once and exposed in "
+                    "sysfs, so that a guest can tell which host features it may use \u2014 "
+                    "without parsing dmesg.")
+    # git format-patch --cover-letter: the shortlog follows the blurb directly
+    plain = ("Subject: [PATCH 0/1] x\n\nA blurb.\n\nAnn Author (1):\n  x\n\n"
+             " a.c | 1 +\n-- \n2.39.5\n")
+    assert S.cover_body(plain) == "A blurb."
+    long = "Subject: x\n\n" + "".join(f"line {i}\n" for i in range(100))
+    assert S.cover_body(long, limit=3) == "line 0\nline 1\nline 2\n[... 97 more lines]"
