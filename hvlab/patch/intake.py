@@ -119,22 +119,15 @@ def _lore_series(ws: Workspace, ref: O.LoreRef, offline: bool) -> SeriesSpec:
         os.replace(tmp, thread)
         (folder / "message-id").write_text(ref.msgid + "\n")
     out = folder / "am"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir()
-    env = {"XDG_CACHE_HOME": str(ws.cache / "b4"), "XDG_DATA_HOME": str(ws.cache / "b4")}
-    done = capture([_b4(), "--offline-mode", "--no-stdin", "--no-interactive", "am",
-                    "--use-local-mbox", str(thread), "--outdir", str(out), ref.msgid],
-                   env=env, timeout=300)
-    text = (done.stdout + done.stderr).decode("utf-8", "replace")
-    (folder / "b4-am.log").write_text(text)
+    text, ok = _b4_am(ws, thread, out, ref.msgid)
     mboxes = sorted(out.glob("*.mbx"))
-    if done.returncode != 0 or not mboxes:
+    if not ok or not mboxes:
         last = "; ".join(line for line in text.strip().splitlines()[-3:]) or "no output"
-        if "No patches found" in text or (done.returncode == 0 and not mboxes):
+        if "No patches found" in text or (ok and not mboxes):
             raise UserError(f"--series {ref.arg}: the thread at {url} holds no patches "
                             f"(b4 am: {last})")
-        raise InfraError(f"--series {ref.arg}: b4 am failed on the thread from {url} "
-                         f"(exit {done.returncode}): {last}; log {folder / 'b4-am.log'}")
+        raise InfraError(f"--series {ref.arg}: b4 am failed on the thread from {url}: "
+                         f"{last}; log {folder / 'b4-am.log'}")
     report = O.parse_b4_am(text)
     if report.missing:
         raise UserError(f"--series {ref.arg}: the thread at {url} lacks patch "
@@ -148,6 +141,32 @@ def _lore_series(ws: Workspace, ref: O.LoreRef, offline: bool) -> SeriesSpec:
     sent = recipients_in_thread(sent_thread, mails)
     return SeriesSpec(mbx.stem, mbx, SeriesOrigin(ref.arg, url, cover, report.trailers,
                                                   report.notes, sent, cached=offline))
+
+
+def _b4_am(ws: Workspace, thread: Path, out: Path, msgid: str) -> tuple[str, bool]:
+    """``b4 am`` of the thread into ``out``: its output and whether it succeeded.
+    Kept while the thread's bytes and b4 are the same (a stamp in ``out``), so a
+    dry run or an offline rerun of a cached thread does not run b4 again."""
+    b4 = _b4()
+    log = out.parent / "b4-am.log"
+    stamp = out / ".made-from"
+    made_from = f"{hashlib.sha256(thread.read_bytes()).hexdigest()} {b4} " \
+                f"{os.stat(b4).st_mtime_ns}\n"
+    if stamp.is_file() and stamp.read_text() == made_from and log.is_file():
+        return log.read_text(), True
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    env = {"XDG_CACHE_HOME": str(ws.cache / "b4"), "XDG_DATA_HOME": str(ws.cache / "b4")}
+    done = capture([b4, "--offline-mode", "--no-stdin", "--no-interactive", "am",
+                    "--use-local-mbox", str(thread), "--outdir", str(out), msgid],
+                   env=env, timeout=300)
+    text = (done.stdout + done.stderr).decode("utf-8", "replace")
+    if done.returncode != 0:
+        text += f"\n(b4 exit {done.returncode})"
+    log.write_text(text)
+    if done.returncode == 0 and any(out.glob("*.mbx")):
+        stamp.write_text(made_from)
+    return text, done.returncode == 0
 
 
 def git_series(ws: Workspace, rng: O.GitRange, offline: bool) -> SeriesSpec:

@@ -77,6 +77,20 @@ def test_a_lore_thread_applies_its_newest_revision_with_the_replies_trailers(
     assert again.returncode == 0, again.stderr
     assert len(server.requests) == asked
     assert "cached, --offline" in again.stderr
+    # b4 made the series once from these bytes: the offline rerun took its output
+    (am,) = (env.kernels / "cache" / "series" / "lore").glob("*/am")
+    assert am.is_dir()
+    made = {p.name: p.stat().st_mtime_ns for p in am.iterdir()}
+    dry = env.inv("patch", "--kernel", "k", "--series", "lore:v1-0@hvlab.invalid", "--offline")
+    assert dry.returncode == 0, dry.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in am.iterdir()} == made
+    # a new reply changes the thread: b4 runs again and its trailer is applied
+    v2_patch2 = next(m for t in server.threads for m in t if m.msgid == "v2-2@hvlab.invalid")
+    server.add(reply(v2_patch2, "Dexuan Cui <decui@microsoft.com>",
+                     "Tested-by: Dexuan Cui <decui@microsoft.com>", "r3@hvlab.invalid"))
+    fresh = env.inv("patch", "--kernel", "k", "--series", "lore:v1-0@hvlab.invalid")
+    assert fresh.returncode == 0, fresh.stderr
+    assert "Tested-by: Dexuan Cui" in git(tree, "log", "--format=%B", "-1")
 
 
 def test_a_cover_letter_ack_and_a_base_commit_the_source_lacks(
