@@ -81,8 +81,8 @@ def test_a_lore_thread_applies_its_newest_revision_with_the_replies_trailers(
     (am,) = (env.kernels / "cache" / "series" / "lore").glob("*/am")
     assert am.is_dir()
     made = {p.name: p.stat().st_mtime_ns for p in am.iterdir()}
-    dry = env.inv("patch", "--kernel", "k", "--series", "lore:v1-0@hvlab.invalid", "--offline")
-    assert dry.returncode == 0, dry.stderr
+    rerun = env.inv("patch", "--kernel", "k", "--series", "lore:v1-0@hvlab.invalid", "--offline")
+    assert rerun.returncode == 0, rerun.stderr
     assert {p.name: p.stat().st_mtime_ns for p in am.iterdir()} == made
     # a new reply changes the thread: b4 runs again and its trailer is applied
     v2_patch2 = next(m for t in server.threads for m in t if m.msgid == "v2-2@hvlab.invalid")
