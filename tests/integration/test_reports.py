@@ -226,16 +226,17 @@ def test_report_html_renders_in_chromium(env: Env, tmp_path: Path) -> None:
 
 
 def consumer_counts(junit_xml: Path) -> dict[str, tuple[int, int, int, int]]:
-    """(passed, failed, errors, skipped) as three real JUnit consumers read the
+    """(passed, failed, errors, skipped) as four real JUnit consumers read the
     file: junitparser, xunitparser (one <testsuite> at a time: it folds every
     suite of a document into one and asserts property names unique across
-    them) and Codecov's test-results-parser (which reads <failure/> with no
-    body as a pass)."""
+    them), Codecov's test-results-parser (which reads <failure/> with no
+    body as a pass) and junit2html (which counts an error as a failure)."""
     import xml.etree.ElementTree as ET
 
     import junitparser
     import test_results_parser
     import xunitparser
+    from junit2htmlreport import parser as junit2html
 
     out: dict[str, tuple[int, int, int, int]] = {}
     n = {"pass": 0, "fail": 0, "error": 0, "skip": 0}
@@ -255,6 +256,11 @@ def consumer_counts(junit_xml: Path) -> dict[str, tuple[int, int, int, int]]:
     outcome = test_results_parser.Outcome
     out["test-results-parser"] = tuple(sum(r.outcome == o for r in runs) for o in (
         outcome.Pass, outcome.Failure, outcome.Error, outcome.Skip))  # type: ignore[assignment]
+    seen = [c.outcome() for suite in junit2html.Junit(str(junit_xml)).suites
+            for c in suite.all()]
+    result = junit2html.CaseResult
+    out["junit2html"] = (seen.count(result.PASSED), seen.count(result.FAILED), 0,
+                         seen.count(result.SKIPPED))
     return out
 
 
@@ -286,6 +292,11 @@ def test_a_ktap_failure_says_why_and_a_crash_is_a_failure(env: Env, kunit_dir: P
     assert failure.message == "EXPECTATION FAILED at lib/kunit/example-test.c:30"
     assert failure.text.splitlines() == ["EXPECTATION FAILED at lib/kunit/example-test.c:30",
                                          "Expected 1 + 1 == 3, but", "1 + 1 == 2", "3 == 3"]
+    # junit2html's page shows the reason too
+    from junit2htmlreport import parser as junit2html
+
+    page = junit2html.Junit(str(env.latest / "junit.xml")).html()
+    assert "EXPECTATION FAILED at lib/kunit/example-test.c:30" in page
     # one testsuite per KUnit suite, its classname keeping the path
     assert case.classname == "-.import.test_is_test_passed-failure:example"
     log = kunit_dir / "test_data" / "test_kernel_panic_interrupt.log"
