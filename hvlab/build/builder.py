@@ -32,7 +32,7 @@ from hvlab.proc import Completed, capture, require_tool, run
 from hvlab.workspace import Workspace
 
 _KBUILD_LINK = re.compile(r"lib/modules/[^/]+/(?:build|source)")
-FORMAT = "hvlab-build-3"  # bump when the artifact layout changes (3: no build link)
+FORMAT = "hvlab-build-4"  # bump when the artifact layout changes (4: objects)
 
 
 @dataclass(frozen=True)
@@ -325,6 +325,30 @@ def pack_modules(modroot: Path, target: Path) -> None:
             tf.add(release, arcname=f"./lib/modules/{release.name}", filter=keep)
 
 
+OBJECTS = "objects"  # the artifact listing the objects the build linked
+
+
+def kbuild_objects(build_dir: Path) -> list[str]:
+    """The objects kbuild linked in this configuration, from its own records:
+    the members of ``vmlinux.a`` (a thin archive) and the ``.mod`` file of
+    each module in ``modules.order``; [] without ``vmlinux.a``."""
+    archive = build_dir / "vmlinux.a"
+    if not archive.is_file():
+        return []
+    # in the build directory: ar names a thin archive's members relative to it
+    listed = capture(["ar", "t", archive.name], cwd=build_dir, timeout=120)
+    if listed.returncode != 0:
+        raise InfraError(f"ar t {archive} failed: "
+                         f"{listed.stderr.decode(errors='replace').strip()[-300:]}")
+    out = listed.stdout.decode(errors="replace").split()
+    order = build_dir / "modules.order"
+    for module in order.read_text().split() if order.is_file() else []:
+        mod = build_dir / f"{module.removesuffix('.ko').removesuffix('.o')}.mod"
+        if mod.is_file():
+            out += mod.read_text().split()
+    return sorted(set(out))
+
+
 def collect_artifacts(builder: Builder, tree: Path, staging: Path, config_text: str,
                       log: Path) -> tuple[list[Artifact], str]:
     """Copy image, System.map, .config, modules tarball and kernelrelease into ``staging``."""
@@ -341,6 +365,9 @@ def collect_artifacts(builder: Builder, tree: Path, staging: Path, config_text: 
     if not kernelrelease:
         raise InfraError("make kernelrelease printed nothing")
     (staging / "kernelrelease").write_text(kernelrelease + "\n")
+    objects = kbuild_objects(bd)
+    if objects:
+        (staging / OBJECTS).write_text("".join(f"{o}\n" for o in objects))
     if "modules" in builder.targets(config_text):
         modroot = staging / ".modroot"
         step = run(builder.make_argv(tree, "modules_install",

@@ -56,6 +56,7 @@ class Checker:
     log: Path
     has_history: bool
     say: Callable[[str], None] = lambda _m: None
+    linked: frozenset[str] | None = None  # the build's objects (None: not recorded)
     _compiled: dict[tuple[str, str], F.CompileFindings] = field(default_factory=dict)
     _kdoc: dict[tuple[str, str], list[Diagnostic]] = field(default_factory=dict)
 
@@ -65,7 +66,12 @@ class Checker:
 
     # -- states ----------------------------------------------------------------
     def _built(self, files: Sequence[str]) -> list[str]:
-        """Touched .c files whose object the build made (in this configuration)."""
+        """Touched .c files the build compiled in this configuration: kbuild's
+        record of what it linked, kept with the build (so a build answered from
+        the cache after its build directory was cleaned still knows); for a
+        build without that record, the objects in the build directory."""
+        if self.linked is not None:
+            return [f for f in files if f.endswith(".c") and f"{f[:-2]}.o" in self.linked]
         return [f for f in files if f.endswith(".c")
                 and (self.builder.build_dir / f"{f[:-2]}.o").is_file()]
 
@@ -270,12 +276,14 @@ def patch_commits(store: Git, base: str, head: str,
 
 def run_checks(builder: Builder, tree: Path, store: Git, base: str, head: str,
                profile: Profile, kinds: Sequence[str], origin: SeriesOrigin | None,
-               log: Path, say: Callable[[str], None]) -> list[TestCase]:
+               log: Path, say: Callable[[str], None],
+               linked: frozenset[str] | None = None) -> list[TestCase]:
     """Every check of ``profile`` on each patch of base..head; ``kinds``: the
-    series' patch kinds in order ("mail" or "diff")."""
+    series' patch kinds in order ("mail" or "diff"); ``linked``: the objects
+    the build linked, when it recorded them."""
     require_tool("sparse")
     checker = Checker(builder, tree, store, profile, log,
-                      isinstance(builder.kernel.source, GitSource), say)
+                      isinstance(builder.kernel.source, GitSource), say, linked)
     patches = patch_commits(store, base, head, origin.recipients if origin else ())
     cases: list[TestCase] = []
     try:

@@ -54,6 +54,20 @@ def test_the_sample_series_from_a_lore_thread_passes_every_check(
     store = real_env.kernels / "git" / "store.git"
     for body in git(store, "log", "--format=%B%x00", "-3", commit).split("\0")[:3]:
         assert "Reviewed-by: Michael Kelley <mhklinux@outlook.com>" in body
+    # the build keeps kbuild's record of what it linked: the compile checks know
+    # what is built in this configuration without the build directory's objects
+    build = real_env.kernels / "builds" / meta["cells"][0]["facts"]["build_id"]
+    linked = (build / "objects").read_text().split()
+    assert "drivers/hv/vmbus_drv.o" in linked and "drivers/hv/hv_util.o" in linked  # y, m
+    assert "drivers/hv/hv_debugfs.o" not in linked  # CONFIG_HYPERV_TESTING is not set
+    for obj in (real_env.kernels / "builds" / "work").glob("linux-6.1-*[0-9a-f]/drivers/hv/*.o"):
+        obj.unlink()  # as if the build directory had been cleaned
+    again = real_env.inv("build", "--kernel", "linux-6.1", "--series",
+                         "lore:sample-0@hvlab.invalid", "--offline", timeout=3600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    sparse = real_env.suite("local.check")[f"sparse: {subjects[0]}"]
+    assert status(sparse) == "pass"
+    assert "checked: drivers/hv/connection.c" in (sparse.system_out or "")
 
 
 def test_an_undeclared_function_and_a_wrong_kernel_doc_fail_their_checks(

@@ -88,6 +88,7 @@ def test_each_patch_is_checked_against_the_tree_before_it(env: Env, tmp_path: Pa
     quiet = env.inv("build", "--kernel", "k", "--series", str(series), "--checks", "none")
     assert quiet.returncode == 0, quiet.stderr
     assert "check" not in {s.split(".")[-1] for s in _suites(env)}
+    assert not [c for c in env.suite("local.patch") if c.startswith("checkpatch: ")]
     bad = env.inv("build", "--kernel", "k", "--series", str(series), "--checks", "strict")
     assert bad.returncode == 2 and "--checks strict: expected one of" in bad.stderr
 
@@ -111,3 +112,25 @@ def _suites(env: Env) -> list[str]:
     import junitparser
 
     return [ts.name for ts in junitparser.JUnitXml.fromfile(str(env.latest / "junit.xml"))]
+
+
+def test_kbuild_objects_come_from_the_thin_archive_and_the_modules_mod_files(
+        tmp_path: Path) -> None:
+    import subprocess
+
+    from hvlab.build.builder import kbuild_objects
+
+    bd = tmp_path / "build"
+    for rel in ("drivers/hv/vmbus_drv.o", "drivers/hv/hv.o", "kernel/fork.o",
+                "drivers/hv/hv_util.o", "drivers/hv/hv_kvp.o"):
+        (bd / rel).parent.mkdir(parents=True, exist_ok=True)
+        (bd / rel).write_bytes(b"not an ELF file: a thin archive only names it\n")
+    assert kbuild_objects(bd) == []  # no vmlinux.a: nothing recorded
+    # as kbuild makes it: a thin archive whose members are named relative to it
+    subprocess.run(["ar", "cDPrST", "vmlinux.a", "drivers/hv/vmbus_drv.o", "drivers/hv/hv.o",
+                    "kernel/fork.o"], cwd=bd, check=True)
+    (bd / "modules.order").write_text("drivers/hv/hv_utils.ko\n")
+    (bd / "drivers/hv/hv_utils.mod").write_text("drivers/hv/hv_util.o drivers/hv/hv_kvp.o\n")
+    assert kbuild_objects(bd) == ["drivers/hv/hv.o", "drivers/hv/hv_kvp.o",
+                                  "drivers/hv/hv_util.o", "drivers/hv/vmbus_drv.o",
+                                  "kernel/fork.o"]
