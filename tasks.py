@@ -96,7 +96,7 @@ def patch(c: Context, kernel: str = "", series: str = "", no_checkpatch: bool = 
     "no_ccache": "do not use ccache",
     "offline": "use only what is cached",
     "checks": "per-patch checks after the build: auto (netdev for drivers/net/hyperv), "
-              "default, netdev or none",
+              "default, netdev or none (none: no checkpatch either)",
     "debug": "print tracebacks", "quiet": "only errors",
 })
 def build(c: Context, kernel: str = "", series: str = "", fragment: list[str] | None = None,
@@ -125,7 +125,7 @@ BOOT_HELP = {
     "force": "rebuild even when cached", "jobs": JOBS_HELP,
     "no_ccache": "do not use ccache", "offline": "use only what is cached",
     "checks": "per-patch checks after the build: auto (netdev for drivers/net/hyperv), "
-              "default, netdev or none",
+              "default, netdev or none (none: no checkpatch either)",
     "debug": "print tracebacks", "quiet": "only errors",
 }
 
@@ -313,7 +313,7 @@ def report_patchwork(c: Context, run: str = "", url: str = "", report_url: str =
     "offline": "use only what is cached", "debug": "print tracebacks", "quiet": "only errors",
     "no_wait": "fail at once when a host, worktree or build is locked by another run",
     "checks": "per-patch checks after the build: auto (netdev for drivers/net/hyperv), "
-              "default, netdev or none",
+              "default, netdev or none (none: no checkpatch either)",
     "json": "with --dry-run: the cells as one JSON document on stdout",
 })
 def run(c: Context, plan: str = "", kernel: list[str] | None = None,

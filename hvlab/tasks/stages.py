@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hvlab.build import diagnostics, kselftest
-from hvlab.build.builder import Builder, Configured, config_inputs
+from hvlab.build.builder import OBJECTS, Builder, Configured, config_inputs
 from hvlab.build.diagnostics import Diagnostic
 from hvlab.build.stage import (
     BuildResult,
@@ -129,13 +129,14 @@ class PatchOutcome:
 def patch(s: Session, scope: Scope, kernel: KernelSpec, series_arg: str, checkpatch: bool,
           offline: bool, materialize: bool = True, checks: str = "auto") -> PatchOutcome:
     """``checks``: the profile of checkpatch and of the check stage that follows a
-    build (auto: netdev for drivers/net/hyperv); none: no check stage."""
+    build (auto: netdev for drivers/net/hyperv); none: neither."""
     spec = intake.resolve(s.ws, s.config, series_arg, offline)
     series = load_series_or_raise(spec.name, spec.path, s.ws.display(spec.path),
                                   spec.origin.cover if spec.origin else "")
     touched = [f for p in series.patches for f in p.files]
     profile = profiles.pick(checks, touched)
-    checkpatch_profile = (profile or profiles.pick("auto", touched)) if checkpatch else None
+    checkpatch_profile = (profile or profiles.pick("auto", touched)) \
+        if checkpatch and checks != "none" else None
     s.plan("fetch", scope)
     s.plan("patch", scope)
     s.attach(scope, {"series": series.name, "patchset_hash": series.patchset_hash}
@@ -334,12 +335,15 @@ def build(s: Session, scope: Scope, req: BuildRequest) -> BuildOutcome:
             # the report links the configuration it built with (report.html's environment)
             shutil.copyfile(result.path / "config", s.run.log(f"config-{scope.label}"))
         if req.series and result.ok and outcome.profile is not None and base_commit:
-            check(s, scope, builder, tree, base_commit, commit, outcome)
+            objects = result.path / OBJECTS if result.path is not None else None
+            linked = frozenset(objects.read_text().split()) \
+                if objects is not None and objects.is_file() else None
+            check(s, scope, builder, tree, base_commit, commit, outcome, linked)
         return BuildOutcome(result.ok, result, s.run.facts_of(scope.label))
 
 
 def check(s: Session, scope: Scope, builder: Builder, tree: Path, base: str, commit: str,
-          outcome: PatchOutcome) -> None:
+          outcome: PatchOutcome, linked: frozenset[str] | None = None) -> None:
     """The check stage: the bots' checks per patch (hvlab/checks/)."""
     assert outcome.profile is not None
     with s.stage("check", scope, f"{builder.kernel.name}: profile {outcome.profile.name}") \
@@ -347,7 +351,7 @@ def check(s: Session, scope: Scope, builder: Builder, tree: Path, base: str, com
         t0 = time.monotonic()
         cases = run_checks(builder, tree, Git(s.ws.store), base, commit, outcome.profile,
                            outcome.kinds, outcome.origin, log,
-                           lambda m: s.progress.stage("check", m))
+                           lambda m: s.progress.stage("check", m), linked)
     s.record(StageResult.from_cases("check", cases, time.monotonic() - t0, log,
                                     properties={"profile": outcome.profile.name}), scope)
 
