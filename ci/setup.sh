@@ -39,6 +39,14 @@ for pkg in "${PACKAGES[@]}"; do
     missing+=("$pkg")
   fi
 done
+# The tests' CI tools (ci/node: gitlab-ci-local, npm-groovy-lint, which needs
+# Java 17+): Debian's node, npm and Java only when there are none, so a node
+# already installed is kept.
+if [ "$MODE" = full ]; then
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
+  command -v java >/dev/null || missing+=(default-jre-headless)
+fi
 if ((${#missing[@]})); then
   echo "ci/setup.sh: installing ${missing[*]}"
   SUDO=""
@@ -64,4 +72,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e "$target"
   touch "$stamp"
+fi
+
+# ci/node's tools at the versions of its package-lock.json (npm ci), once per lockfile
+if [ "$MODE" = full ]; then
+  lock="$(sha256sum ci/node/package-lock.json | cut -d' ' -f1)"
+  if [ "$(cat ci/node/node_modules/.hvlab-installed 2>/dev/null)" != "$lock" ]; then
+    echo "ci/setup.sh: installing ci/node's tools (npm ci)"
+    (cd ci/node && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$lock" > ci/node/node_modules/.hvlab-installed
+  fi
 fi
