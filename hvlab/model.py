@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ARCHES = ("x86_64", "arm64")
 BASE_TARGETS = ("defconfig", "tinyconfig", "allnoconfig")
 
 
@@ -72,6 +71,7 @@ class KernelSpec:
     config: KernelConfigSpec = KernelConfigSpec("tinyconfig")
     make_vars: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    toolchain: str = "gcc"  # gcc or clang (hvlab.build.arches)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hvlab.build import kconfig
+from hvlab.build.arches import ARCH_TABLE, TOOLCHAIN_TABLE, Arch
 from hvlab.digest import sha256_file, sha256_text
 from hvlab.errors import InfraError, UserError
 from hvlab.fetch.source import checkout_commit
@@ -35,42 +36,42 @@ _KBUILD_LINK = re.compile(r"lib/modules/[^/]+/(?:build|source)")
 FORMAT = "hvlab-build-4"  # bump when the artifact layout changes (4: objects)
 
 
-@dataclass(frozen=True)
-class ArchInfo:
-    make_arch: str
-    image_target: str
-    image_path: str  # relative to the build dir
-    cross_compile: str  # "" when native
-
-
-def arch_info(arch: str) -> ArchInfo:
-    native = os.uname().machine
-    if arch == "x86_64":
-        cross = "" if native == "x86_64" else "x86_64-linux-gnu-"
-        return ArchInfo("x86_64", "bzImage", "arch/x86/boot/bzImage", cross)
-    if arch == "arm64":
-        cross = "" if native == "aarch64" else "aarch64-linux-gnu-"
-        return ArchInfo("arm64", "Image", "arch/arm64/boot/Image", cross)
-    raise UserError(f"unsupported arch '{arch}'")
+def arch_info(arch: str) -> Arch:
+    try:
+        return ARCH_TABLE[arch]
+    except KeyError:
+        raise UserError(f"unsupported arch '{arch}' ({' | '.join(ARCH_TABLE)})") from None
 
 
 @dataclass(frozen=True)
 class Toolchain:
+    name: str  # gcc or clang
     cc: str  # the compiler command (cross prefix included)
+    cross_compile: str  # CROSS_COMPILE= ("" when native, or for clang)
+    make_vars: tuple[tuple[str, str], ...]  # the toolchain's (LLVM=1)
     version: str  # first line of cc --version
     make_version: str
     ccache: str | None  # path of ccache when used
 
 
-def toolchain(info: ArchInfo, use_ccache: bool) -> Toolchain:
-    cc = f"{info.cross_compile}gcc"
-    require_tool(cc)
+def toolchain(arch: Arch, name: str, use_ccache: bool,
+              machine: str | None = None) -> Toolchain:
+    """The toolchain ``name`` for ``arch`` on this machine; a missing compiler
+    is an InfraError naming its Debian package."""
+    spec = TOOLCHAIN_TABLE[name]
+    machine = machine or os.uname().machine
+    for tool, package in spec.tools(arch, machine).items():
+        if shutil.which(tool) is None:
+            raise InfraError(f"'{tool}' is not installed: building {arch.name} with {name} "
+                             f"needs the Debian package {package}")
     for tool in ("make", "flex", "bison", "bc", "perl", "depmod"):
         require_tool(tool)
+    cc = spec.compiler(arch, machine)
     version = capture([cc, "--version"]).stdout.decode().splitlines()[0].strip()
     make_version = capture(["make", "--version"]).stdout.decode().splitlines()[0].strip()
     ccache = shutil.which("ccache") if use_ccache else None
-    return Toolchain(cc, version, make_version, ccache)
+    cross = "" if name == "clang" else arch.cross_prefix(machine)
+    return Toolchain(name, cc, cross, spec.make_vars, version, make_version, ccache)
 
 
 @dataclass(frozen=True)
@@ -82,11 +83,13 @@ class ConfigInputs:
     fragments: tuple[tuple[str, str], ...]  # (name, content), in order
     arch: str
     make_vars: tuple[tuple[str, str], ...]
+    toolchain: str = "gcc"
 
     def key(self, toolchain_version: str) -> str:
         frag = "".join(f"{n}\n{c}\n" for n, c in self.fragments)
         mv = "".join(f"{k}={v}\n" for k, v in self.make_vars)
-        return sha256_text(self.base, self.base_text, frag, self.arch, mv, toolchain_version)
+        return sha256_text(self.base, self.base_text, frag, self.arch, mv, toolchain_version,
+                           *([self.toolchain] if self.toolchain != "gcc" else []))
 
     def requested(self) -> list[tuple[str, FragmentOption]]:
         """The effective request per symbol: a later fragment overrides an earlier one."""
@@ -117,7 +120,7 @@ def config_inputs(kernel: KernelSpec, fragment_files: Sequence[tuple[str, Path]]
         except OSError as exc:
             raise UserError(f"kernel '{kernel.name}': base config {base}: {exc.strerror}") from None
     return ConfigInputs(base, base_text, tuple(frags), kernel.arch,
-                        tuple(sorted(kernel.make_vars.items())))
+                        tuple(sorted(kernel.make_vars.items())), kernel.toolchain)
 
 
 @dataclass(frozen=True)
@@ -142,12 +145,12 @@ class Builder:
     jobs: int
     use_ccache: bool = True
     on_line: Callable[[str], None] | None = None
-    info: ArchInfo = field(init=False)
+    info: Arch = field(init=False)
     tools: Toolchain = field(init=False)
 
     def __post_init__(self) -> None:
         self.info = arch_info(self.kernel.arch)
-        self.tools = toolchain(self.info, self.use_ccache)
+        self.tools = toolchain(self.info, self.kernel.toolchain, self.use_ccache)
 
     # -- paths -------------------------------------------------------------------
     @property
@@ -165,8 +168,9 @@ class Builder:
                 f"ARCH={self.info.make_arch}"]
         if quiet:
             argv.append("-s")
-        if self.info.cross_compile:
-            argv.append(f"CROSS_COMPILE={self.info.cross_compile}")
+        if self.tools.cross_compile:
+            argv.append(f"CROSS_COMPILE={self.tools.cross_compile}")
+        argv += [f"{k}={v}" for k, v in self.tools.make_vars]
         if self.tools.ccache:
             argv.append(f"CC={self.tools.ccache} {self.tools.cc}")
         argv += [f"{k}={v}" for k, v in self.inputs.make_vars]

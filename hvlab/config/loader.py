@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from hvlab.build.arches import ARCHES, TOOLCHAINS
 from hvlab.build.kconfig import parse_fragment
 from hvlab.config import schema, yamlnode
 from hvlab.config.reader import ConfigIssue, Issues, MapReader, root_map
@@ -23,7 +24,6 @@ from hvlab.config.yamlnode import Mark
 from hvlab.errors import UserError
 from hvlab.hosts.registry import kind_class
 from hvlab.model import (
-    ARCHES,
     BASE_TARGETS,
     HOST_KINDS,
     NO_SERIES,
@@ -133,6 +133,7 @@ class _Loader:
             name = self._name(r, path)
             source = self._source(r, path)
             arch = r.enum("arch", ARCHES, default="x86_64") or "x86_64"
+            tools = r.enum("toolchain", TOOLCHAINS, default="gcc") or "gcc"
             cfg = r.nested("config", functools.partial(self._kconfig, path=path))
             make_vars = r.str_map("make_vars")
             for var in make_vars:
@@ -143,7 +144,7 @@ class _Loader:
             if source is not None:
                 self.config.kernels[name] = KernelSpec(
                     name, path, source, arch, cfg or KernelConfigSpec("tinyconfig"),
-                    make_vars, desc)
+                    make_vars, desc, tools)
 
     def _source(self, r: MapReader, path: Path) -> GitSource | TarballSource | PathSource | None:
         s = r.map("source", required=True)

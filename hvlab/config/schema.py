@@ -4,9 +4,10 @@ from its kind's class (``SHAPE`` beside its ``read_config``)."""
 
 from __future__ import annotations
 
+from hvlab.build.arches import ARCHES, TOOLCHAINS
 from hvlab.config.shape import Field, Shape
 from hvlab.hosts.registry import kind_class
-from hvlab.model import ARCHES, HOST_KINDS, PARSERS, HostKind
+from hvlab.model import HOST_KINDS, PARSERS, HostKind
 
 NAME = Field("string", "must equal the file name without .yaml")
 DESCRIPTION = Field("string", "one line for listings and reports")
@@ -30,6 +31,7 @@ KERNEL = Shape({
                                              required=True)}, "a local tree"),
                     ))),
     "arch": Field("enum", "ARCH to build (default x86_64)", choices=ARCHES),
+    "toolchain": Field("enum", "gcc (default) or clang (make LLVM=1)", choices=TOOLCHAINS),
     "config": Field("object", "how .config is made", shape=Shape({
         "base": Field("string", "defconfig (default), tinyconfig, allnoconfig or a config "
                       "file"),
