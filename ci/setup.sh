@@ -10,6 +10,9 @@ PACKAGES=(
   git perl xz-utils sparse codespell
   # kernel build
   gcc make flex bison bc libelf-dev libssl-dev cpio ccache kmod
+  # the other arches and toolchains (hvlab/build/arches.py): arm64's cross gcc,
+  # clang with LLVM's linker and tools (i386 builds with the x86_64 gcc)
+  gcc-aarch64-linux-gnu clang lld llvm
   # kselftest collections (their install rule copies with rsync)
   rsync
   # test hosts: QEMU guests, SSH, guest image, kexec

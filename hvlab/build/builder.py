@@ -62,8 +62,8 @@ def toolchain(arch: Arch, name: str, use_ccache: bool,
     machine = machine or os.uname().machine
     for tool, package in spec.tools(arch, machine).items():
         if shutil.which(tool) is None:
-            raise InfraError(f"'{tool}' is not installed: building {arch.name} with {name} "
-                             f"needs the Debian package {package}")
+            raise InfraError(f"'{tool}' is not installed (Debian package: {package}; it "
+                             f"builds {arch.name} with {name}; run ci/setup.sh)")
     for tool in ("make", "flex", "bison", "bc", "perl", "depmod"):
         require_tool(tool)
     cc = spec.compiler(arch, machine)

@@ -1,0 +1,57 @@
+"""One series on every arch and toolchain, on the fake kbuild tree compiled by
+the real compilers (gcc, i386 with -m32, the aarch64 cross gcc, clang with
+LLVM=1): a patch that calls an x86-only function from code shared with arm64
+builds on x86 and fails the arm64 build naming the file and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Env, format_series
+from tests.conftest import case_status as status
+from tests.integration.test_build import fake_kernel
+
+pytestmark = pytest.mark.integration
+
+CELLS = {"k": "", "k-clang": "toolchain: clang\n", "k-i386": "arch: i386\n",
+         "k-arm64": "arch: arm64\n"}
+
+
+def write_kernels(env: Env, upstream: Path) -> None:
+    for name, extra in CELLS.items():
+        env.write(f"kernels/{name}.yaml", f"source:\n  git: {upstream}\n  ref: main\n"
+                  f"config:\n  base: tinyconfig\n  fragments: [hv]\n{extra}")
+
+
+def test_an_x86_only_call_in_shared_code_fails_arm64_only(env: Env, tmp_path: Path) -> None:
+    upstream = fake_kernel(env, tmp_path)
+    write_kernels(env, upstream)
+    for name in CELLS:  # the tree itself builds everywhere
+        done = env.inv("build", "--kernel", name)
+        assert done.returncode == 0, (name, done.stderr)
+        meta = json.loads((env.latest / "metadata.json").read_text())
+        facts = meta["cells"][0]["facts"]
+        build = env.kernels / "builds" / facts["build_id"]
+        image = "Image" if name == "k-arm64" else "bzImage"
+        assert (build / image).is_file(), (name, sorted(p.name for p in build.iterdir()))
+        assert ("clang" in facts["compiler"]) == (name == "k-clang"), facts["compiler"]
+        made = json.loads((build / "metadata.json").read_text())["make_command"]
+        assert ("CROSS_COMPILE=aarch64-linux-gnu-" in made) == (name == "k-arm64"), made
+        assert ("LLVM=1" in made) == (name == "k-clang"), made
+    series = format_series(upstream, tmp_path / "s", [(
+        "drivers/hv/hv_common.c", "\treturn 0;", "\treturn hv_x86_tsc_page_valid();")])
+    for name in CELLS:
+        done = env.inv("build", "--kernel", name, "--series", str(series), "--checks", "none")
+        case = env.suite("local.build")[f"build: {name}"]
+        if name != "k-arm64":
+            assert done.returncode == 0, (name, done.stderr)
+            assert status(case) == "pass"
+            continue
+        assert done.returncode == 1, done.stderr
+        assert status(case) == "failure"
+        message = case.result[0].message
+        assert "drivers/hv/hv_common.c:8" in message, message
+        assert "hv_x86_tsc_page_valid" in message, message
