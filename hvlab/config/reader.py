@@ -1,8 +1,10 @@
 """A typed reader over ``yamlnode`` trees that collects every error.
 
 Each error is ``path:line:col: key.path: message``.  A ``MapReader`` knows
-which keys were read; ``done()`` reports the rest as unknown keys, so the
-schema is the reading code itself and cannot drift from it.
+which keys were read; ``done()`` reports the rest as unknown keys.  Given
+the ``Shape`` of its mapping (``hvlab.config.schema``), it checks each key it
+reads against that declaration, so the declaration (and the JSON Schema made
+from it) cannot drift from the reading code.
 """
 
 from __future__ import annotations
