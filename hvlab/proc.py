@@ -49,13 +49,15 @@ PACKAGES = {
 }
 
 
-def require_tool(name: str) -> str:
-    """The absolute path of ``name`` or an InfraError naming its Debian package."""
+def require_tool(name: str, package: str | None = None, needed_for: str = "") -> str:
+    """The absolute path of ``name`` or an InfraError naming its Debian package
+    (``package``, else the known one) and, when given, what needs it."""
     path = shutil.which(name)
     if path is None:
-        package = PACKAGES.get(name, name)
+        package = package or PACKAGES.get(name, name)
+        why = f"it builds {needed_for}; " if needed_for else ""
         raise InfraError(f"'{name}' is not installed (Debian package: {package}; "
-                         "run ci/setup.sh)")
+                         f"{why}run ci/setup.sh)")
     return path
 
 

@@ -68,6 +68,16 @@ FAKE_TREE = {
 }
 
 
+NODE_BIN = REPO / "ci" / "node" / "node_modules" / ".bin"
+
+
+def node_tool(name: str) -> Path:
+    """A Node tool of ci/node (ci/setup.sh installs them with npm ci)."""
+    path = NODE_BIN / name
+    assert path.is_file(), f"{name} is missing: run ci/setup.sh (it installs ci/node with npm ci)"
+    return path
+
+
 def fake_kernel_repo(root: Path, message: str = "start") -> Path:
     """tests/data/fake-kernel as a git repository at ``root``, one commit on main."""
     shutil.copytree(FAKE_KERNEL, root)

@@ -2,7 +2,7 @@
 declaration each (make's ``ARCH``, the image target and where kbuild leaves
 it, the cross prefix and the Debian package that has it, the QEMU that boots
 it and its console, the Debian arch of a guest's binaries), and per toolchain
-the make variables and packages.  Pure: nothing here runs a tool."""
+the make variables and the commands it needs.  Pure: nothing here runs a tool."""
 
 from __future__ import annotations
 
@@ -48,13 +48,16 @@ ARCHES = tuple(ARCH_TABLE)
 class ToolchainSpec:
     name: str  # as configs/kernels/*.yaml say it (toolchain:)
     make_vars: tuple[tuple[str, str], ...]  # what make is given for it
-    packages: tuple[str, ...]  # Debian packages it needs beside make and friends
 
     def compiler(self, arch: Arch, machine: str) -> str:
         """The C compiler command kbuild runs (its cross prefix included)."""
         if self.name == "clang":
             return "clang"  # one clang for every target: kbuild passes --target
         return f"{arch.cross_prefix(machine)}gcc"
+
+    def cross_compile(self, arch: Arch, machine: str) -> str:
+        """CROSS_COMPILE= for make ("" when native, and for clang)."""
+        return "" if self.name == "clang" else arch.cross_prefix(machine)
 
     def package_of(self, arch: Arch, machine: str) -> str:
         """The Debian package of ``compiler()``."""
@@ -72,7 +75,7 @@ class ToolchainSpec:
 
 
 TOOLCHAIN_TABLE: dict[str, ToolchainSpec] = {t.name: t for t in (
-    ToolchainSpec("gcc", (), ("gcc",)),
-    ToolchainSpec("clang", (("LLVM", "1"),), ("clang", "lld", "llvm")),
+    ToolchainSpec("gcc", ()),
+    ToolchainSpec("clang", (("LLVM", "1"),)),
 )}
 TOOLCHAINS = tuple(TOOLCHAIN_TABLE)

@@ -61,17 +61,15 @@ def toolchain(arch: Arch, name: str, use_ccache: bool,
     spec = TOOLCHAIN_TABLE[name]
     machine = machine or os.uname().machine
     for tool, package in spec.tools(arch, machine).items():
-        if shutil.which(tool) is None:
-            raise InfraError(f"'{tool}' is not installed (Debian package: {package}; it "
-                             f"builds {arch.name} with {name}; run ci/setup.sh)")
+        require_tool(tool, package, f"{arch.name} with {name}")
     for tool in ("make", "flex", "bison", "bc", "perl", "depmod"):
         require_tool(tool)
     cc = spec.compiler(arch, machine)
     version = capture([cc, "--version"]).stdout.decode().splitlines()[0].strip()
     make_version = capture(["make", "--version"]).stdout.decode().splitlines()[0].strip()
     ccache = shutil.which("ccache") if use_ccache else None
-    cross = "" if name == "clang" else arch.cross_prefix(machine)
-    return Toolchain(name, cc, cross, spec.make_vars, version, make_version, ccache)
+    return Toolchain(name, cc, spec.cross_compile(arch, machine), spec.make_vars, version,
+                     make_version, ccache)
 
 
 @dataclass(frozen=True)

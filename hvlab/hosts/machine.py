@@ -39,6 +39,13 @@ if TYPE_CHECKING:
     from hvlab.config.reader import MapReader
 
 BOOT_METHODS = ("auto", "kexec", "grub")
+# the keys of every kind that installs a build on a machine and boots it
+BOOT_FIELDS = {
+    "boot_method": Field("enum", "how the build is booted: auto, kexec or grub",
+                         choices=BOOT_METHODS),
+    "keep_kernels": Field("integer", "hvlab kernels kept installed (default 2)",
+                          minimum=1, maximum=100),
+}
 
 
 def hvlab_initrd(env: HostEnv, build: Path, out: Path) -> Path:
@@ -90,19 +97,13 @@ class _Machine:
 class SshKind:
     """``kind: ssh``: a machine reached by SSH, or (``vm:``) a local VM hvlab starts."""
 
-    _COMMON = {
-        "boot_method": Field("enum", "how the build is booted: auto, kexec or grub",
-                             choices=BOOT_METHODS),
-        "keep_kernels": Field("integer", "hvlab kernels kept installed (default 2)",
-                              minimum=1, maximum=100),
-    }
     SHAPE = Shape({}, alternatives=(
-        Shape({**endpoint_fields(), **_COMMON,
+        Shape({**endpoint_fields(), **BOOT_FIELDS,
                "power_cycle": Field("strings", "command run here to hard-reset the machine"),
                "console": Field("strings", "command run here that prints its serial console"),
                }, "a machine hvlab reaches at its address"),
         Shape({"vm": Field("object", "the local VM hvlab starts", required=True,
-                           shape=local_vm.SHAPE), **_COMMON},
+                           shape=local_vm.SHAPE), **BOOT_FIELDS},
               "an installed VM on this machine, started by hvlab"),
     ))
 

@@ -17,20 +17,13 @@ import pytest
 import yaml
 
 from hvlab.report import view
-from tests.conftest import REPO, Env, fake_kernel_repo, format_series, git
+from tests.conftest import REPO, Env, fake_kernel_repo, format_series, git, node_tool
 from tests.integration.test_bisect import setup_env
 
 pytestmark = pytest.mark.integration
 
-NODE_BIN = REPO / "ci" / "node" / "node_modules" / ".bin"
 JENKINS = REPO / "ci" / "jenkins"
 APT_CONF_D = Path("/etc/apt/apt.conf.d")
-
-
-def node_tool(name: str) -> Path:
-    path = NODE_BIN / name
-    assert path.is_file(), f"{name} is missing: run ci/setup.sh (it installs ci/node with npm ci)"
-    return path
 
 
 # --- Jenkins: npm-groovy-lint ------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from hvlab.suites import ktap
-from tests.conftest import REPO, Env
+from tests.conftest import Env, node_tool
 from tests.conftest import case_status as status
 
 pytestmark = pytest.mark.integration
@@ -268,14 +268,9 @@ def consumer_counts(junit_xml: Path) -> dict[str, tuple[int, int, int, int]]:
     return out
 
 
-NODE_BIN = REPO / "ci" / "node" / "node_modules" / ".bin"
-
-
 def _node_tool(name: str, *args: str, cwd: Path | None = None) -> str:
-    tool = NODE_BIN / name
-    assert tool.is_file(), f"{name} is missing: run ci/setup.sh (ci/node)"
-    done = subprocess.run([str(tool), *args], capture_output=True, text=True, timeout=120,
-                          cwd=cwd)
+    done = subprocess.run([str(node_tool(name)), *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

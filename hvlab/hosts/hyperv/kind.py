@@ -22,7 +22,7 @@ from hvlab.hosts.base import (
 )
 from hvlab.hosts.hyperv.client import HypervClient
 from hvlab.hosts.hyperv.flow import KVP_HINT, boot_hyperv
-from hvlab.hosts.machine import BOOT_METHODS
+from hvlab.hosts.machine import BOOT_FIELDS, BOOT_METHODS
 from hvlab.hosts.sessions import close_chain, open_session
 from hvlab.model import HostSpec, HypervHost, SshEndpoint
 from hvlab.results import Status, TestCase
@@ -52,10 +52,7 @@ class HypervKind:
         "serial_log": Field("boolean", "capture the VM's COM1 (default true)"),
         "release": Field("enum", "what happens to the VM after the run: stop (default), "
                          "revert or keep", choices=("stop", "revert", "keep")),
-        "boot_method": Field("enum", "how the build is booted: auto, kexec or grub",
-                             choices=BOOT_METHODS),
-        "keep_kernels": Field("integer", "hvlab kernels kept installed (default 2)",
-                              minimum=1, maximum=100),
+        **BOOT_FIELDS,
     })
 
     def __init__(self, spec: HostSpec, env: HostEnv) -> None:
