@@ -51,7 +51,8 @@ def newest(env: Env) -> Path:
 
 
 def wait_for_stage(env: Env, proc: subprocess.Popen[str], stage: str) -> bool:
-    """Until the run's metadata.json says ``stage`` is running."""
+    """Until the run's metadata.json says ``stage`` is running (True), or that it
+    is already done or the run ended (False)."""
     deadline = time.monotonic() + 300
     seen: set[Path] = {p for p in env.reports.iterdir()} if env.reports.exists() else set()
     while time.monotonic() < deadline and proc.poll() is None:
@@ -59,12 +60,14 @@ def wait_for_stage(env: Env, proc: subprocess.Popen[str], stage: str) -> bool:
             if folder.parent in seen or folder.parent.is_symlink():
                 continue
             try:
-                running = json.loads(folder.read_text()).get("running", [])
+                meta = json.loads(folder.read_text())
             except ValueError:
                 continue
-            if any(r.split(" (")[0].split(".")[-1] == stage for r in running):
+            if any(r.split(" (")[0].split(".")[-1] == stage for r in meta.get("running", [])):
                 return True
-        time.sleep(0.05)
+            if any(s.get("stage", "").split(".")[-1] == stage for s in meta.get("stages", [])):
+                return False  # the stage ended between two looks
+        time.sleep(0.01)
     return False
 
 
@@ -112,9 +115,10 @@ def test_kill_9_at_random_points_of_a_run(env: Env, tmp_path: Path,
         # later ones killing sooner after the stage began
         for attempt in range(3):
             proc = start(env, "run", "--plan", "p", "--no-ccache")
-            if not wait_for_stage(env, proc, stage):
-                continue  # the run ended (or passed that stage) first
-            time.sleep(rng.uniform(0, 0.2 / (attempt + 1)))  # somewhere inside the stage
+            if wait_for_stage(env, proc, stage):
+                time.sleep(rng.uniform(0, 0.2 / (attempt + 1)))  # somewhere inside the stage
+            # a missed stage is killed at once all the same: a run left to finish
+            # would cache its build and make every later stage too short to hit
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             folder = newest(env)
