@@ -121,7 +121,7 @@ BOOT_HELP = {
     "series": "series name or path (optional)",
     "host": "host name from configs/hosts/",
     "fragment": "an extra Kconfig fragment file (repeatable)",
-    "prebuilt": "boot this distro kernel (/boot/vmlinuz-<release>) or build folder",
+    "prebuilt": "boot this distro kernel (<root>/boot/vmlinuz-<release>) or build folder",
     "force": "rebuild even when cached", "jobs": JOBS_HELP,
     "no_ccache": "do not use ccache", "offline": "use only what is cached",
     "checks": "per-patch checks after the build: auto (netdev for drivers/net/hyperv), "
@@ -324,6 +324,7 @@ def run(c: Context, plan: str = "", kernel: list[str] | None = None,
         checks: str = "auto", json: bool = False) -> None:
     """Fetch, patch, build, boot, test and report every cell of a plan's matrix."""
     from hvlab import locks
+    from hvlab.config.pairing import arches_of
     from hvlab.tasks import run as running
 
     locks.WAIT_BY_DEFAULT = not no_wait
@@ -338,7 +339,8 @@ def run(c: Context, plan: str = "", kernel: list[str] | None = None,
         return
     with session("run", _argv(), debug, quiet, ROOT, gate=gate) as s:
         spec = s.config.plan(plan)
-        cells = running.cells(spec, kernel or [], series or [], host or [], suite or [])
+        cells = running.cells(spec, kernel or [], series or [], host or [], suite or [],
+                              arches_of(s.config))
         if shard:
             cells = running.shard(cells, shard)
             if not cells:  # more shards than cells: this one has nothing to do
@@ -359,6 +361,7 @@ def _dry_run(plan: str, kernel: list[str] | None, series: list[str] | None,
     import json
 
     from hvlab.config import loader
+    from hvlab.config.pairing import arches_of
     from hvlab.errors import HvlabError
     from hvlab.tasks import run as pipeline
     from hvlab.tasks.session import Gate
@@ -370,7 +373,7 @@ def _dry_run(plan: str, kernel: list[str] | None, series: list[str] | None,
             Gate.parse(gate)
         config = loader.load_or_raise(ws)
         cells = pipeline.cells(config.plan(plan), kernel or [], series or [], host or [],
-                               suite or [])
+                               suite or [], arches_of(config))
         if shard:
             cells = pipeline.shard(cells, shard)
         plans = pipeline.describe(ws, config, cells)

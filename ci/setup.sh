@@ -18,6 +18,9 @@ PACKAGES=(
   # test hosts: QEMU guests, SSH, guest image, kexec
   qemu-system-x86 ipxe-qemu openssh-server openssh-client busybox-static kexec-tools
   iproute2 iperf3 procps
+  # arm64 guests: their QEMU; their binaries come from Debian's arm64 packages,
+  # fetched by apt with a private state (hvlab/boot/debroot.py)
+  qemu-system-arm binutils dpkg
   # installed VMs: the Debian disk image (no loop devices or mounts) and UEFI
   mmdebstrap e2fsprogs dosfstools mtools gdisk qemu-utils ovmf
   # offline kernel tree and a prebuilt guest kernel

@@ -183,6 +183,7 @@ class HostSpec:
     description: str = ""
     scratch_disk: str | None = None  # a guest block device the storage test may overwrite
     spare_nic: str | None = None  # a synthetic NIC of the guest that does not carry SSH
+    arch: str = "x86_64"  # of the kernels it boots (a qemu host: its QEMU, machine, console)
 
 
 @dataclass(frozen=True)
@@ -225,3 +226,4 @@ class PlanSpec:
     baseline: bool = False
     gate: str = "all"  # all | regressions
     description: str = ""
+    build_only: tuple[str, ...] = ()  # kernels built (and checked), never booted

@@ -1,4 +1,6 @@
-"""The QEMU guest initramfs, made from this machine's own binaries.
+"""The QEMU guest initramfs, made from this machine's own binaries, or for
+a guest of another architecture from Debian's packages of that arch
+(``hvlab.boot.debroot``).
 
 A base image (busybox-static, OpenSSH sshd and the libraries it links,
 test tools the machine has, a generated guest host key that hvlab pins, a
@@ -25,13 +27,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvlab.boot import cpio
+from hvlab.boot import cpio, debroot
+from hvlab.build.arches import Arch, machine_arch
 from hvlab.errors import InfraError
 from hvlab.locks import FileLock
 from hvlab.proc import capture, require_tool
 from hvlab.workspace import Workspace
 
 IMAGE_FORMAT = "hvlab-guest-4"
+# What a guest of another arch is made of (Debian packages of that arch).
+FOREIGN_PACKAGES = ("busybox-static", "openssh-server", "openssh-sftp-server")
 READY = "hvlab-guest-ready"
 # Tools copied when the machine has them (with their libraries).
 OPTIONAL_TOOLS = ("kexec", "iperf3", "fio", "depmod", "ethtool")
@@ -117,6 +122,38 @@ def _libraries(binary: str) -> list[str]:
     return libs
 
 
+def elf_needs(readelf: str) -> tuple[str | None, list[str]]:
+    """(program interpreter, NEEDED sonames) from ``readelf -d -l -W``.  Pure."""
+    interp = re.search(r"\[Requesting program interpreter: (\S+)\]", readelf)
+    return (interp.group(1) if interp else None,
+            re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", readelf))
+
+
+def _foreign_libraries(root: Path, arch: Arch, binary: str) -> dict[str, str]:
+    """The libraries ``binary`` (a guest path under ``root``) loads, found the
+    way its dynamic loader would in the guest: guest path -> file under root."""
+    dirs = [f"/lib/{arch.multiarch}", f"/usr/lib/{arch.multiarch}", "/lib", "/usr/lib"]
+    found: dict[str, str] = {}
+    todo = [binary]
+    while todo:
+        guest = todo.pop()
+        out = capture(["readelf", "-d", "-l", "-W", str(root / guest.lstrip("/"))])
+        interp, sonames = elf_needs(out.stdout.decode(errors="replace"))
+        wanted = ([interp] if interp else []) + [
+            next((f"{d}/{so}" for d in dirs if (root / d.lstrip("/") / so).exists()), so)
+            for so in sonames]
+        for lib in wanted:
+            if not lib.startswith("/"):
+                raise InfraError(f"{binary} of the {arch.debian_arch} guest needs {lib}, which "
+                                 f"no unpacked package has (under {root})")
+            if lib not in found:
+                found[lib] = os.path.realpath(root / lib.lstrip("/"))
+                if not Path(found[lib]).is_relative_to(root.resolve()):  # an absolute link
+                    found[lib] = str(root / os.path.relpath(found[lib], "/"))
+                todo.append(lib)
+    return found
+
+
 def _fingerprint(pub: Path) -> str:
     out = capture(["ssh-keygen", "-l", "-E", "sha256", "-f", str(pub)]).stdout.decode()
     return out.split()[1]
@@ -168,13 +205,29 @@ def base_entries(binaries: dict[str, str], host_key: Path, client_pub: Path) -> 
     return [entries[k] for k in sorted(entries)]
 
 
-def build_image(ws: Workspace, force: bool = False) -> GuestImage:
-    """The base image, built on first use and cached under kernels/images/."""
+def build_image(ws: Workspace, force: bool = False, arch: Arch | None = None) -> GuestImage:
+    """The base image for guests of ``arch`` (this machine's by default), built on
+    first use and cached under kernels/images/."""
+    require_tool("ssh-keygen")
+    native = machine_arch(os.uname().machine)
+    if arch is None or native is None or arch.debian_arch == native.debian_arch:
+        binaries = _native_binaries()
+        name = "base"
+    else:
+        binaries = _foreign_binaries(ws, arch)
+        name = f"base-{arch.debian_arch}"
+    folder = ws.kernels / "images" / f"{name}-{_inputs_digest(binaries.values())}"
+    # hosts boot in parallel: one builds the image, the others then find it made
+    with FileLock(ws.locks / "guest-image.lock", "the guest image", timeout=600, wait=True):
+        return _build_locked(folder, binaries, force)
+
+
+def _native_binaries() -> dict[str, str]:
+    """This machine's busybox, sshd, optional tools and their libraries."""
     busybox = require_tool("busybox")
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     if not os.path.exists(sshd):
         require_tool("sshd")
-    require_tool("ssh-keygen")
     ldd = capture(["ldd", busybox])
     if b"not a dynamic executable" not in ldd.stdout + ldd.stderr:
         raise InfraError(f"{busybox} is not static: install busybox-static")
@@ -191,10 +244,23 @@ def build_image(ws: Workspace, force: bool = False) -> GuestImage:
             continue
         for lib in _libraries(host):
             binaries[lib] = os.path.realpath(lib)
-    folder = ws.kernels / "images" / f"base-{_inputs_digest(binaries.values())}"
-    # hosts boot in parallel: one builds the image, the others then find it made
-    with FileLock(ws.locks / "guest-image.lock", "the guest image", timeout=600, wait=True):
-        return _build_locked(folder, binaries, force)
+    return binaries
+
+
+def _foreign_binaries(ws: Workspace, arch: Arch) -> dict[str, str]:
+    """busybox, sshd and sftp-server from Debian's packages of ``arch``, with the
+    libraries they link (no optional tools: the machine's would not run there)."""
+    require_tool("readelf", "binutils")
+    root = debroot.unpacked(ws, arch, FOREIGN_PACKAGES)
+    binaries = {"/bin/busybox": str(root / "bin" / "busybox"),
+                "/usr/sbin/sshd": str(root / "usr" / "sbin" / "sshd"),
+                "/usr/lib/openssh/sftp-server": str(root / "usr/lib/openssh/sftp-server")}
+    for guest, host in binaries.items():
+        if not os.path.isfile(host):
+            raise InfraError(f"the {arch.debian_arch} packages have no {guest} (under {root})")
+    for guest in ("/usr/sbin/sshd", "/usr/lib/openssh/sftp-server"):
+        binaries.update(_foreign_libraries(root, arch, guest))
+    return binaries
 
 
 def _build_locked(folder: Path, binaries: dict[str, str], force: bool) -> GuestImage:

@@ -23,6 +23,8 @@ class Arch:
     qemu_machine: str
     console: str  # the kernel's serial console device under that QEMU
     debian_arch: str  # dpkg's name for a guest's binaries
+    qemu_cpu: str = "max"  # -cpu under TCG
+    multiarch: str = ""  # Debian's multiarch library directory (lib/<this>)
 
     def cross_prefix(self, machine: str) -> str:
         """CROSS_COMPILE on a machine whose `uname -m` is ``machine``."""
@@ -32,16 +34,24 @@ class Arch:
 ARCH_TABLE: dict[str, Arch] = {a.name: a for a in (
     Arch("x86_64", "x86_64", "bzImage", "arch/x86/boot/bzImage", "x86_64-linux-gnu",
          ("x86_64",), "gcc-x86-64-linux-gnu", "qemu-system-x86_64", "qemu-system-x86",
-         "q35", "ttyS0", "amd64"),
+         "pc", "ttyS0", "amd64", multiarch="x86_64-linux-gnu"),
     Arch("arm64", "arm64", "Image", "arch/arm64/boot/Image", "aarch64-linux-gnu",
          ("aarch64", "arm64"), "gcc-aarch64-linux-gnu", "qemu-system-aarch64",
-         "qemu-system-arm", "virt", "ttyAMA0", "arm64"),
+         "qemu-system-arm", "virt", "ttyAMA0", "arm64",
+         # pointer authentication with QEMU's cheap hash: the architected one
+         # (QARMA) costs TCG a large part of its speed
+         qemu_cpu="max,pauth-impdef=on", multiarch="aarch64-linux-gnu"),
     # an x86_64 gcc builds a 32-bit kernel itself (kbuild passes -m32; no libc)
     Arch("i386", "i386", "bzImage", "arch/x86/boot/bzImage", "i686-linux-gnu",
          ("x86_64", "i686", "i386"), "gcc-i686-linux-gnu", "qemu-system-i386",
-         "qemu-system-x86", "pc", "ttyS0", "i386"),
+         "qemu-system-x86", "pc", "ttyS0", "i386", multiarch="i386-linux-gnu"),
 )}
 ARCHES = tuple(ARCH_TABLE)
+
+
+def machine_arch(machine: str) -> Arch | None:
+    """The arch a machine whose `uname -m` is ``machine`` runs natively."""
+    return next((a for a in ARCH_TABLE.values() if a.native[0] == machine), None)
 
 
 @dataclass(frozen=True)

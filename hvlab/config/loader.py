@@ -17,6 +17,7 @@ from typing import TypeVar
 from hvlab.build.arches import ARCHES, TOOLCHAINS
 from hvlab.build.kconfig import parse_fragment
 from hvlab.config import schema, yamlnode
+from hvlab.config.pairing import boot_hosts
 from hvlab.config.reader import ConfigIssue, Issues, MapReader, root_map
 from hvlab.config.shape import Shape
 from hvlab.config.tables import Config
@@ -77,6 +78,7 @@ class _Loader:
         self.root = ws.configs
         self.issues = Issues()
         self.refs: list[Ref] = []
+        self.pairings: list[tuple[str, Mark]] = []  # (plan, its kernels key)
         self.config = Config(self.root)
 
     # -- helpers -----------------------------------------------------------
@@ -256,6 +258,7 @@ class _Loader:
             name = self._name(r, path)
             kind = r.enum("kind", HOST_KINDS, required=True)
             boot_timeout = r.integer("boot_timeout", 120, 1, 86400)
+            arch = r.enum("arch", ARCHES, default="x86_64") or "x86_64"
             iperf = r.string("iperf_server")
             scratch = r.string("scratch_disk")
             if scratch is not None and not _SCRATCH.fullmatch(scratch):
@@ -273,7 +276,8 @@ class _Loader:
             r.done()
             if detail is not None and kind is not None:
                 self.config.hosts[name] = HostSpec(name, path, HostKind(kind), detail,
-                                                   boot_timeout, iperf, desc, scratch, spare)
+                                                   boot_timeout, iperf, desc, scratch, spare,
+                                                   arch)
 
     # -- suites and plans --------------------------------------------------------
     def suites(self) -> None:
@@ -370,6 +374,11 @@ class _Loader:
             series = self._refs(r, "series", "series", allow=(NO_SERIES,)) or (NO_SERIES,)
             hosts = self._refs(r, "hosts", "host")
             suites = self._refs(r, "suites", "suite")
+            build_only = self._refs(r, "build_only", "kernel")
+            for k, mark in r.str_list("build_only"):
+                if k not in kernels:
+                    r.error("build_only", f"'{k}' is not one of the plan's kernels", mark=mark)
+            self.pairings.append((name, r.key_mark("kernels")))
             variants = []
             for v in r.maps("variants"):
                 variants.append(Variant(v.req_str("name"),
@@ -381,6 +390,7 @@ class _Loader:
                 baseline=r.boolean("baseline", False),
                 gate=r.enum("gate", ("all", "regressions"), default="all") or "all",
                 description=r.string("description", default="") or "",
+                build_only=build_only,
             )
             r.done()
             self.config.plans[name] = plan
@@ -426,6 +436,21 @@ class _Loader:
                                 f"no {ref.kind} named '{ref.name}' in {folders[ref.kind]} "
                                 f"(known: {known})")
 
+    def check_pairings(self) -> None:
+        """Every kernel of a plan boots on some host of the plan or is build_only."""
+        arch_of = {n: h.arch for n, h in self.config.hosts.items()}
+        for name, mark in self.pairings:
+            plan = self.config.plans.get(name)
+            if plan is None:
+                continue
+            for k in plan.kernels:
+                kernel = self.config.kernels.get(k)
+                if kernel is None or k in plan.build_only:
+                    continue
+                _, why = boot_hosts(k, kernel.arch, plan.hosts, arch_of)
+                if why:
+                    self.issues.add(mark, "kernels", why)
+
     def run(self) -> tuple[Config, list[ConfigIssue]]:
         if not self.root.is_dir():
             self.issues.add(Mark(self.show(self.root), 0, 0), "",
@@ -439,6 +464,7 @@ class _Loader:
         self.plans()
         self.known()
         self.check_refs()
+        self.check_pairings()
         return self.config, sorted(self.issues.items,
                                    key=lambda i: (i.mark.file, i.mark.line, i.mark.col))
 

@@ -44,6 +44,8 @@ HOST = Shape({
     "name": NAME,
     "description": DESCRIPTION,
     "kind": Field("enum", "which kind of host this is", required=True, choices=HOST_KINDS),
+    "arch": Field("enum", "the architecture of the kernels it boots (default x86_64); a "
+                  "qemu host's QEMU, machine and console follow it", choices=ARCHES),
     "boot_timeout": Field("integer", "seconds a boot may take (default 120)",
                           minimum=1, maximum=86400),
     "iperf_server": Field("string", "an iperf3 server the network suites measure against"),
@@ -89,7 +91,9 @@ PLAN = Shape({
     "description": DESCRIPTION,
     "kernels": Field("strings", "kernels from configs/kernels/", required=True),
     "series": Field("strings", "series from configs/patches/, or none (default)"),
-    "hosts": Field("strings", "hosts from configs/hosts/"),
+    "hosts": Field("strings", "hosts from configs/hosts/; each kernel boots on those of "
+                   "its arch"),
+    "build_only": Field("strings", "kernels of the plan that are built, never booted"),
     "suites": Field("strings", "suites from configs/suites/"),
     "variants": Field("objects", "named fragment sets, each its own cell", shape=Shape({
         "name": Field("string", "the variant's name", required=True),

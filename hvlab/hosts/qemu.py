@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from hvlab import cancel
 from hvlab.boot import console, guest_image
+from hvlab.boot.imagearch import HEAD, image_arch
 from hvlab.boot.verify import (
     BootTarget,
     finding_cases,
@@ -29,10 +30,11 @@ from hvlab.boot.verify import (
     target_from_build,
     verify_booted,
 )
+from hvlab.build.arches import machine_arch
 from hvlab.config.shape import Field, Shape
 from hvlab.errors import InfraError, UserError
 from hvlab.hosts.base import BootedGuest, CellLog, ConfigContext, HostEnv, check_failed
-from hvlab.hosts.qemu_guest import QEMU, Guest, QemuGuest
+from hvlab.hosts.qemu_guest import Guest, QemuGuest, guest_arch
 from hvlab.hosts.remote_qemu import RemoteQemuGuest
 from hvlab.hosts.sessions import close_chain, open_session
 from hvlab.model import HostSpec, QemuHost
@@ -88,6 +90,7 @@ class QemuKind:
     def boot(self, build: Path, cell: CellLog) -> Iterator[BootedGuest]:
         """Boot ``build`` in a fresh guest; QEMU is stopped however this ends."""
         target = target_from_build(build)
+        refuse_other_arch(self.spec, target.image)
         with host_lease(self.env.ws, self.spec.name, self.env.info):
             remote = open_session(self.env.config, self.detail.on) \
                 if self.detail.on != "local" else None
@@ -116,27 +119,48 @@ class QemuKind:
     def check(self) -> TestCase:
         name = self.spec.name
         problems = []
-        qemu = shutil.which(QEMU)
+        arch = guest_arch(self.spec)
+        qemu = shutil.which(arch.qemu)
         if qemu is None:
-            problems.append(f"{QEMU} is not installed (Debian package qemu-system-x86)")
+            problems.append(f"{arch.qemu} is not installed (Debian package {arch.qemu_package})")
         if self.detail.accel == "kvm" and not os.access("/dev/kvm", os.R_OK | os.W_OK):
             problems.append("accel: kvm but /dev/kvm is not usable")
-        for tool, package in (("busybox", "busybox-static"), ("ssh-keygen", "openssh-client")):
+        native = machine_arch(os.uname().machine)
+        if native is not None and native.debian_arch == arch.debian_arch:
+            tools: tuple[tuple[str, str], ...] = (("busybox", "busybox-static"),
+                                                  ("ssh-keygen", "openssh-client"))
+            if not os.path.exists("/usr/sbin/sshd"):
+                problems.append("sshd is missing for the guest image (Debian package "
+                                "openssh-server)")
+        else:  # the guest's binaries are Debian's packages of its arch
+            tools = (("apt-get", "apt"), ("dpkg-deb", "dpkg"), ("readelf", "binutils"),
+                     ("ssh-keygen", "openssh-client"))
+        for tool, package in tools:
             if shutil.which(tool) is None:
                 problems.append(f"{tool} is missing for the guest image (Debian package "
                                 f"{package})")
-        if not os.path.exists("/usr/sbin/sshd"):
-            problems.append("sshd is missing for the guest image (Debian package "
-                            "openssh-server)")
         if problems:
             return check_failed(name, "; ".join(problems))
         if self.detail.on != "local":
             from hvlab.hosts.machine import check_ssh
 
             return check_ssh(self.env, name, self.detail.on)
-        version = capture([qemu or QEMU, "--version"]).stdout.decode()
+        version = capture([qemu or arch.qemu, "--version"]).stdout.decode()
         return TestCase(f"host: {name}", Status.PASS,
                         output=f"{version.splitlines()[0]}\naccel {self.detail.accel}\n")
+
+
+def refuse_other_arch(host: HostSpec, image: Path) -> None:
+    """A UserError when ``image`` is a kernel of another arch than the host's guest."""
+    try:
+        with image.open("rb") as fh:
+            found = image_arch(fh.read(HEAD))
+    except OSError:
+        return  # boot_qemu says what is missing
+    if found is not None and found != host.arch:
+        raise UserError(f"host '{host.name}' boots {host.arch} kernels (arch: "
+                        f"{host.arch} in {host.file.name}); {image.name} is an {found} "
+                        "kernel: boot it on a qemu host with arch: " + found)
 
 
 @dataclass
@@ -155,7 +179,7 @@ def boot_qemu(ws: Workspace, host: HostSpec, target: BootTarget, workdir: Path,
     connection), the guest has already been stopped: QEMU runs in its own
     session, so a signal to hvlab would not reach it."""
     t0 = time.monotonic()
-    image = guest_image.build_image(ws)
+    image = guest_image.build_image(ws, arch=guest_arch(host))
     initrd = guest_image.combined_initrd(image, target.modules,
                                          workdir / f"initrd-{host.name}.cpio.gz")
     guest: Guest
@@ -239,14 +263,15 @@ def _watch_boot(host: HostSpec, target: BootTarget, workdir: Path,
 
 def _props(guest: Guest, target: BootTarget, booted: str = "") -> dict[str, str]:
     return {"host_kind": "qemu", "accel": guest.accel, "expected_release": target.release,
-            "kernel_release": booted, "boot_target": target.label, "qemu": qemu_version()}
+            "kernel_release": booted, "boot_target": target.label,
+            "qemu": qemu_version(guest_arch(guest.host).qemu)}
 
 
 @functools.cache
-def qemu_version() -> str:
+def qemu_version(binary: str = "qemu-system-x86_64") -> str:
     """``QEMU emulator version 7.2.x (Debian ...)``: the first line QEMU prints."""
     try:
-        done = capture([QEMU, "--version"], timeout=30)
+        done = capture([binary, "--version"], timeout=30)
     except (OSError, subprocess.TimeoutExpired, InfraError):
         return ""
     return (done.stdout.decode(errors="replace").splitlines() or [""])[0].strip()

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Protocol
 
 from hvlab import procs
+from hvlab.build.arches import ARCH_TABLE, Arch
 from hvlab.model import HostSpec, QemuHost, SshEndpoint
 from hvlab.proc import require_tool
 from hvlab.ssh import SshSession
 
-QEMU = "qemu-system-x86_64"
+QEMU = "qemu-system-x86_64"  # this machine's own (the installed VMs, x86_64 only)
 KVM_PROBE_SECONDS = 10.0
 
 
@@ -125,16 +126,21 @@ def stop_process(proc: subprocess.Popen[bytes], sock: Path | None) -> None:
     procs.untrack(proc.pid)
 
 
-def qemu_argv(spec: QemuHost, accel: str, kernel: str, initrd: str, append: str,
+def guest_arch(host: HostSpec) -> Arch:
+    return ARCH_TABLE[host.arch]
+
+
+def qemu_argv(spec: QemuHost, arch: Arch, accel: str, kernel: str, initrd: str, append: str,
               console: str, port: int) -> list[str]:
-    """The QEMU command line: direct kernel boot, serial console to a file, user
-    networking with the guest's port 22 on 127.0.0.1:``port``."""
-    cmdline = " ".join(p for p in ("console=ttyS0,115200 panic=-1 hvlab.net=static:"
+    """The QEMU command line of the guest's arch: direct kernel boot, serial
+    console to a file, user networking with the guest's port 22 on
+    127.0.0.1:``port``."""
+    cmdline = " ".join(p for p in (f"console={arch.console},115200 panic=-1 hvlab.net=static:"
                                    "10.0.2.15/24:10.0.2.2", append, spec.append) if p)
-    cpu = ["-cpu", "max"] if accel == "tcg" else []
+    cpu = ["-cpu", arch.qemu_cpu] if accel == "tcg" else []
     return [
-        QEMU, "-accel", accel, *cpu, "-m", str(spec.memory), "-smp", str(spec.cpus),
-        "-nodefaults", "-display", "none", "-no-reboot",
+        arch.qemu, "-M", arch.qemu_machine, "-accel", accel, *cpu, "-m", str(spec.memory),
+        "-smp", str(spec.cpus), "-nodefaults", "-display", "none", "-no-reboot",
         "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
         "-serial", f"file:{console}",
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
@@ -189,8 +195,8 @@ class QemuGuest(GuestFiles):
         return last_line(self.qemu_log)
 
     def argv(self, accel: str) -> list[str]:
-        return [*qemu_argv(self.spec, accel, str(self.kernel), str(self.initrd), self.append,
-                           str(self.console), self.port),
+        return [*qemu_argv(self.spec, guest_arch(self.host), accel, str(self.kernel),
+                           str(self.initrd), self.append, str(self.console), self.port),
                 "-qmp", f"unix:{self.qmp},server=on,wait=off"]
 
     def _spawn(self, accel: str) -> None:
@@ -209,7 +215,8 @@ class QemuGuest(GuestFiles):
         self.started = time.monotonic()
 
     def start(self) -> None:
-        require_tool(QEMU)
+        arch = guest_arch(self.host)
+        require_tool(arch.qemu, arch.qemu_package, f"boots {arch.name} guests")
         accel = self.spec.accel
         if accel == "auto":
             accel = "kvm" if self._kvm_works() else "tcg"

@@ -20,7 +20,7 @@ from pathlib import Path
 import paramiko
 
 from hvlab.errors import InfraError
-from hvlab.hosts.qemu_guest import QEMU, GuestFiles, qemu_argv
+from hvlab.hosts.qemu_guest import GuestFiles, guest_arch, qemu_argv
 from hvlab.hosts.sessions import has_tool
 from hvlab.model import SshEndpoint
 from hvlab.ssh import SshSession
@@ -51,9 +51,10 @@ class RemoteQemuGuest(GuestFiles):
 
     def start(self) -> None:
         r = self.remote
-        if not has_tool(r, QEMU):
-            raise InfraError(f"host {r.name}: {QEMU} is not installed there "
-                             "(Debian package: qemu-system-x86)")
+        arch = guest_arch(self.host)
+        if not has_tool(r, arch.qemu):
+            raise InfraError(f"host {r.name}: {arch.qemu} is not installed there "
+                             f"(Debian package: {arch.qemu_package})")
         self.rdir = r.check(["mktemp", "-d", "/tmp/hvlab-qemu-XXXXXX"], timeout=30).strip()
         self.guard = r.hold(["sh", "-c", GUARD, "sh", self.rdir])  # before anything is there
         r.put_file(self.kernel, f"{self.rdir}/kernel")
@@ -64,7 +65,7 @@ class RemoteQemuGuest(GuestFiles):
         self.accel = accel
         for _ in range(5):
             self.port = random.randint(20000, 60999)
-            argv = [*qemu_argv(self.spec, accel, f"{self.rdir}/kernel", f"{self.rdir}/initrd",
+            argv = [*qemu_argv(self.spec, arch, accel, f"{self.rdir}/kernel", f"{self.rdir}/initrd",
                                self.append, f"{self.rdir}/console.log", self.port),
                     "-daemonize", "-pidfile", f"{self.rdir}/qemu.pid",
                     "-D", f"{self.rdir}/qemu.log"]

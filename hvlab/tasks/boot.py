@@ -7,6 +7,7 @@ object, which plans its stages, boots and releases (docs/design.md).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hvlab.boot import guest_image, vm_image
+from hvlab.boot.imagearch import HEAD, image_arch
 from hvlab.build import kselftest
 from hvlab.errors import UserError
 from hvlab.hosts import registry
@@ -144,10 +146,12 @@ ROOT_MODULES = ("ext4", "crc32c_generic", "xfs", "ahci", "sd_mod")  # ext4 needs
 
 
 def prebuilt_build(s: Session, path: Path) -> Path:
-    """A folder laid out like a build's artifacts (bzImage, kernelrelease,
-    System.map, config, modules.tar.gz): ``path`` itself when it is one (a
-    build under kernels/builds/), else made from a distro kernel
-    ``/boot/vmlinuz-<release>`` with the guest modules of this machine."""
+    """A folder laid out like a build's artifacts (bzImage or Image,
+    kernelrelease, System.map, config, modules.tar.gz): ``path`` itself when it
+    is one (a build under kernels/builds/), else made from a distro kernel
+    ``<root>/boot/vmlinuz-<release>`` with the guest modules of
+    ``<root>/lib/modules/<release>``: this machine's (root /), or a distro
+    kernel package of any arch unpacked in a folder."""
     if path.is_dir():
         if not (path / "kernelrelease").is_file() or not any(
                 (path / n).is_file() for n in ("bzImage", "Image")):
@@ -157,23 +161,29 @@ def prebuilt_build(s: Session, path: Path) -> Path:
     if not path.is_file():
         raise UserError(f"--prebuilt {path}: no such kernel image or build folder")
     release = path.name.removeprefix("vmlinuz-")
-    if release == path.name or not (Path("/lib/modules") / release / "modules.dep").is_file():
-        raise UserError(f"--prebuilt {path}: expected /boot/vmlinuz-<release> with "
-                        f"/lib/modules/<release>/modules.dep on this machine")
-    out = s.ws.kernels / "images" / f"prebuilt-{release}-{PREBUILT_FORMAT}"
+    root = path.resolve().parent.parent
+    if release == path.name or path.resolve().parent.name != "boot" or \
+            not (root / "lib" / "modules" / release / "modules.dep").is_file():
+        raise UserError(f"--prebuilt {path}: expected <root>/boot/vmlinuz-<release> with "
+                        f"<root>/lib/modules/<release>/modules.dep (root / is this machine)")
+    with path.open("rb") as fh:
+        arch = image_arch(fh.read(HEAD))
+    image = "Image" if arch == "arm64" else "bzImage"
+    where = "" if root == Path("/") else "-" + hashlib.sha256(str(root).encode()).hexdigest()[:8]
+    out = s.ws.kernels / "images" / f"prebuilt-{release}{where}-{PREBUILT_FORMAT}"
     if (out / "kernelrelease").is_file():
         return out
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    shutil.copyfile(path, tmp / "bzImage")
+    shutil.copyfile(path, tmp / image)
     for name, target in (("System.map", "System.map"), ("config", "config")):
         src = path.with_name(f"{name}-{release}")
         if src.is_file():
             shutil.copyfile(src, tmp / target)
         else:
             (tmp / target).write_text("")
-    entries = guest_image.modules_from_tree(Path("/"), release,
+    entries = guest_image.modules_from_tree(root, release,
                                             (*guest_image.GUEST_MODULES, *ROOT_MODULES,
                                              *hv_module_names(shipped())))
     guest_image.write_modules_archive(entries, tmp / "modules.cpio.gz")

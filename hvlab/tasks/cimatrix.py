@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from hvlab.config import loader
+from hvlab.config.pairing import arches_of
 from hvlab.errors import HvlabError, UserError
 from hvlab.tasks.run import cells
 from hvlab.workspace import Workspace
@@ -14,7 +15,7 @@ from hvlab.workspace import Workspace
 
 def jobs(plan_name: str, ws: Workspace, shards: int) -> list[dict[str, str]]:
     config = loader.load_or_raise(ws)
-    plan_cells = cells(config.plan(plan_name))
+    plan_cells = cells(config.plan(plan_name), arches=arches_of(config))
     if not plan_cells:
         raise UserError(f"plan '{plan_name}' has no cells")
     if shards < 0:

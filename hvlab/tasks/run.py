@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hvlab import cancel
+from hvlab.config.pairing import Arches, boot_hosts
 from hvlab.config.tables import Config
 from hvlab.errors import HvlabError, Interrupted, UserError
 from hvlab.hosts.base import Host
@@ -50,10 +51,13 @@ class BuildKey:
         return "+".join(parts)
 
 
+BUILD_ONLY = ""  # the host of a cell that is built, never booted
+
+
 @dataclass(frozen=True)
 class Cell:
     build: BuildKey
-    host: str
+    host: str  # BUILD_ONLY for a build_only kernel
     suites: tuple[str, ...]
 
     @property
@@ -62,21 +66,33 @@ class Cell:
 
     @property
     def id(self) -> str:
-        return f"{self.label}@{self.host}"
+        return f"{self.label}@{self.host}" if self.host else self.label
 
 
 def cells(plan: PlanSpec, kernels: Sequence[str] = (), series: Sequence[str] = (),
-          hosts: Sequence[str] = (), suites: Sequence[str] = ()) -> list[Cell]:
-    """The matrix in a fixed order (overrides replace the plan's lists).  Pure."""
+          hosts: Sequence[str] = (), suites: Sequence[str] = (),
+          arches: Arches | None = None) -> list[Cell]:
+    """The matrix in a fixed order (overrides replace the plan's lists): each
+    kernel on each host of its arch, or built only (``build_only``).  A kernel no
+    host boots is a UserError.  Pure."""
+    arches = arches or Arches()
     series_list = list(series or plan.series)
     if plan.baseline and NO_SERIES not in series_list:
         series_list.append(NO_SERIES)
     out = []
     for k in kernels or plan.kernels:
+        if k in plan.build_only:
+            on = [BUILD_ONLY]
+        else:
+            on, why = boot_hosts(k, arches.kernels.get(k, "x86_64"), list(hosts or plan.hosts),
+                                 arches.hosts)
+            if why:
+                raise UserError(f"plan '{plan.name}': {why}")
         for sr in series_list:
             for v in plan.variants:
-                for h in hosts or plan.hosts:
-                    out.append(Cell(BuildKey(k, sr, v), h, tuple(suites or plan.suites)))
+                for h in on:
+                    out.append(Cell(BuildKey(k, sr, v), h,
+                                    tuple(suites or plan.suites) if h else ()))
     return out
 
 
@@ -101,15 +117,20 @@ class CellPlan:
     suites: tuple[str, ...]
     series: str = ""
 
+    built_only: bool = False
+
     def line(self) -> str:
         state = {"cached": f"build cached ({self.build_id[:12]})", "shared": "build shared",
                  "not fetched": f"build would run (series {self.series} not fetched yet)"
                  }.get(self.build, "build would run")
-        return f"{self.cell}: {state}; boot + {', '.join(self.suites) or 'no suites'}"
+        then = "built only, not booted" if self.built_only else \
+            f"boot + {', '.join(self.suites) or 'no suites'}"
+        return f"{self.cell}: {state}; {then}"
 
     def as_json(self) -> dict[str, object]:
         return {"cell": self.cell, "build": self.build, "build_id": self.build_id or None,
-                "suites": list(self.suites), "series": self.series}
+                "suites": list(self.suites), "series": self.series,
+                "boots": not self.built_only}
 
 
 def describe(ws: Workspace, config: Config, plan_cells: list[Cell]) -> list[CellPlan]:
@@ -125,7 +146,8 @@ def describe(ws: Workspace, config: Config, plan_cells: list[Cell]) -> list[Cell
             try:  # a lore: or git: series as last fetched: a dry run fetches nothing
                 spec = intake.resolve(ws, config, b.series, offline=True)
             except UserError:
-                out.append(CellPlan(cell.id, "not fetched", "", suites, b.series))
+                out.append(CellPlan(cell.id, "not fetched", "", suites, b.series,
+                                    cell.host == BUILD_ONLY))
                 continue
             phash = load_series_or_raise(spec.name, spec.path,
                                          ws.display(spec.path)).patchset_hash
@@ -135,7 +157,8 @@ def describe(ws: Workspace, config: Config, plan_cells: list[Cell]) -> list[Cell
         state = ("cached" if build else "would run") if b not in seen else "shared"
         seen.add(b)
         series = "" if b.series == NO_SERIES else b.series
-        out.append(CellPlan(cell.id, state, build if state == "cached" else "", suites, series))
+        out.append(CellPlan(cell.id, state, build if state == "cached" else "", suites, series,
+                            cell.host == BUILD_ONLY))
     return out
 
 
@@ -209,6 +232,8 @@ class Matrix:
         scope = Scope(cell.label)
         for stage in ("fetch", "configure", "build"):
             self.s.plan(stage, scope)
+        if cell.host == BUILD_ONLY:
+            return
         plan_cell(self.s, scope.on(cell.host), self.host(cell.host),
                   [self.s.config.suite(n) for n in cell.suites])
 
@@ -273,7 +298,7 @@ def run_plan(s: Session, plan: PlanSpec, plan_cells: list[Cell], opts: RunOption
     for cell in plan_cells:
         matrix.plan(cell)
     s.progress.info(f"plan {plan.name}: {len(plan_cells)} cells on "
-                    f"{len({c.host for c in plan_cells})} hosts")
+                    f"{len({c.host for c in plan_cells} - {BUILD_ONLY})} hosts")
     suites_of: dict[BuildKey, dict[str, None]] = {}
     for cell in plan_cells:
         suites_of.setdefault(cell.build, {}).update(dict.fromkeys(cell.suites))
@@ -281,7 +306,8 @@ def run_plan(s: Session, plan: PlanSpec, plan_cells: list[Cell], opts: RunOption
         matrix.build(key, list(suites))
     by_host: dict[str, list[Cell]] = {}
     for cell in plan_cells:
-        by_host.setdefault(cell.host, []).append(cell)
+        if cell.host != BUILD_ONLY:
+            by_host.setdefault(cell.host, []).append(cell)
     _in_parallel(s, matrix, by_host)
     if plan.baseline:
         _compare_with_baseline(s, plan_cells)

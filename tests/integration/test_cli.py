@@ -102,7 +102,7 @@ def test_json_outputs_for_scripts(env: Env) -> None:
     assert dry["plan"] == "default"
     assert dry["cells"] == [{"cell": "linux-6.1+hyperv-sample@local-qemu", "build": "would run",
                              "build_id": None, "suites": ["boot-health", "hyperv-drivers"],
-                             "series": "hyperv-sample"}]
+                             "series": "hyperv-sample", "boots": True}]
     status = json.loads(env.inv("status", "--json").stdout)
     assert status["builds"] == [] and status["total_bytes"] >= 0
     done = env.inv("hosts.check", "--host", "local-qemu", "--json")

@@ -329,3 +329,24 @@ def test_a_local_vm_host_refuses_the_keys_hvlab_sets_for_its_vm(tmp_path: Path) 
     assert_reported(found, "vm.yaml:2:1: address: not with vm:",
                     "vm.yaml:3:1: power_cycle: not with vm:",
                     "vm.disk_bus: 'scsi' is not one of: virtio, sata")
+
+
+def test_a_plan_kernel_no_plan_host_boots_is_reported_at_its_kernels_key(
+        tmp_path: Path) -> None:
+    write(tmp_path, "kernels/k.yaml", KERNEL)
+    write(tmp_path, "kernels/a.yaml", KERNEL.replace("config:", "arch: arm64\nconfig:"))
+    write(tmp_path, "hosts/q.yaml", "kind: qemu\n")
+    write(tmp_path, "hosts/qa.yaml", "kind: qemu\narch: arm64\n")
+    write(tmp_path, "plans/p.yaml", "description: x\nkernels: [k, a]\nhosts: [q]\n")
+    assert only(tmp_path).endswith(
+        "plans/p.yaml:2:1: kernels: kernel 'a' is arm64 and no host boots it (hosts: q "
+        "(x86_64)): add a qemu host with arch: arm64, or list the kernel under build_only")
+    write(tmp_path, "plans/p.yaml", "kernels: [k, a]\nhosts: [q, qa]\n")
+    assert issues(tmp_path) == []
+    write(tmp_path, "plans/p.yaml", "kernels: [k, a]\nhosts: [q]\nbuild_only: [a, z]\n")
+    assert_reported(issues(tmp_path), "build_only: no kernel named 'z'",
+                    "build_only: 'z' is not one of the plan's kernels")
+    write(tmp_path, "plans/p.yaml", "kernels: [k, a]\nhosts: [q]\nbuild_only: [a]\n")
+    assert issues(tmp_path) == []
+    write(tmp_path, "hosts/qa.yaml", "kind: qemu\narch: sparc\n")
+    assert_reported(issues(tmp_path), "hosts/qa.yaml:2:7: arch:")

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 
+from hvlab.config.pairing import Arches
 from hvlab.errors import UserError
 from hvlab.model import PlanSpec, Variant
 from hvlab.tasks.cimatrix import render
-from hvlab.tasks.run import cells, shard
+from hvlab.tasks.run import BUILD_ONLY, cells, shard
 
 pytestmark = pytest.mark.unit
 
@@ -57,3 +59,22 @@ def test_ci_matrix_formats() -> None:
     assert json.loads(render("json", "default", jobs)) == jobs
     with pytest.raises(UserError):
         render("azure", "default", jobs)
+
+
+def test_each_kernel_boots_on_the_hosts_of_its_arch_or_is_built_only() -> None:
+    plan = PlanSpec("arches", Path("arches.yaml"), ("x", "clang", "arm", "i386"), ("s",),
+                    ("q", "qa"), ("boot-health",), build_only=("clang", "i386"))
+    arches = Arches({"x": "x86_64", "clang": "x86_64", "arm": "arm64", "i386": "i386"},
+                    {"q": "x86_64", "qa": "arm64"})
+    found = cells(plan, arches=arches)
+    assert [(c.id, c.suites) for c in found] == [
+        ("x+s@q", ("boot-health",)), ("clang+s", ()), ("arm+s@qa", ("boot-health",)),
+        ("i386+s", ())]
+    assert [c.host for c in found if not c.suites] == [BUILD_ONLY, BUILD_ONLY]
+    # a kernel no host of the plan (or of --host) boots is refused, naming both arches
+    with pytest.raises(UserError, match=r"kernel 'arm' is arm64 and no host boots it "
+                       r"\(hosts: q \(x86_64\)\): add a qemu host with arch: arm64"):
+        cells(plan, hosts=["q"], arches=arches)
+    unpaired = dataclasses.replace(plan, build_only=())
+    with pytest.raises(UserError, match="kernel 'i386' is i386"):
+        cells(unpaired, arches=arches)
