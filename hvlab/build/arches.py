@@ -23,6 +23,7 @@ class Arch:
     qemu_machine: str
     console: str  # the kernel's serial console device under that QEMU
     debian_arch: str  # dpkg's name for a guest's binaries
+    srcarch: str = ""  # its directory under arch/
     qemu_cpu: str = "max"  # -cpu under TCG
     multiarch: str = ""  # Debian's multiarch library directory (lib/<this>)
 
@@ -34,17 +35,19 @@ class Arch:
 ARCH_TABLE: dict[str, Arch] = {a.name: a for a in (
     Arch("x86_64", "x86_64", "bzImage", "arch/x86/boot/bzImage", "x86_64-linux-gnu",
          ("x86_64",), "gcc-x86-64-linux-gnu", "qemu-system-x86_64", "qemu-system-x86",
-         "pc", "ttyS0", "amd64", multiarch="x86_64-linux-gnu"),
+         "pc", "ttyS0", "amd64", srcarch="x86",
+         multiarch="x86_64-linux-gnu"),
     Arch("arm64", "arm64", "Image", "arch/arm64/boot/Image", "aarch64-linux-gnu",
          ("aarch64", "arm64"), "gcc-aarch64-linux-gnu", "qemu-system-aarch64",
          "qemu-system-arm", "virt", "ttyAMA0", "arm64",
          # pointer authentication with QEMU's cheap hash: the architected one
          # (QARMA) costs TCG a large part of its speed
-         qemu_cpu="max,pauth-impdef=on", multiarch="aarch64-linux-gnu"),
+         srcarch="arm64", qemu_cpu="max,pauth-impdef=on", multiarch="aarch64-linux-gnu"),
     # an x86_64 gcc builds a 32-bit kernel itself (kbuild passes -m32; no libc)
     Arch("i386", "i386", "bzImage", "arch/x86/boot/bzImage", "i686-linux-gnu",
          ("x86_64", "i686", "i386"), "gcc-i686-linux-gnu", "qemu-system-i386",
-         "qemu-system-x86", "pc", "ttyS0", "i386", multiarch="i386-linux-gnu"),
+         "qemu-system-x86", "pc", "ttyS0", "i386", srcarch="x86",
+         multiarch="i386-linux-gnu"),
 )}
 ARCHES = tuple(ARCH_TABLE)
 

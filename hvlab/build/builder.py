@@ -143,6 +143,9 @@ class Builder:
     jobs: int
     use_ccache: bool = True
     on_line: Callable[[str], None] | None = None
+    # a build-only cell's directories (hvlab.build.touched): make <dir>/ after
+    # modules_prepare, no image; None: the whole build
+    touched: tuple[str, ...] | None = None
     info: Arch = field(init=False)
     tools: Toolchain = field(init=False)
 
@@ -264,10 +267,25 @@ class Builder:
     # -- build -------------------------------------------------------------------
     def targets(self, config_text: str) -> list[str]:
         final = kconfig.parse_dotconfig(config_text)
+        if self.touched is not None:
+            return [self.prepare_target(config_text), *self.touched]
         targets = [self.info.image_target]
         if final.get("MODULES") == "y":
             targets.append("modules")
         return targets
+
+    def prepare_target(self, config_text: str) -> str:
+        """What a touched-only build makes first (kbuild's single-directory goals
+        cannot share a make with it)."""
+        modules = kconfig.parse_dotconfig(config_text).get("MODULES") == "y"
+        return "modules_prepare" if modules else "prepare"
+
+    def scope(self) -> str:
+        """What a build of this builder compiles, for the report."""
+        if self.touched is None:
+            return "full"
+        return "touched only: " + (" ".join(self.touched) or "nothing the series changes is "
+                                   f"compiled on {self.info.name}")
 
     def build_id(self, tree_sha: str, config_text: str) -> str:
         mv = "".join(f"{k}={v}\n" for k, v in self.inputs.make_vars)

@@ -109,11 +109,25 @@ def kconfig_sha(ws: Workspace, commit: str) -> str:
     return sha256_text("kconfig inputs", *wanted)
 
 
+def make_goals(builder: Builder, targets: list[str]) -> list[list[str]]:
+    """The makes ``targets`` take: one, or for a touched-only build two, since
+    kbuild's single-directory goals cannot share a make with modules_prepare."""
+    return [targets] if builder.touched is None else [t for t in (targets[:1], targets[1:]) if t]
+
+
 def make_step(builder: Builder, tree: Path, targets: list[str], log: Path,
               stats: Path | None = None) -> tuple[bool, list[Diagnostic], list[str]]:
-    """One incremental make; updates the build dir's diagnostics state.
+    """The makes of ``targets`` (make_goals), incremental; updates the build dir's
+    diagnostics state.  Returns (ok, complete diagnostics, first errors)."""
+    for goals in make_goals(builder, targets):
+        ok, diags, errors = _make_once(builder, tree, goals, log, stats)
+        if not ok:
+            break
+    return ok, diags, errors
 
-    Returns (ok, complete diagnostics, first errors)."""
+
+def _make_once(builder: Builder, tree: Path, targets: list[str], log: Path,
+               stats: Path | None) -> tuple[bool, list[Diagnostic], list[str]]:
     ensure_consistent_build_dir(builder)
     start = log.stat().st_size if log.exists() else 0
     step = builder.make(tree, targets, log, stats)
@@ -137,8 +151,9 @@ def make_step(builder: Builder, tree: Path, targets: list[str], log: Path,
 
 def write_reproducer(path: Path, builder: Builder, tree: Path, commit: str,
                      targets: list[str]) -> None:
-    argv = builder.make_argv(tree, f"-j{builder.jobs}", *targets)
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in builder.make_env().items())
+    makes = "".join(f"env {env} {shlex.join(builder.make_argv(tree, f'-j{builder.jobs}', *t))}\n"
+                    for t in make_goals(builder, targets))
     path.write_text(
         "#!/bin/sh\n"
         "# Rebuild this kernel exactly as hvlab did (written before make started).\n"
@@ -147,7 +162,7 @@ def write_reproducer(path: Path, builder: Builder, tree: Path, commit: str,
         f"mkdir -p {shlex.quote(str(builder.build_dir))}\n"
         # the config beside this script: the folder is renamed into place after make
         f"cp \"$(dirname \"$0\")/config\" {shlex.quote(str(builder.build_dir / '.config'))}\n"
-        f"env {env} {shlex.join(argv)}\n"
+        + makes
     )
     path.chmod(0o755)
 
@@ -190,6 +205,9 @@ def build_commit(builder: Builder, tree: Path, commit: str, configured: Configur
         if not ok:
             return BuildResult(commit, build_id, False, False, None, "", tuple(diags),
                                tuple(errors[:10]), time.monotonic() - t0, log, cc)
+        if builder.touched is not None:  # nothing to keep: no image, nothing boots it
+            return BuildResult(commit, build_id, True, False, None, "", tuple(diags), (),
+                               time.monotonic() - t0, log, cc, builder.tools.version)
         artifacts, release = collect_artifacts(builder, tree, staging, configured.config_text,
                                                log)
         if (tree / "include/linux/hyperv.h").is_file():  # what the Hyper-V checks expect
@@ -241,11 +259,13 @@ def warning_cases(new: list[Diagnostic], log: Path) -> list[TestCase]:
             for d in new]
 
 
-def build_case(name: str, result: BuildResult, known: list[Diagnostic]) -> TestCase:
+def build_case(name: str, result: BuildResult, known: list[Diagnostic],
+               scope: str = "full") -> TestCase:
     listing = "\n".join(f"  {d.kind}: {d.describe()}" for d in known)
     output = (f"build id {result.build_id}\n"
+              + (f"{scope} (a build-only cell: nothing boots it)\n" if scope != "full" else "")
               + (f"artifacts {result.path}\nkernelrelease {result.kernelrelease}\n"
-                 if result.ok else "")
+                 if result.ok and result.path is not None else "")
               + (f"ccache hits {result.ccache.get('hits', 0)}, misses "
                  f"{result.ccache.get('misses', 0)}\n" if result.ccache else "")
               + ("cached\n" if result.cached else "")

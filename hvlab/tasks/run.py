@@ -237,8 +237,9 @@ class Matrix:
         plan_cell(self.s, scope.on(cell.host), self.host(cell.host),
                   [self.s.config.suite(n) for n in cell.suites])
 
-    def build(self, key: BuildKey, suites: Sequence[str]) -> None:
-        """Build ``key`` (and the kselftest collections ``suites`` need)."""
+    def build(self, key: BuildKey, suites: Sequence[str], touched_only: bool = False) -> None:
+        """Build ``key`` (and the kselftest collections ``suites`` need); a key
+        nothing boots compiles only what its series touches (``touched_only``)."""
         s, scope = self.s, Scope(key.label)
         series = "" if key.series == NO_SERIES else key.series
         s.attach(scope, {"kernel": key.kernel, "series": key.series})
@@ -246,7 +247,8 @@ class Matrix:
                            tuple(str(s.config.fragment(f).path) for f in key.variant.fragments),
                            force=self.opts.force, jobs=self.opts.jobs,
                            use_ccache=self.opts.use_ccache, offline=self.opts.offline,
-                           kselftests=kselftest_targets(s, suites), checks=self.opts.checks)
+                           kselftests=kselftest_targets(s, suites), checks=self.opts.checks,
+                           touched_only=touched_only)
         path = None
         try:
             outcome = self.steps.build(s, scope, req)
@@ -300,10 +302,13 @@ def run_plan(s: Session, plan: PlanSpec, plan_cells: list[Cell], opts: RunOption
     s.progress.info(f"plan {plan.name}: {len(plan_cells)} cells on "
                     f"{len({c.host for c in plan_cells} - {BUILD_ONLY})} hosts")
     suites_of: dict[BuildKey, dict[str, None]] = {}
+    booted: set[BuildKey] = set()
     for cell in plan_cells:
         suites_of.setdefault(cell.build, {}).update(dict.fromkeys(cell.suites))
+        if cell.host != BUILD_ONLY:
+            booted.add(cell.build)
     for key, suites in suites_of.items():
-        matrix.build(key, list(suites))
+        matrix.build(key, list(suites), touched_only=key not in booted)
     by_host: dict[str, list[Cell]] = {}
     for cell in plan_cells:
         if cell.host != BUILD_ONLY:

@@ -29,6 +29,7 @@ from hvlab.build.stage import (
     make_step,
     warning_cases,
 )
+from hvlab.build.touched import touched_dirs
 from hvlab.checks import profiles
 from hvlab.checks.profiles import Profile
 from hvlab.checks.runner import run_checks
@@ -93,6 +94,9 @@ class BuildRequest:
     checkpatch: bool = True
     kselftests: tuple[tuple[str, ...], ...] = ()  # kselftest TARGETS lists to build too
     checks: str = "auto"  # the check stage's profile (checks/profiles.py), or none
+    # nothing boots it: compile only the directories the series touches
+    # (hvlab.build.touched) after modules_prepare; the plain tree builds whole
+    touched_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -315,6 +319,9 @@ def build(s: Session, scope: Scope, req: BuildRequest) -> BuildOutcome:
         commit = fetch(s, scope, kernel, req.offline).commit
     builder = Builder(s.ws, kernel, inputs, req.jobs or os.cpu_count() or 1, req.use_ccache,
                       s.progress.log_line)
+    if req.touched_only and base_commit is not None:
+        changed = Git(s.ws.store).out("diff", "--name-only", base_commit, commit).split()
+        builder.touched = touched_dirs(changed, builder.info.srcarch)
     with source.worktree_lock(s.ws, kernel.name, s.progress):
         tree = source.worktree_path(s.ws, kernel.name)
         if not (tree / ".git").exists():
@@ -386,7 +393,7 @@ def _build_stage(s: Session, builder: Builder, tree: Path, commit: str,
     new = diagnostics.new_diagnostics(warnings, base_keys) if baseline_diags is not None \
         else []
     known = [d for d in warnings if d not in new]
-    cases.insert(0, build_case(f"build: {name}", result, known))
+    cases.insert(0, build_case(f"build: {name}", result, known, builder.scope()))
     cases += warning_cases(new, log)
     if result.ok and result.path is not None:
         for targets in req.kselftests:
@@ -394,7 +401,8 @@ def _build_stage(s: Session, builder: Builder, tree: Path, commit: str,
             cases.append(kselftest.build_collection(builder, tree, commit,
                                                     configured.config_text, result.path,
                                                     targets, log))
-    props = {"warnings": str(len(warnings)), "new_warnings": str(len(new))}
+    props = {"warnings": str(len(warnings)), "new_warnings": str(len(new)),
+             "build_scope": builder.scope()}
     if result.ccache:
         props.update({"ccache_hits": str(result.ccache.get("hits", 0)),
                       "ccache_misses": str(result.ccache.get("misses", 0))})

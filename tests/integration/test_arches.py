@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +56,39 @@ def test_an_x86_only_call_in_shared_code_fails_arm64_only(env: Env, tmp_path: Pa
         message = case.result[0].message
         assert "drivers/hv/hv_common.c:8" in message, message
         assert "hv_x86_tsc_page_valid" in message, message
+
+
+def test_build_only_cells_compile_what_the_series_touches_and_say_so(
+        env: Env, tmp_path: Path, validate_junit: Any) -> None:
+    """A plan of four build-only cells: each makes modules_prepare then
+    drivers/hv/ (no image); the x86-only call fails the arm64 cell alone,
+    naming the file and line, and every cell's JUnit says what it built."""
+    upstream = fake_kernel(env, tmp_path)
+    write_kernels(env, upstream)
+    format_series(upstream, env.configs / "patches" / "x86call", [(
+        "drivers/hv/hv_common.c", "\treturn 0;", "\treturn hv_x86_tsc_page_valid();")])
+    names = list(CELLS)
+    env.write("plans/arches.yaml", f"kernels: [{', '.join(names)}]\nseries: [x86call]\n"
+                                   f"build_only: [{', '.join(names)}]\n")
+    done = env.inv("run", "--plan", "arches", "--checks", "none", timeout=900)
+    assert done.returncode == 1, done.stderr[-3000:]
+    validate_junit(env.latest / "junit.xml")
+    for name in names:
+        label = f"{name}+x86call"
+        props = env.suite_properties(f"{label}/local.build")
+        assert props["build_scope"] == "touched only: drivers/hv/", (name, props)
+        case = env.suite(f"{label}/local.build")[f"build: {name}"]
+        log = (env.latest / "logs" / f"build-{label}.log").read_text() if \
+            (env.latest / "logs" / f"build-{label}.log").is_file() else ""
+        if name == "k-arm64":
+            assert status(case) == "failure"
+            assert "drivers/hv/hv_common.c:8" in case.result[0].message
+        else:
+            assert status(case) == "pass", (name, case.result)
+            assert "touched only: drivers/hv/ (a build-only cell" in case.system_out
+        assert "bzImage" not in log and "LD      vmlinux" not in log, (name, log[-2000:])
+    assert not [p for p in (env.kernels / "builds").iterdir() if not p.name.startswith(".")
+                and p.name != "work"]  # nothing bootable was kept
+    # the dry run says these cells are built only
+    dry = env.inv("run", "--plan", "arches", "--dry-run")
+    assert "k-arm64+x86call: build would run; built only, not booted" in dry.stdout
