@@ -205,12 +205,13 @@ def build_commit(builder: Builder, tree: Path, commit: str, configured: Configur
         if not ok:
             return BuildResult(commit, build_id, False, False, None, "", tuple(diags),
                                tuple(errors[:10]), time.monotonic() - t0, log, cc)
-        if builder.touched is not None:  # nothing to keep: no image, nothing boots it
-            return BuildResult(commit, build_id, True, False, None, "", tuple(diags), (),
-                               time.monotonic() - t0, log, cc, builder.tools.version)
-        artifacts, release = collect_artifacts(builder, tree, staging, configured.config_text,
-                                               log)
-        if (tree / "include/linux/hyperv.h").is_file():  # what the Hyper-V checks expect
+        artifacts: list[Artifact] = []
+        release = ""
+        if builder.touched is None:  # a touched-only build keeps its record only
+            artifacts, release = collect_artifacts(builder, tree, staging,
+                                                   configured.config_text, log)
+        if builder.touched is None and (tree / "include/linux/hyperv.h").is_file():
+            # what the Hyper-V checks expect
             (staging / "hyperv.json").write_text(hvtree.extract(
                 tree, f"{builder.kernel.name} at {commit}").to_json())
         meta = metadata(builder, tree, commit, sha, build_id, targets, release, diags,
@@ -245,6 +246,7 @@ def metadata(builder: Builder, tree: Path, commit: str, sha: str, build_id: str,
         "duration_s": round(seconds, 2),
         "ccache": cc,
         "kernelrelease": release,
+        "scope": builder.scope(),  # full, or touched only (no image: hvlab.build.touched)
         "warnings": warnings,
         "errors": len(diags) - warnings,
         "diagnostics": [_diag_to_json(d) for d in diags],

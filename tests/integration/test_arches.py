@@ -87,8 +87,19 @@ def test_build_only_cells_compile_what_the_series_touches_and_say_so(
             assert status(case) == "pass", (name, case.result)
             assert "touched only: drivers/hv/ (a build-only cell" in case.system_out
         assert "bzImage" not in log and "LD      vmlinux" not in log, (name, log[-2000:])
-    assert not [p for p in (env.kernels / "builds").iterdir() if not p.name.startswith(".")
-                and p.name != "work"]  # nothing bootable was kept
+    kept = [json.loads((p / "metadata.json").read_text()) for p in
+            (env.kernels / "builds").iterdir() if not p.name.startswith(".") and p.name != "work"]
+    # each passed build (series and baseline) keeps its record, nothing bootable
+    assert len(kept) == 2 * 3 + 1, kept  # k-arm64: its baseline only
+    assert {k["scope"] for k in kept} == {"touched only: drivers/hv/"}
+    assert all(k["artifacts"] == [] and k["kernelrelease"] == "" for k in kept)
+    # a second run answers from those records: nothing is compiled again
+    again = env.inv("run", "--plan", "arches", "--checks", "none", timeout=900)
+    assert again.returncode == 1, again.stderr[-3000:]
+    for name in names:
+        if name != "k-arm64":
+            assert "cached" in env.suite(f"{name}+x86call/local.build")[f"build: {name}"] \
+                .system_out
     # the dry run says these cells are built only
     dry = env.inv("run", "--plan", "arches", "--dry-run")
     assert "k-arm64+x86call: build would run; built only, not booted" in dry.stdout
