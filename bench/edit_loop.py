@@ -16,11 +16,8 @@ Goal: hvlab / raw <= 1.2.
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,71 +28,57 @@ import paramiko
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import INV, KERNELS, REPO, REPORTS, boot_until_release, timed
+from bench._common import (
+    CCACHE_ENV,
+    INV,
+    REPO,
+    EditedSeries,
+    alternate,
+    boot_until_release,
+    built_from_latest,
+    medians,
+    raw_am_and_make,
+    timed,
+)
 from hvlab.boot import guest_image
-from hvlab.git import IDENTITY
 from hvlab.hosts.qemu_guest import QemuGuest, free_port
 from hvlab.model import HostSpec, QemuHost
 from hvlab.workspace import Workspace
 
 RUNS = 3
 SERIES = "hyperv-sample"
-LINE = '+\tpr_info("VMBus protocol version %u.%u negotiated\\n",'
 work = Path(tempfile.mkdtemp(prefix="bench-edit-"))
-configs = work / "configs"
-shutil.copytree(REPO / "configs", configs)
-patch1 = sorted((configs / "patches" / SERIES).glob("0001-*.patch"))[0]
-original = patch1.read_text()
-assert LINE in original, "the sample series changed: pick another line"
-env = {"HVLAB_CONFIGS": str(configs)}
-counter = 0
-
-
-def edit() -> None:
-    global counter
-    counter += 1
-    patch1.write_text(original.replace(LINE, LINE.replace("negotiated", f"negotiated "
-                                                          f"(edit {os.getpid()}.{counter})")))
+series = EditedSeries(work, SERIES)
+DEFAULT = [*INV, "run", "--plan", "default", "--checks", "none"]
 
 
 def hvlab() -> float:
-    edit()
-    return timed([*INV, "run", "--plan", "default", "--checks", "none"], env=env)
+    series.edit()
+    return timed(DEFAULT, env=series.env)
 
 
-timed([*INV, "run", "--plan", "default", "--checks", "none"], env=env)  # warm everything
-meta = json.loads((REPORTS / "latest" / "metadata.json").read_text())
-facts = next(c["facts"] for c in meta["cells"] if c["facts"].get("build_id"))
-base = facts["base_commit"]
-built = json.loads((KERNELS / "builds" / facts["build_id"] / "metadata.json").read_text())
-make = shlex.split(built["make_command"])
-tree = Path(make[make.index("-C") + 1])
+timed(DEFAULT, env=series.env)  # warm everything
+base, make, tree = built_from_latest()
 out = Path(next(a for a in make if a.startswith("O="))[2:])
 ws = Workspace.from_env(REPO)
 image = guest_image.build_image(ws)
 host = HostSpec("bench", Path("bench.yaml"), "qemu", QemuHost(memory=1024, cpus=2),
                 boot_timeout=180)
 key = paramiko.Ed25519Key.from_private_key_file(str(image.client_key))
-ccache = {"CCACHE_DIR": os.environ.get("CCACHE_DIR", str(KERNELS / "ccache")),
-          "CCACHE_BASEDIR": str(KERNELS), "LC_ALL": "C", "KBUILD_BUILD_USER": "hvlab",
-          "KBUILD_BUILD_HOST": "hvlab", "KBUILD_BUILD_TIMESTAMP": "@0"}
 
 
-def sh(argv: list[str], **kw: object) -> None:
-    subprocess.run(argv, check=True, capture_output=True, **kw)  # type: ignore[call-overload]
+def sh(argv: list[str]) -> None:
+    subprocess.run(argv, check=True, capture_output=True, env={**os.environ, **CCACHE_ENV})
 
 
 def raw() -> float:
-    edit()
+    series.edit()
     t0 = time.monotonic()
-    sh(["git", "checkout", "-q", "--detach", "--force", base], cwd=tree)
-    sh(["git", "am", "-q", "-3", *sorted(str(p) for p in patch1.parent.glob("0*.patch"))],
-       cwd=tree, env={**os.environ, **IDENTITY})
-    sh(make, env={**os.environ, **ccache})
+    raw_am_and_make(tree, base, series.patches, make)
     mods = work / "mods"
     shutil.rmtree(mods, ignore_errors=True)
     sh([*[a for a in make if a not in ("bzImage", "modules") and not a.startswith("-j")],
-        "modules_install", f"INSTALL_MOD_PATH={mods}"], env={**os.environ, **ccache})
+        "modules_install", f"INSTALL_MOD_PATH={mods}"])
     release = (out / "include" / "config" / "kernel.release").read_text().strip()
     tar = work / "mods.tar.gz"
     sh(["tar", "-czf", str(tar), "-C", str(mods), "lib"])
@@ -108,15 +91,8 @@ def raw() -> float:
     return elapsed + boot_until_release(guest.argv("tcg"), guest.port, key, release)
 
 
-mine, theirs = [], []
 try:
-    for i in range(RUNS):
-        for fn, into in ((hvlab, mine), (raw, theirs))[:: 1 if i % 2 == 0 else -1]:
-            into.append(fn())
+    mine, theirs = alternate(hvlab, raw, RUNS)
 finally:
     shutil.rmtree(work, ignore_errors=True)
-h, r = statistics.median(mine), statistics.median(theirs)
-print(f"hvlab runs: {', '.join(f'{x:.1f}' for x in mine)} s; "
-      f"raw: {', '.join(f'{x:.1f}' for x in theirs)} s")
-print(f"edit loop: hvlab {h:.2f} s, raw steps {r:.2f} s (medians of {RUNS})")
-print(f"ratio: {h / r:.3f}")
+medians("edit loop", mine, "raw steps", theirs, "<= 1.2")
