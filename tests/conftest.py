@@ -113,6 +113,16 @@ def junit_suite(report: Path, name: str) -> dict[str, Any]:
     raise AssertionError(f"no suite {name} in {report}")
 
 
+def junit_suite_properties(report: Path, name: str) -> dict[str, str]:
+    """The properties of testsuite ``name`` in a junit.xml."""
+    import junitparser
+
+    for ts in junitparser.JUnitXml.fromfile(str(report)):
+        if ts.name == name:
+            return {p.name: p.value for p in ts.properties()}
+    raise AssertionError(f"no suite {name} in {report}")
+
+
 def junit_suite_family(report: Path, name: str) -> dict[str, Any]:
     """The cases of testsuite ``name`` and of the testsuites its KTAP suites got
     (``name:<ktap suite>``), by case name."""
@@ -172,12 +182,7 @@ class Env:
         return junit_suite_family(self.latest / "junit.xml", name)
 
     def suite_properties(self, name: str) -> dict[str, str]:
-        import junitparser
-
-        for ts in junitparser.JUnitXml.fromfile(str(self.latest / "junit.xml")):
-            if ts.name == name:
-                return {p.name: p.value for p in ts.properties()}
-        raise AssertionError(f"no suite {name}")
+        return junit_suite_properties(self.latest / "junit.xml", name)
 
 
 @pytest.fixture
@@ -216,7 +221,7 @@ def prebuild(request: pytest.FixtureRequest,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The e2e tier's workspace with its cold build (and the VM image when a
     selected test needs it) started in the background; None without e2e tests."""
-    from tests.prebuild import Job, Prebuild
+    from tests.prebuild import Prebuild
 
     items = request.session.items
     if not any(item.get_closest_marker("e2e") for item in items) or not TARBALL.is_file():
@@ -227,14 +232,14 @@ def prebuild(request: pytest.FixtureRequest,
     # CI does not set it, so CI always starts cold.
     kernels = Path(os.environ.get("HVLAB_E2E_KERNELS") or root / "kernels")
     env = Env(root, REPO / "configs", kernels, root / "reports")
-    names = ["build"] + (["image"] if any(i.get_closest_marker("vm_image") for i in items)
-                         else [])
-    jobs = {name: Job.start(name, env) for name in names}
+    names = ["build"] + [job for job in ("image", "arches") if any(
+        i.get_closest_marker("vm_image" if job == "image" else job) for i in items)]
+    done = Prebuild.start(env, names)
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"e2e: started in the background at nice 19: "
-                            f"{', '.join(f'{n} (log {j.log})' for n, j in jobs.items())}")
-    done = Prebuild(env, jobs)
+                            f"{', '.join(f'{n} (log {j.log})' for n, j in done.jobs.items())}"
+                            + "".join(f"; {n} once it passed" for n in done.later))
     try:
         yield done
     finally:

@@ -9,10 +9,12 @@ integration tiers, which run first, leave a core idle much of the time
 
 So when the session holds e2e tests, a session fixture starts ``inv build``
 of the default kernel and series and ``inv image.vm`` at nice 19 into the
-e2e tier's own kernels/ as soon as the first test runs; the e2e fixtures
-wait for them.  They are ordinary hvlab runs: their exit codes and JUnit are
-checked, so the cold build and the image build are still tested, and the
-e2e tests then find both in the cache as a second run would.
+e2e tier's own kernels/ as soon as the first test runs, and once the build
+has passed ``inv run --plan arches`` (the other arches and toolchains; it
+reuses that build for its x86_64 cell); the e2e fixtures wait for them.
+They are ordinary hvlab runs: their exit codes and JUnit are checked, so the
+cold build and the image build are still tested, and the e2e tests then
+find both in the cache as a second run would.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +35,10 @@ KERNEL, SERIES = "linux-6.1", "hyperv-sample"
 JOBS = {
     "build": ["build", "--kernel", KERNEL, "--series", SERIES],
     "image": ["image.vm"],
+    "arches": ["run", "--plan", "arches"],
 }
+# A job started when another has passed (one build at a time in a workspace).
+AFTER = {"arches": "build"}
 
 
 def _lowered() -> None:
@@ -97,10 +103,41 @@ class Job:
 class Prebuild:
     env: Env
     jobs: dict[str, Job]
+    later: dict[str, threading.Event] = field(default_factory=dict)
+    _stopping: bool = False
+
+    @classmethod
+    def start(cls, env: Env, names: list[str]) -> Prebuild:
+        """``names`` started now, or (AFTER) by a thread once their first job passed."""
+        done = cls(env, {n: Job.start(n, env) for n in names if n not in AFTER})
+        for name in (n for n in names if n in AFTER):
+            done.later[name] = threading.Event()
+            threading.Thread(target=done._after, args=(name,), daemon=True).start()
+        return done
+
+    def _after(self, name: str) -> None:
+        job = None
+        try:
+            if self.jobs[AFTER[name]].proc.wait() == 0 and not self._stopping:
+                job = self.jobs[name] = Job.start(name, self.env)
+        finally:
+            self.later[name].set()
+        if job is not None:
+            # the job dies with the thread that started it (PR_SET_PDEATHSIG is
+            # per thread): this one stays until the job has ended
+            job.proc.wait()
 
     def wait(self, name: str) -> str:
+        if name in self.later:
+            self.later[name].wait()
+            if name not in self.jobs:
+                raise AssertionError(f"prebuild {name} never started: prebuild "
+                                     f"{AFTER[name]} failed")
         return self.jobs[name].wait()
 
     def stop(self) -> None:
-        for job in self.jobs.values():
+        self._stopping = True
+        for event in self.later.values():
+            event.wait(5)
+        for job in list(self.jobs.values()):
             job.stop()

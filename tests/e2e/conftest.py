@@ -6,6 +6,8 @@ it like any hvlab run."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import junitparser
 import pytest
 
@@ -38,3 +40,11 @@ def vm_image_built(prebuild: Prebuild, real_env: Env) -> Env:
     cases = _passed(str(prebuild.jobs["image"].junit))
     assert cases.get("vm image") == "pass", (cases, out[-3000:])
     return real_env
+
+
+@pytest.fixture(scope="session")
+def arches_run(prebuild: Prebuild, real_env: Env) -> Path:
+    """The run folder of `inv run --plan arches` on the real tree (tests marked
+    arches), run in the background once the default build had passed."""
+    prebuild.wait("arches")
+    return prebuild.jobs["arches"].junit.parent.resolve()
