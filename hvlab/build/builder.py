@@ -20,7 +20,7 @@ import re
 import shutil
 import tarfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hvlab.build import kconfig
@@ -235,20 +235,20 @@ class Builder:
 
     def _explain(self, tree: Path, m: kconfig.Mismatch, final: dict[str, str]
                  ) -> kconfig.Mismatch:
+        if m.requested == "n":  # asked to stay unset and got set: what selects it
+            texts = (_read(path) for path in _kconfig_files(tree))
+            selectors = [s for text in texts if f"select {m.symbol}" in text
+                         for s in kconfig.find_selectors(text, m.symbol)]
+            return replace(m, why=kconfig.explain_selected(selectors, final))
         for path in _kconfig_files(tree):
-            try:
-                text = path.read_text(errors="replace")
-            except OSError:
-                continue
+            text = _read(path)
             if f"config {m.symbol}\n" not in text and f"config {m.symbol} " not in text:
                 continue
             deps = kconfig.find_depends(text, m.symbol)
             if deps:
-                return kconfig.Mismatch(m.symbol, m.requested, m.got, m.fragment, m.line,
-                                        kconfig.explain(deps, final))
+                return replace(m, why=kconfig.explain(deps, final))
         if not any(_symbol_defined(p, m.symbol) for p in _kconfig_files(tree)):
-            return kconfig.Mismatch(m.symbol, m.requested, m.got, m.fragment, m.line,
-                                    "no such symbol in this tree's Kconfig files")
+            return replace(m, why="no such symbol in this tree's Kconfig files")
         return m
 
     def _make_failure(self, what: str, step: Completed) -> Exception:
@@ -301,11 +301,15 @@ def _kconfig_files(tree: Path) -> list[Path]:
     return out
 
 
-def _symbol_defined(path: Path, symbol: str) -> bool:
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(errors="replace")
+        return path.read_text(errors="replace")
     except OSError:
-        return False
+        return ""
+
+
+def _symbol_defined(path: Path, symbol: str) -> bool:
+    text = _read(path)
     return f"config {symbol}\n" in text or f"config {symbol} " in text
 
 

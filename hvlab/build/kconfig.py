@@ -178,7 +178,53 @@ def find_depends(kconfig_text: str, symbol: str) -> list[str]:
     return deps
 
 
+_SELECT = re.compile(r"^\s*select\s+([A-Za-z0-9_]+)\s*(?:if\s+(.+?))?\s*(?:#.*)?$")
+
+
+def find_selectors(kconfig_text: str, symbol: str) -> list[tuple[str, str]]:
+    """(selecting symbol, its ``if`` condition or "") for every ``select
+    symbol`` in one Kconfig file (pure): what forces an option on that a
+    fragment asks to keep unset."""
+    out: list[tuple[str, str]] = []
+    current = ""
+    in_help = False
+    for raw in kconfig_text.splitlines():
+        m = _CONFIG_LINE.match(raw)
+        if m:
+            current, in_help = m.group(1), False
+            continue
+        if _HELP.match(raw):
+            in_help = True
+            continue
+        if in_help and raw[:1] in ("\t", " ", ""):
+            continue  # a select inside help text is prose
+        in_help = False
+        if _BLOCK_END.match(raw):
+            current = ""
+            continue
+        sel = _SELECT.match(raw)
+        if sel and current and sel.group(1) == symbol:
+            out.append((current, sel.group(2) or ""))
+    return out
+
+
 _SYMBOL = re.compile(r"\b[A-Z][A-Z0-9_]+\b")
+
+
+def explain_selected(selectors: list[tuple[str, str]], final: dict[str, str]) -> str:
+    """``selected by A, B``: the selectors that are on in the final .config
+    (with their ``if`` condition when it holds there); "" when none is."""
+    on = []
+    for sym, cond in selectors:
+        if final.get(sym, "n") in ("n", ""):
+            continue
+        if cond and any(final.get(c, "n") in ("n", "") for c in _SYMBOL.findall(cond)
+                        if "!" not in cond and "||" not in cond):
+            continue  # a plain conjunction that does not hold
+        label = f"{sym} (if {cond})" if cond else sym
+        if label not in on:
+            on.append(label)
+    return f"selected by {', '.join(on)}" if on else ""
 
 
 def explain(deps: list[str], final: dict[str, str]) -> str:

@@ -90,6 +90,32 @@ def test_dropped_option_with_its_dependency_explanation() -> None:
                             "CONNECTOR && NLS && PTP_1588_CLOCK_OPTIONAL; not set: CONNECTOR)")
 
 
+def test_an_option_kept_unset_that_got_set_names_what_selects_it() -> None:
+    """A variant's ``# CONFIG_X is not set`` fails when another option on in
+    the final .config selects X, and says which (the real 6.1 drivers/hv)."""
+    assert kconfig.find_selectors(HV_KCONFIG, "PAGE_REPORTING") == [("HYPERV_BALLOON", "")]
+    assert kconfig.find_selectors(HV_KCONFIG, "X86_HV_CALLBACK_VECTOR") == [("HYPERV", "X86")]
+    requested = [("hyperv-no-reporting", FragmentOption("PAGE_REPORTING", "n", 4))]
+    final = kconfig.parse_dotconfig("CONFIG_HYPERV=y\nCONFIG_HYPERV_BALLOON=m\n"
+                                    "CONFIG_PAGE_REPORTING=y\n")
+    (m,) = kconfig.verify(requested, final)
+    m = kconfig.Mismatch(m.symbol, m.requested, m.got, m.fragment, m.line,
+                         kconfig.explain_selected(kconfig.find_selectors(
+                             HV_KCONFIG, m.symbol), final))
+    assert m.describe() == ("PAGE_REPORTING: requested not set, got y "
+                            "(selected by HYPERV_BALLOON)")
+    # a select whose condition does not hold there does not count
+    assert kconfig.explain_selected([("HYPERV", "X86")], {"HYPERV": "y"}) == ""
+    assert kconfig.explain_selected([("HYPERV", "X86")], {"HYPERV": "y", "X86": "y"}) == \
+        "selected by HYPERV (if X86)"
+
+
+def test_select_in_help_text_is_prose() -> None:
+    text = ("config FOO\n\ttristate \"foo\"\n\thelp\n\t  Drivers may select NET\n"
+            "\t  select NET here is prose.\n\nconfig BAR\n\tbool\n\tselect NET\n")
+    assert kconfig.find_selectors(text, "NET") == [("BAR", "")]
+
+
 def test_verify_accepts_quoted_strings_and_m() -> None:
     requested = [("f", FragmentOption("CMDLINE", '"console=ttyS0"', 1)),
                  ("f", FragmentOption("HYPERV_NET", "m", 2))]
