@@ -29,7 +29,7 @@ from hvlab.build.stage import (
     make_step,
     warning_cases,
 )
-from hvlab.build.touched import touched_dirs
+from hvlab.build.touched import BUILD_FILES, touched_dirs
 from hvlab.checks import profiles
 from hvlab.checks.profiles import Profile
 from hvlab.checks.runner import run_checks
@@ -320,8 +320,11 @@ def build(s: Session, scope: Scope, req: BuildRequest) -> BuildOutcome:
     builder = Builder(s.ws, kernel, inputs, req.jobs or os.cpu_count() or 1, req.use_ccache,
                       s.progress.log_line)
     if req.touched_only and base_commit is not None:
-        changed = Git(s.ws.store).out("diff", "--name-only", base_commit, commit).split()
-        builder.touched = touched_dirs(changed, builder.info.srcarch)
+        store = Git(s.ws.store)
+        changed = store.out("diff", "--name-only", base_commit, commit).split()
+        builder.touched = touched_dirs(
+            changed, builder.info.srcarch,
+            lambda d: any(store.ok("cat-file", "-e", f"{commit}:{d}/{f}") for f in BUILD_FILES))
     with source.worktree_lock(s.ws, kernel.name, s.progress):
         tree = source.worktree_path(s.ws, kernel.name)
         if not (tree / ".git").exists():
