@@ -441,7 +441,7 @@ class _Loader:
         arch_of = {n: h.arch for n, h in self.config.hosts.items()}
         for name, mark in self.pairings:
             plan = self.config.plans.get(name)
-            if plan is None:
+            if plan is None or not plan.hosts:  # hosts may come with --host: inv run checks
                 continue
             for k in plan.kernels:
                 kernel = self.config.kernels.get(k)

@@ -28,8 +28,11 @@ def boot_hosts(kernel: str, kernel_arch: str, hosts: Sequence[str],
                arch_of: Mapping[str, str]) -> tuple[list[str], str]:
     """(the hosts of ``hosts`` that boot ``kernel``, why none does: "" when some do)."""
     found = [h for h in hosts if arch_of.get(h, "x86_64") == kernel_arch]
-    if found or not hosts:
+    if found:
         return found, ""
+    if not hosts:
+        return [], (f"kernel '{kernel}' is not built only and the plan has no hosts to boot "
+                    "it: add hosts, or list the kernel under build_only")
     others = ", ".join(f"{h} ({arch_of.get(h, 'x86_64')})" for h in hosts)
     return [], (f"kernel '{kernel}' is {kernel_arch} and no host boots it (hosts: {others}): "
                 f"add a qemu host with arch: {kernel_arch}, or list the kernel under "

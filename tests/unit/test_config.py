@@ -348,5 +348,8 @@ def test_a_plan_kernel_no_plan_host_boots_is_reported_at_its_kernels_key(
                     "build_only: 'z' is not one of the plan's kernels")
     write(tmp_path, "plans/p.yaml", "kernels: [k, a]\nhosts: [q]\nbuild_only: [a]\n")
     assert issues(tmp_path) == []
+    # without hosts the plan takes them from --host: inv run judges it (test_pipeline)
+    write(tmp_path, "plans/p.yaml", "kernels: [k, a]\nbuild_only: [a]\n")
+    assert issues(tmp_path) == []
     write(tmp_path, "hosts/qa.yaml", "kind: qemu\narch: sparc\n")
     assert_reported(issues(tmp_path), "hosts/qa.yaml:2:7: arch:")

@@ -78,3 +78,10 @@ def test_each_kernel_boots_on_the_hosts_of_its_arch_or_is_built_only() -> None:
     unpaired = dataclasses.replace(plan, build_only=())
     with pytest.raises(UserError, match="kernel 'i386' is i386"):
         cells(unpaired, arches=arches)
+    # without hosts (none in the plan, no --host) only build_only kernels have cells
+    hostless = dataclasses.replace(plan, hosts=())
+    with pytest.raises(UserError, match="kernel 'x' is not built only and the plan has no "
+                                        "hosts to boot it"):
+        cells(hostless, arches=arches)
+    assert [c.id for c in cells(dataclasses.replace(hostless, kernels=("clang", "i386")),
+                                arches=arches)] == ["clang+s", "i386+s"]
