@@ -151,7 +151,7 @@ def describe(ws: Workspace, config: Config, plan_cells: list[Cell]) -> list[Cell
                 continue
             phash = load_series_or_raise(spec.name, spec.path,
                                          ws.display(spec.path)).patchset_hash
-        build = index.get(_index_key(b, phash), "")
+        build = index.get(_index_key(b, phash, cell.host == BUILD_ONLY), "")
         if build and not (ws.builds / build / "metadata.json").is_file():
             build = ""
         state = ("cached" if build else "would run") if b not in seen else "shared"
@@ -166,8 +166,10 @@ def _index_file(ws: Workspace) -> Path:
     return ws.cache / "run-builds.json"
 
 
-def _index_key(b: BuildKey, patchset_hash: str) -> str:
-    return f"{b.kernel}|{patchset_hash}|{','.join(b.variant.fragments)}"
+def _index_key(b: BuildKey, patchset_hash: str, touched_only: bool) -> str:
+    """A touched-only build (a record, no image) and a full one differ."""
+    scope = "|touched" if touched_only else ""
+    return f"{b.kernel}|{patchset_hash}|{','.join(b.variant.fragments)}{scope}"
 
 
 def _read_index(ws: Workspace) -> dict[str, str]:
@@ -179,9 +181,10 @@ def _read_index(ws: Workspace) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
-def _remember(ws: Workspace, b: BuildKey, patchset_hash: str, build_id: str) -> None:
+def _remember(ws: Workspace, b: BuildKey, patchset_hash: str, touched_only: bool,
+              build_id: str) -> None:
     index = _read_index(ws)
-    index[_index_key(b, patchset_hash)] = build_id
+    index[_index_key(b, patchset_hash, touched_only)] = build_id
     path = _index_file(ws)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
@@ -254,7 +257,8 @@ class Matrix:
             outcome = self.steps.build(s, scope, req)
             path = outcome.path
             if path is not None:
-                _remember(s.ws, key, outcome.facts.get("patchset_hash", ""), path.name)
+                _remember(s.ws, key, outcome.facts.get("patchset_hash", ""), touched_only,
+                          path.name)
         except HvlabError as exc:
             self._error(scope, "build", exc)
         self.built[key] = path

@@ -103,3 +103,9 @@ def test_build_only_cells_compile_what_the_series_touches_and_say_so(
     # the dry run says these cells are built only
     dry = env.inv("run", "--plan", "arches", "--dry-run")
     assert "k-arm64+x86call: build would run; built only, not booted" in dry.stdout
+    assert "k+x86call: build cached (" in dry.stdout, dry.stdout
+    # a plan that boots k needs its full build: the touched-only record is not it
+    env.write("hosts/q.yaml", "kind: qemu\n")
+    env.write("plans/boots.yaml", "kernels: [k]\nseries: [x86call]\nhosts: [q]\n")
+    dry = env.inv("run", "--plan", "boots", "--dry-run")
+    assert "k+x86call@q: build would run; boot + " in dry.stdout, dry.stdout
