@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hvlab.boot import cpio, debroot
-from hvlab.build.arches import Arch, machine_arch
+from hvlab.build.arches import Arch, runs_here
 from hvlab.errors import InfraError
 from hvlab.locks import FileLock
 from hvlab.proc import capture, require_tool
@@ -138,6 +138,10 @@ def _foreign_libraries(root: Path, arch: Arch, binary: str) -> dict[str, str]:
     while todo:
         guest = todo.pop()
         out = capture(["readelf", "-d", "-l", "-W", str(root / guest.lstrip("/"))])
+        if out.returncode != 0:  # not there, or not an ELF file
+            raise InfraError(f"readelf cannot read {guest} of the {arch.debian_arch} guest "
+                             f"(under {root}): "
+                             f"{out.stderr.decode(errors='replace').strip()[-300:]}")
         interp, sonames = elf_needs(out.stdout.decode(errors="replace"))
         wanted = ([interp] if interp else []) + [
             next((f"{d}/{so}" for d in dirs if (root / d.lstrip("/") / so).exists()), so)
@@ -147,6 +151,9 @@ def _foreign_libraries(root: Path, arch: Arch, binary: str) -> dict[str, str]:
                 raise InfraError(f"{binary} of the {arch.debian_arch} guest needs {lib}, which "
                                  f"no unpacked package has (under {root})")
             if lib not in found:
+                if not (root / lib.lstrip("/")).exists():  # an interpreter no package has
+                    raise InfraError(f"{binary} of the {arch.debian_arch} guest needs {lib}, "
+                                     f"which no unpacked package has (under {root})")
                 found[lib] = os.path.realpath(root / lib.lstrip("/"))
                 if not Path(found[lib]).is_relative_to(root.resolve()):  # an absolute link
                     found[lib] = str(root / os.path.relpath(found[lib], "/"))
@@ -209,8 +216,7 @@ def build_image(ws: Workspace, force: bool = False, arch: Arch | None = None) ->
     """The base image for guests of ``arch`` (this machine's by default), built on
     first use and cached under kernels/images/."""
     require_tool("ssh-keygen")
-    native = machine_arch(os.uname().machine)
-    if arch is None or native is None or arch.debian_arch == native.debian_arch:
+    if arch is None or runs_here(arch):
         binaries = _native_binaries()
         name = "base"
     else:

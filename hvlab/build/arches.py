@@ -6,6 +6,7 @@ the make variables and the commands it needs.  Pure: nothing here runs a tool.""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 
@@ -55,6 +56,13 @@ ARCHES = tuple(ARCH_TABLE)
 def machine_arch(machine: str) -> Arch | None:
     """The arch a machine whose `uname -m` is ``machine`` runs natively."""
     return next((a for a in ARCH_TABLE.values() if a.native[0] == machine), None)
+
+
+def runs_here(arch: Arch) -> bool:
+    """A guest of this machine's own arch: its binaries and KVM can serve it
+    (a machine of an arch hvlab does not know serves none)."""
+    native = machine_arch(os.uname().machine)
+    return native is not None and native.debian_arch == arch.debian_arch
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from hvlab.boot.verify import (
     target_from_build,
     verify_booted,
 )
-from hvlab.build.arches import machine_arch
+from hvlab.build.arches import runs_here
 from hvlab.config.shape import Field, Shape
 from hvlab.errors import InfraError, UserError
 from hvlab.hosts.base import BootedGuest, CellLog, ConfigContext, HostEnv, check_failed
@@ -125,8 +125,12 @@ class QemuKind:
             problems.append(f"{arch.qemu} is not installed (Debian package {arch.qemu_package})")
         if self.detail.accel == "kvm" and not os.access("/dev/kvm", os.R_OK | os.W_OK):
             problems.append("accel: kvm but /dev/kvm is not usable")
-        native = machine_arch(os.uname().machine)
-        if native is not None and native.debian_arch == arch.debian_arch:
+        native = runs_here(arch)
+        if self.detail.accel == "kvm" and not native:
+            problems.append(f"accel: kvm runs guests of this machine's arch "
+                            f"({os.uname().machine}) only: an {arch.name} guest needs "
+                            "accel: tcg")
+        if native:
             tools: tuple[tuple[str, str], ...] = (("busybox", "busybox-static"),
                                                   ("ssh-keygen", "openssh-client"))
             if not os.path.exists("/usr/sbin/sshd"):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from hvlab import procs
-from hvlab.build.arches import ARCH_TABLE, Arch
+from hvlab.build.arches import ARCH_TABLE, Arch, runs_here
 from hvlab.model import HostSpec, QemuHost, SshEndpoint
 from hvlab.proc import require_tool
 from hvlab.ssh import SshSession
@@ -137,7 +137,8 @@ def qemu_argv(spec: QemuHost, arch: Arch, accel: str, kernel: str, initrd: str, 
     127.0.0.1:``port``."""
     cmdline = " ".join(p for p in (f"console={arch.console},115200 panic=-1 hvlab.net=static:"
                                    "10.0.2.15/24:10.0.2.2", append, spec.append) if p)
-    cpu = ["-cpu", arch.qemu_cpu] if accel == "tcg" else []
+    # under KVM the machine's own CPU (arm64's -M virt defaults to a 32-bit one)
+    cpu = ["-cpu", arch.qemu_cpu if accel == "tcg" else "host"]
     return [
         arch.qemu, "-M", arch.qemu_machine, "-accel", accel, *cpu, "-m", str(spec.memory),
         "-smp", str(spec.cpus), "-nodefaults", "-display", "none", "-no-reboot",
@@ -218,8 +219,8 @@ class QemuGuest(GuestFiles):
         arch = guest_arch(self.host)
         require_tool(arch.qemu, arch.qemu_package, f"boots {arch.name} guests")
         accel = self.spec.accel
-        if accel == "auto":
-            accel = "kvm" if self._kvm_works() else "tcg"
+        if accel == "auto":  # KVM runs guests of this machine's own arch only
+            accel = "kvm" if runs_here(arch) and self._kvm_works() else "tcg"
         self._spawn(accel)
 
     def _kvm_works(self) -> bool:

@@ -62,8 +62,8 @@ def test_qemu_command_line_per_arch() -> None:
     assert arm[arm.index("-cpu") + 1] == "max,pauth-impdef=on"
     assert any(a.startswith("console=ttyAMA0,115200 ") for a in arm)
     assert "virtio-net-pci,netdev=n0,romfile=" in arm
-    assert "-cpu" not in qemu_argv(QemuHost(), ARCH_TABLE["arm64"], "kvm", "k", "i", "", "c",
-                                   1)
+    kvm = qemu_argv(QemuHost(), ARCH_TABLE["arm64"], "kvm", "k", "i", "", "c", 1)
+    assert kvm[kvm.index("-cpu") + 1] == "host"  # -M virt's default CPU is 32-bit
 
 
 def test_private_apt_state_resolves_the_guests_arch_only(tmp_path: Path) -> None:
@@ -87,3 +87,20 @@ def test_a_qemu_host_refuses_a_kernel_of_another_arch(tmp_path: Path) -> None:
     arm.write_bytes((DATA / "kernel-headers" / "vmlinuz-6.1.0-57-arm64.head").read_bytes())
     refuse_other_arch(host, arm)  # its own arch: no complaint
     refuse_other_arch(dataclasses.replace(host, arch="x86_64"), x86)
+
+
+def test_a_foreign_binary_readelf_cannot_read_or_whose_loader_is_missing_is_named(
+        tmp_path: Path) -> None:
+    from hvlab.boot.guest_image import _foreign_libraries
+    from hvlab.errors import InfraError
+
+    (tmp_path / "usr" / "sbin").mkdir(parents=True)
+    (tmp_path / "usr" / "sbin" / "sshd").write_text("not an ELF file\n")
+    with pytest.raises(InfraError, match="readelf cannot read /usr/sbin/sshd of the arm64"):
+        _foreign_libraries(tmp_path, ARCH_TABLE["arm64"], "/usr/sbin/sshd")
+    # a real ELF file (this machine's true) whose loader no unpacked package has
+    (tmp_path / "usr" / "bin").mkdir()
+    (tmp_path / "usr" / "bin" / "true").write_bytes(Path("/bin/true").read_bytes())
+    with pytest.raises(InfraError, match=r"/usr/bin/true of the arm64 guest needs /lib.*ld-linux"
+                                         r".*, which no unpacked package has"):
+        _foreign_libraries(tmp_path, ARCH_TABLE["arm64"], "/usr/bin/true")
