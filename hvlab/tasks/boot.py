@@ -67,6 +67,10 @@ def _boot(s: Session, req: BootRequest, host: Host) -> bool:
         build_dir = prebuilt_build(s, Path(req.prebuilt))
         return boot_and_test(s, Scope("prebuilt"), host, build_dir, suites, "", "prebuilt")
     kernel = s.config.kernel(req.build.kernel)
+    if kernel.arch != host.spec.arch:  # before minutes of building what it cannot boot
+        raise UserError(f"kernel '{kernel.name}' is {kernel.arch} and host '{host.spec.name}' "
+                        f"boots {host.spec.arch} kernels (arch: in {host.spec.file.name}): "
+                        f"pick a host with arch: {kernel.arch}")
     scope = Scope(kernel.name)
     plan_cell(s, scope.on(host.spec.name), host, suites)
     built = build(s, scope, req.build)

@@ -93,3 +93,10 @@ def test_a_plan_whose_arm64_kernel_no_host_boots_is_bad_input(env: Env) -> None:
     assert check.returncode == 2
     assert "plans/p.yaml:1:1: kernels: kernel 'a' is arm64 and no host boots it (hosts: q " \
         "(x86_64))" in check.stdout + check.stderr
+    # inv boot says so before fetching (the source does not exist) or building
+    (env.configs / "plans" / "p.yaml").unlink()
+    done = env.inv("boot", "--kernel", "a", "--host", "q", timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "kernel 'a' is arm64 and host 'q' boots x86_64 kernels (arch: in q.yaml)" in \
+        done.stderr and "Traceback" not in done.stderr
+    assert "/nonexistent" not in done.stderr  # its source was never read
