@@ -267,7 +267,9 @@ def build_case(name: str, result: BuildResult, known: list[Diagnostic],
     output = (f"build id {result.build_id}\n"
               + (f"{scope} (a build-only cell: nothing boots it)\n" if scope != "full" else "")
               + (f"artifacts {result.path}\nkernelrelease {result.kernelrelease}\n"
-                 if result.ok and result.path is not None else "")
+                 if result.ok and result.path is not None and result.kernelrelease else
+                 f"record {result.path} (no image)\n" if result.ok and result.path is not None
+                 else "")
               + (f"ccache hits {result.ccache.get('hits', 0)}, misses "
                  f"{result.ccache.get('misses', 0)}\n" if result.ccache else "")
               + ("cached\n" if result.cached else "")
