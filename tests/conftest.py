@@ -210,9 +210,12 @@ TIERS = ("unit", "integration", "e2e")
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Fast feedback first: unit, then integration, then e2e (collected in
     path order, e2e would run first); the e2e tier's cold work runs in the
-    background meanwhile (tests/prebuild.py)."""
-    def tier(item: pytest.Item) -> int:
-        return next((i for i, t in enumerate(TIERS) if item.get_closest_marker(t)), 1)
+    background meanwhile (tests/prebuild.py).  The tests that wait for the
+    arches run, which starts only once the build has passed, come last, so the
+    other e2e tests run while it does."""
+    def tier(item: pytest.Item) -> tuple[int, bool]:
+        return (next((i for i, t in enumerate(TIERS) if item.get_closest_marker(t)), 1),
+                item.get_closest_marker("arches") is not None)
     items.sort(key=tier)
 
 
