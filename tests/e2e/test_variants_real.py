@@ -56,7 +56,8 @@ def test_the_shipped_variants_build_and_bad_ones_say_why(real_env: Env) -> None:
             "touched only: drivers/hv/", variant
     # what each variant is for holds in its final .config
     assert _final_config(env, "modules")["HYPERV_NET"] == "m"
-    assert _final_config(env, "builtin")["HYPERV_NET"] == "y"
+    builtin = _final_config(env, "builtin")
+    assert builtin["HYPERV_NET"] == "y" and builtin["FB_HYPERV"] == "y"
     assert _final_config(env, "no-pci").get("PCI_HYPERV", "n") == "n"
     no_net = _final_config(env, "no-net")
     assert no_net.get("NET", "n") == "n" and no_net["HYPERV"] == "y"
