@@ -8,6 +8,7 @@ forwarding a free loopback port to the VM's sshd.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -32,6 +33,11 @@ OVMF_DIR = Path("/usr/share/OVMF")
 OVMF_CODE = "OVMF_CODE_4M.fd"
 OVMF_VARS = "OVMF_VARS_4M.fd"
 DISK_BUSES = ("virtio", "sata")
+# QEMU under TCG at times never leaves OVMF after a restart (a guest reboot or
+# a QMP system_reset): the console stays silent, where the firmware prints its
+# boot lines within seconds.  A restart silent this long is powered off and on.
+STUCK_SECONDS = 90
+_RESTART = re.compile(r"reboot: (?:machine restart|Restarting system)")
 
 
 def firmware() -> tuple[Path, Path]:
@@ -60,6 +66,9 @@ class DiskVm:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     started: float = field(default=0.0)
+    reset_at: float = 0.0  # time.time() of the last QMP reset (0: none pending)
+    power_cycles: int = 0  # restarts that hung and were powered off and on
+    _argv: list[str] = field(default_factory=list)
     _sockdir: str = ""
 
     @property
@@ -95,7 +104,9 @@ class DiskVm:
             "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
             "-drive", f"if=pflash,format=raw,unit=1,file={vars_}",
             *disk,
-            "-serial", f"file:{self.console}",
+            # appended to: a power cycle (below) keeps what the console said
+            "-chardev", f"file,id=con0,path={self.console},append=on",
+            "-serial", "chardev:con0",
             "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.port}-:22",
             "-device", "virtio-net-pci,netdev=n0,romfile=",
             "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
@@ -124,13 +135,45 @@ class DiskVm:
         self.console.write_bytes(b"")
         self.qmp_socket.unlink(missing_ok=True)
         self.port = free_port()
-        argv = self.argv(code, vars_)
+        self._argv = self.argv(code, vars_)
+        self._launch()
+
+    def _launch(self) -> None:
         with self.qemu_log.open("ab") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,  # noqa: S603
+            self.proc = subprocess.Popen(self._argv, stdin=subprocess.DEVNULL,  # noqa: S603
                                          stdout=log, stderr=log, start_new_session=True,
                                          preexec_fn=procs.die_with_parent)
-        procs.track(self.proc.pid, argv, f"QEMU VM {self.name}")
+        procs.track(self.proc.pid, self._argv, f"QEMU VM {self.name}")
         self.started = time.monotonic()
+
+    def revive_if_stuck(self, now: float | None = None) -> bool:
+        """Power the VM off and on (QEMU started again on the same overlay and
+        variable store, so a pending grub one-shot entry still holds) when a
+        restart left the console silent for STUCK_SECONDS; True when it did.
+        A restart is the kernel's own ``reboot: machine restart`` as the
+        console's last line, or a QMP reset with nothing written since."""
+        if not self.alive() or not self._argv:
+            return False
+        now = time.time() if now is None else now
+        try:
+            quiet_since = self.console.stat().st_mtime
+        except OSError:
+            return False
+        if now - quiet_since < STUCK_SECONDS:
+            return False
+        last = next((line for line in reversed(self.console_lines()) if line.strip()), "")
+        if not (_RESTART.search(last) or (self.reset_at and quiet_since <= self.reset_at)):
+            return False
+        assert self.proc is not None
+        stop_process(self.proc, None)
+        self.power_cycles += 1
+        with self.console.open("a") as fh:
+            fh.write(f"\n[hvlab] the restart hung (console silent for {now - quiet_since:.0f} s "
+                     "after it): VM powered off and on\n")
+        self.reset_at = 0.0
+        self.qmp_socket.unlink(missing_ok=True)
+        self._launch()
+        return True
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -152,7 +195,10 @@ class DiskVm:
     def reset(self) -> bool:
         """A hard reset (the power button held, as Hyper-V's Stop-VM -TurnOff then
         Start-VM): the firmware and boot loader run again."""
-        return self.alive() and qmp(self.qmp_socket, "system_reset")
+        if not (self.alive() and qmp(self.qmp_socket, "system_reset")):
+            return False
+        self.reset_at = time.time()
+        return True
 
     def wait_exit(self, timeout: float) -> bool:
         """Wait for the VM to power itself off."""

@@ -124,6 +124,7 @@ def wait_ssh(vm: DiskVm, session: SshSession, timeout: float,
     """Seconds until SSH answers (with a boot_id other than ``old_boot_id``)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
+        vm.revive_if_stuck()
         if not vm.alive():
             raise InfraError(f"VM {vm.name}: QEMU stopped: {vm.exit_reason() or 'no reason'}; "
                              f"console: {vm.console_tail()}")
@@ -167,6 +168,9 @@ class VmMachine:
         return self.vm.console
 
     def console_lines(self) -> list[str]:
+        # polled while the new kernel is awaited: a restart stuck in the firmware
+        # is powered off and on there
+        self.vm.revive_if_stuck()
         return self.vm.console_lines()
 
     def recover(self, log: Path) -> str:
