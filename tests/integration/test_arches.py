@@ -109,3 +109,35 @@ def test_build_only_cells_compile_what_the_series_touches_and_say_so(
     env.write("plans/boots.yaml", "kernels: [k]\nseries: [x86call]\nhosts: [q]\n")
     dry = env.inv("run", "--plan", "boots", "--dry-run")
     assert "k+x86call@q: build would run; boot + " in dry.stdout, dry.stdout
+
+
+def test_clang_warnings_are_gated_against_clangs_own_baseline(env: Env, tmp_path: Path) -> None:
+    """A warning only clang gives that the tree already has is not new for the
+    clang cell (its baseline is clang's, not gcc's); a warning the series adds
+    fails both toolchains' cells."""
+    from tests.conftest import git
+
+    upstream = fake_kernel(env, tmp_path)
+    shared = upstream / "drivers/hv/hv_common.c"
+    shared.write_text(shared.read_text().replace(  # clang: -Wparentheses-equality; gcc: none
+        "{\n\treturn 0;", "{\n\tint v = 1;\n\n\tif ((v == 1))\n\t\treturn 0;\n\treturn v;"))
+    git(upstream, "commit", "-q", "-am", "a warning only clang gives")
+    write_kernels(env, upstream)
+    format_series(upstream, env.configs / "patches" / "unused", [(
+        "drivers/hv/hv_common.c", "\tint v = 1;\n", "\tint v = 1;\n\tint unused_here;\n")])
+    env.write("plans/clang.yaml", "kernels: [k, k-clang]\nseries: [unused]\n"
+                                  "build_only: [k, k-clang]\n")
+    done = env.inv("run", "--plan", "clang", "--checks", "none", timeout=900)
+    assert done.returncode == 1, done.stderr[-3000:]
+    for name in ("k", "k-clang"):
+        cases = env.suite(f"{name}+unused/local.build")
+        new = [n for n in cases if n.startswith("warning: ")]
+        assert new == ["warning: drivers/hv/hv_common.c:9: unused variable 'unused_here'"], \
+            (name, list(cases))
+        assert status(cases[new[0]]) == "failure"
+        assert status(cases[f"build: {name} baseline (without the series)"]) == "pass"
+    # clang gave the baseline's warning in both of its builds: listed, not gating
+    listed = env.suite("k-clang+unused/local.build")["build: k-clang"].system_out
+    assert "extraneous parentheses" in listed, listed
+    assert "extraneous parentheses" not in \
+        env.suite("k+unused/local.build")["build: k"].system_out
