@@ -105,7 +105,7 @@ class DiskVm:
             "-drive", f"if=pflash,format=raw,unit=1,file={vars_}",
             *disk,
             # appended to: a power cycle (below) keeps what the console said
-            "-chardev", f"file,id=con0,path={self.console},append=on",
+            "-chardev", f"file,id=con0,path={str(self.console).replace(',', ',,')},append=on",
             "-serial", "chardev:con0",
             "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.port}-:22",
             "-device", "virtio-net-pci,netdev=n0,romfile=",
