@@ -1,6 +1,12 @@
 """A simulated Hyper-V host for tests: a real sshd whose ForceCommand is
 tests/hyperv_sim.py, and a VM whose QEMU guest runs in a network namespace
-made for the test, at the address the simulator reports as the VM's IP."""
+made for the test, at the address the simulator reports as the VM's IP.
+
+The VM is either a disk VM (``disk=True``), which boots the Debian image of
+``inv image.vm`` from its own virtual disk through UEFI and grub, as a Gen2
+VM boots, or a direct-boot VM (hvlab's initramfs and this machine's kernel),
+which boots in seconds for the tests whose subject is the PowerShell and SSH
+conversation rather than the boot path."""
 
 from __future__ import annotations
 
@@ -16,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hvlab.boot import guest_image
+from hvlab.boot import guest_image, vm_image
 from hvlab.workspace import Workspace
-from tests.hyperv_sim import new_vm
+from tests.hyperv_sim import new_vm, take_checkpoint
 from tests.sshd import Sshd, free_subnet, netns, sshd
 
 SIM = Path(__file__).with_name("hyperv_sim.py")
@@ -32,17 +38,14 @@ class Lab:
     ip: str
     guest_key: Path
     guest_host_key: str
-    kernel: Path  # the VM's default kernel (what it boots from its "disk")
+    kernel: Path  # a direct-boot VM's kernel; a disk VM's disk
+    release: str  # what the VM boots by default
     netns: str = ""  # the namespace the VM's network lives in
 
     def link(self, up: bool) -> None:
         """Cut (or restore) the VM's network: its veth pair's outer end."""
         subprocess.run(["ip", "link", "set", f"v{self.netns[-10:]}a", "up" if up else "down"],
                        check=True)
-
-    @property
-    def release(self) -> str:
-        return self.kernel.name.removeprefix("vmlinuz-")
 
     def data(self) -> dict[str, Any]:
         return json.loads((self.state / "state.json").read_text())
@@ -84,24 +87,42 @@ def default_kernel() -> Path:
     return Path(kernels[-1])
 
 
+# A disk VM's guest is up once its getty asks for a login on the serial console
+# (standing in for the KVP daemon, which needs VMBus); the image's hostname.
+DISK_READY = "hvlab-vm login:"
+
+
 @contextmanager
-def hyperv_lab(tmp: Path, ws: Workspace, vm: str = "linux-gen2-01",
+def hyperv_lab(tmp: Path, ws: Workspace, vm: str = "linux-gen2-01", disk: bool = False,
                **vm_keys: Any) -> Iterator[Lab]:
-    kernel = default_kernel()
-    release = kernel.name.removeprefix("vmlinuz-")
-    image = guest_image.build_image(ws)
-    mods = guest_image.write_modules_archive(
-        guest_image.modules_from_tree(Path("/"), release, guest_image.GUEST_MODULES),
-        tmp / "vm-modules.cpio.gz")
-    initrd = guest_image.combined_initrd(image, mods, tmp / "vm-initrd")
+    """A simulated Hyper-V host with one generation 2 VM that has a checkpoint
+    'clean' of its first state."""
     n = free_subnet()
     name = f"hvs{n}{secrets.token_hex(3)}"  # unique: netns() first deletes its namesake
     ip = f"10.{n}.77.2"
     state = tmp / "hvsim"
-    state.mkdir()
-    entry = new_vm(str(kernel), str(initrd), ip, name, guest_image.READY, **vm_keys)
-    entry["checkpoints"] = {"clean": {k: entry.get(k) for k in
-                                      ("kernel", "initrd", "append", "secure_boot", "com1")}}
+    state.mkdir(parents=True)
+    if disk:
+        vimage = vm_image.build_image(ws)
+        vdisk = state / "vms" / vm / "disk.qcow2"  # the simulator's own VM folder
+        vdisk.parent.mkdir(parents=True)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                        str(vimage.disk.resolve()), str(vdisk)], check=True)
+        entry = new_vm("", "", ip, name, DISK_READY, disk=str(vdisk), memory=1024, cpus=2,
+                       **vm_keys)
+        keys, kernel, release = ((vimage.client_key, vimage.host_key_fingerprint), vdisk,
+                                 vimage.default_release)
+    else:
+        kernel = default_kernel()
+        release = kernel.name.removeprefix("vmlinuz-")
+        image = guest_image.build_image(ws)
+        mods = guest_image.write_modules_archive(
+            guest_image.modules_from_tree(Path("/"), release, guest_image.GUEST_MODULES),
+            tmp / "vm-modules.cpio.gz")
+        initrd = guest_image.combined_initrd(image, mods, tmp / "vm-initrd")
+        entry = new_vm(str(kernel), str(initrd), ip, name, guest_image.READY, **vm_keys)
+        keys = (image.client_key, image.host_key_fingerprint)
+    entry["checkpoints"] = {"clean": take_checkpoint(entry, "clean")}
     (state / "state.json").write_text(json.dumps({
         "host": {"build": "20348", "caption": "Microsoft Windows Server 2022 Datacenter",
                  "hyperv": "2.0.0.0"},
@@ -110,8 +131,7 @@ def hyperv_lab(tmp: Path, ws: Workspace, vm: str = "linux-gen2-01",
             sshd(tmp / "windows-sshd",
                  extra=f"ForceCommand {sys.executable} {SIM} --state {state}\n") as server:
         try:
-            yield Lab(state, server, vm, ip, image.client_key, image.host_key_fingerprint,
-                      kernel, name)
+            yield Lab(state, server, vm, ip, keys[0], keys[1], kernel, release, name)
         finally:
             subprocess.run([sys.executable, str(SIM), "--state", str(state), "cleanup"],
                            check=False)

@@ -480,21 +480,56 @@ def _warn(ip: Interp, text: str) -> None:
 
 
 def qemu_argv(vm: dict[str, Any], console: Path) -> list[str]:
-    # Secure Boot: the VM's own (signed) kernel boots, in lockdown as Debian's
-    # does under Secure Boot, so an unsigned kernel cannot be kexec'd
-    lockdown = "lockdown=integrity" if vm.get("secure_boot") == "On" else ""
-    append = " ".join(x for x in ("console=ttyS0,115200 panic=0",
-                                  "hvlab.net=static:10.0.2.15/24:10.0.2.2", lockdown,
-                                  vm.get("append", "")) if x)
-    argv = [QEMU, "-accel", "tcg", "-cpu", "max", "-m", str(vm.get("memory", 768)),
-            "-smp", "1", "-nodefaults", "-display", "none", "-no-reboot",
-            "-kernel", vm["kernel"], "-initrd", vm["initrd"], "-append", append,
-            "-serial", f"file:{console}",
-            "-netdev", f"user,id=n0,hostfwd=tcp:{vm['ip']}:22-:22",
-            "-device", "virtio-net-pci,netdev=n0,romfile="]
+    net = ["-serial", f"file:{console}",
+           "-netdev", f"user,id=n0,hostfwd=tcp:{vm['ip']}:22-:22",
+           "-device", "virtio-net-pci,netdev=n0,romfile="]
+    if vm.get("disk"):
+        argv = disk_argv(vm) + net
+    else:
+        # Secure Boot: the VM's own (signed) kernel boots, in lockdown as Debian's
+        # does under Secure Boot, so an unsigned kernel cannot be kexec'd
+        lockdown = "lockdown=integrity" if vm.get("secure_boot") == "On" else ""
+        append = " ".join(x for x in ("console=ttyS0,115200 panic=0",
+                                      "hvlab.net=static:10.0.2.15/24:10.0.2.2", lockdown,
+                                      vm.get("append", "")) if x)
+        argv = [QEMU, "-accel", "tcg", "-cpu", "max", "-m", str(vm.get("memory", 768)),
+                "-smp", "1", "-nodefaults", "-display", "none", "-no-reboot",
+                "-kernel", vm["kernel"], "-initrd", vm["initrd"], "-append", append, *net]
     if vm.get("netns"):
         argv = ["ip", "netns", "exec", vm["netns"], *argv]
     return argv
+
+
+# A disk VM is a generation 2 VM as Hyper-V runs one: UEFI firmware (OVMF), its
+# own variable store, and its virtual disk (a qcow2 overlay on the Debian image
+# that ``inv image.vm`` builds), which keeps what the guest wrote across restarts
+# and power cycles until a checkpoint is applied.  With Secure Boot on, the
+# firmware is OVMF's Secure Boot build with Microsoft's keys enrolled (Hyper-V's
+# MicrosoftWindows / UEFI CA templates): it refuses the image's unsigned boot
+# loader, as a Gen2 VM refuses an unsigned one.
+OVMF = Path("/usr/share/OVMF")
+FIRMWARE = {"Off": ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
+            "On": ("OVMF_CODE_4M.ms.fd", "OVMF_VARS_4M.ms.fd")}
+
+
+def nvram(vm: dict[str, Any], secure: str) -> Path:
+    """The VM's variable store for its Secure Boot setting (made on first use)."""
+    store = Path(vm["disk"]).with_name(f"nvram-sb{secure.lower()}.fd")
+    if not store.exists():
+        store.write_bytes((OVMF / FIRMWARE[secure][1]).read_bytes())
+    return store
+
+
+def disk_argv(vm: dict[str, Any]) -> list[str]:
+    secure = "On" if vm.get("secure_boot") == "On" else "Off"
+    smm = ["-global", "driver=cfi.pflash01,property=secure,value=on"] if secure == "On" else []
+    return [QEMU, "-machine", f"q35,smm={'on' if secure == 'On' else 'off'}", "-accel", "tcg",
+            "-cpu", "max", "-m", str(vm.get("memory", 1024)), "-smp", str(vm.get("cpus", 2)),
+            "-nodefaults", "-display", "none", "-no-reboot", *smm,
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,"
+                      f"file={OVMF / FIRMWARE[secure][0]}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={nvram(vm, secure)}",
+            "-drive", f"file={vm['disk']},format=qcow2,if=virtio"]
 
 
 def _boot(ip: Interp, name: str, vm: dict[str, Any]) -> int:
@@ -734,7 +769,9 @@ def _restore(ip: Interp, p: dict[str, Any], name: str, vm: dict[str, Any]) -> No
                         "current state.", "Restore-VMCheckpoint", "InvalidState",
                         "InvalidOperation")
     _progress(ip, "Applying checkpoint")
-    ip.state.data["vms"][name].update({k: v for k, v in snap.items() if k != "type"})
+    apply_checkpoint(vm, snap)
+    ip.state.data["vms"][name].update({k: v for k, v in snap.items()
+                                       if k not in ("type", "disk_snapshot")})
     ip.state.data["vms"][name]["restored"] = ip.state.data["vms"][name].get("restored", 0) + 1
     # a standard checkpoint keeps the memory: the VM comes back Saved (production: Off)
     if snap.get("type", "Standard") == "Standard":
@@ -755,9 +792,49 @@ def c_remove_saved(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> 
 SNAPSHOT_KEYS = ("kernel", "initrd", "append", "secure_boot", "com1")
 
 
+def _qemu_img(*args: str) -> None:
+    done = subprocess.run(["qemu-img", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise PsFailure(f"The virtual hard disk operation failed: {done.stderr.strip()}",
+                        "Checkpoint-VM", "OperationFailed", "NotSpecified")
+
+
+def take_checkpoint(vm: dict[str, Any], name: str) -> dict[str, Any]:
+    """The VM's settings, and for a disk VM its disk (a qcow2 internal snapshot)
+    and variable stores.  The simulator takes them only while the VM is off."""
+    snap = {k: vm.get(k) for k in SNAPSHOT_KEYS}
+    if vm.get("disk"):
+        disk = Path(vm["disk"])
+        subprocess.run(["qemu-img", "snapshot", "-d", name, str(disk)], capture_output=True,
+                       check=False)  # a checkpoint of that name is replaced
+        _qemu_img("snapshot", "-c", name, str(disk))
+        for store in disk.parent.glob("nvram-sb*.fd"):
+            (disk.parent / f"{store.stem}.{name}.ckpt").write_bytes(store.read_bytes())
+        snap["disk_snapshot"] = name
+    return snap
+
+
+def apply_checkpoint(vm: dict[str, Any], snap: dict[str, Any]) -> None:
+    """The disk and the variable stores as the checkpoint has them."""
+    name = snap.get("disk_snapshot")
+    if not name or not vm.get("disk"):
+        return
+    disk = Path(vm["disk"])
+    _qemu_img("snapshot", "-a", str(name), str(disk))
+    for store in disk.parent.glob("nvram-sb*.fd"):
+        saved = disk.parent / f"{store.stem}.{name}.ckpt"
+        if saved.exists():
+            store.write_bytes(saved.read_bytes())
+        else:  # made after the checkpoint: not in it
+            store.unlink()
+
+
 def c_checkpoint(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
     name, vm = one(ip, "Checkpoint-VM", p)
-    snap = {k: vm.get(k) for k in SNAPSHOT_KEYS}
+    if vm.get("disk") and vm["state"] != "Off":  # less than Windows: see HYPERV_SIMULATOR.md
+        raise PsFailure("This simulator takes checkpoints of a disk VM only while it is off.",
+                        "Checkpoint-VM", "NotSimulated", "NotImplemented")
+    snap = take_checkpoint(vm, str(p.get("snapshotname")))
     ip.state.data["vms"][name].setdefault("checkpoints", {})[p.get("snapshotname")] = snap
     return []
 
@@ -1162,7 +1239,9 @@ def cleanup(root: Path) -> None:
 
 def new_vm(kernel: str, initrd: str, ip: str, netns: str, ready_line: str,
            generation: int = 2, **extra: Any) -> dict[str, Any]:
-    """A VM entry for the state file (used by the test fixture)."""
+    """A VM entry for the state file (used by the test fixture): one that boots
+    ``kernel`` and ``initrd`` directly, or with ``disk=PATH`` (a qcow2 file; kernel
+    and initrd empty) one that boots from its disk through UEFI."""
     return {"id": str(uuid.uuid4()), "generation": generation, "version": "10.0",
             "state": "Off", "secure_boot": "On" if generation == 2 else None, "com1": "",
             "kernel": kernel, "initrd": initrd, "append": "", "memory": 768, "ip": ip,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,46 @@ def test_a_guest_that_never_answers_ssh_names_the_console_tail(tmp_path: Path,
     assert "did not answer SSH within 0 s: unreachable" in text
     assert text.endswith("the console ends: Linux version 6.1 | sshd: no hostkeys available "
                          "-- exiting.")
+
+
+# A disk VM (tests/HYPERV_SIMULATOR.md): a checkpoint takes its disk back
+def test_a_disk_vm_checkpoint_takes_the_disk_and_firmware_variables_back(tmp_path: Path
+                                                                         ) -> None:
+    vms = tmp_path / "vms" / "vm1"
+    vms.mkdir(parents=True)
+    disk, empty = vms / "disk.qcow2", tmp_path / "empty.qcow2"
+    for image in (disk, empty):
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "8M"], check=True)
+    vm = sim.new_vm("", "", "10.9.9.2", "", "hvlab-vm login:", disk=str(disk),
+                    secure_boot="Off")
+    store = sim.nvram(vm, "Off")
+    vm["checkpoints"] = {"clean": sim.take_checkpoint(vm, "clean")}
+    (tmp_path / "state.json").write_text(json.dumps({
+        "host": {"build": "20348", "caption": "Microsoft Windows Server 2022", "hyperv": "2.0"},
+        "vms": {"vm1": vm}}))
+    # what a guest and its firmware write: data on the disk, a boot variable
+    subprocess.run(["qemu-io", "-c", "write -P 0xab 0 64k", str(disk)], check=True,
+                   capture_output=True)
+    store.write_bytes(b"changed")
+
+    def same() -> bool:
+        return subprocess.run(["qemu-img", "compare", "-q", str(disk), str(empty)],
+                              check=False).returncode == 0
+
+    assert not same()
+    note = client(tmp_path).restore("clean")
+    assert "restored checkpoint 'clean'" in note
+    assert same()
+    assert store.read_bytes() == (sim.OVMF / sim.FIRMWARE["Off"][1]).read_bytes()
+    # the disk is the VM's own: Start-VM boots it through UEFI, not a kernel
+    argv = " ".join(sim.qemu_argv(vm, tmp_path / "com1.out"))
+    assert f"file={disk},format=qcow2" in argv and "-kernel" not in argv
+    assert "OVMF_CODE_4M.fd" in argv and "smm=off" in argv
+    # Secure Boot on: OVMF's Secure Boot build with Microsoft's keys (SMM on)
+    secure = " ".join(sim.qemu_argv(dict(vm, secure_boot="On"), tmp_path / "com1.out"))
+    assert "OVMF_CODE_4M.ms.fd" in secure and "nvram-sbon.fd" in secure and "smm=on" in secure
+    # taken while it runs: not simulated, said plainly
+    running(tmp_path)
+    _o, err, code = run(tmp_path, "", raw=ps.script(
+        "Checkpoint-VM -VM (Get-VM -Name $vmName) -SnapshotName 'x'", {"vmName": "vm1"}))
+    assert code == 1 and "only while it is off" in err
