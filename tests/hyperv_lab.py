@@ -16,6 +16,7 @@ import json
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from hvlab.boot import guest_image, vm_image
+from hvlab.errors import InfraError
+from hvlab.hosts.hyperv.client import HypervClient
+from hvlab.model import SshEndpoint
+from hvlab.ssh import SshSession
 from hvlab.workspace import Workspace
 from tests.hyperv_sim import new_vm, take_checkpoint
 from tests.sshd import Sshd, free_subnet, netns, sshd
@@ -62,6 +67,58 @@ class Lab:
 
     def calls(self) -> list[str]:
         return [c["cmdlet"] for c in self.data().get("calls", [])]
+
+    @contextmanager
+    def client(self) -> Iterator[HypervClient]:
+        """hvlab's PowerShell client on this host, over a verified SSH session."""
+        windows = SshSession("win", SshEndpoint(self.server.address, self.server.port, "root",
+                                                self.server.client_key,
+                                                host_key=self.server.fingerprint))
+        try:
+            yield HypervClient(windows, "win", self.vm)
+        finally:
+            windows.close()
+
+    def guest(self) -> SshSession:
+        """A session to the VM's guest (not yet connected)."""
+        return SshSession("guest", SshEndpoint(self.ip, 22, "root", self.guest_key,
+                                               host_key=self.guest_host_key,
+                                               connect_timeout=5))
+
+    @staticmethod
+    def connect(guest: SshSession, timeout: float) -> None:
+        """Connect ``guest``, trying again until ``timeout`` (its sshd may be starting)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                guest.connect()
+                return
+            except InfraError:
+                assert time.monotonic() < deadline, f"the guest never answered SSH: {guest.name}"
+                guest.close()
+                time.sleep(1)
+
+    def in_guest(self, *commands: list[str], timeout: float = 300) -> list[str]:
+        """Boot the VM (Secure Boot off), run ``commands`` in its guest, then shut
+        it down cleanly: what a test needs the VM's disk to hold before a run.
+        Returns their outputs."""
+        with self.client() as client:
+            guest = self.guest()
+            try:
+                client.set_secure_boot(False)
+                client.start()
+                client.wait_ipv4(timeout)
+                self.connect(guest, timeout)
+                deadline = time.monotonic() + timeout
+                outputs = [guest.check(argv, timeout=120) for argv in commands]
+                guest.run(["systemctl", "poweroff"], timeout=30)
+                while client.vm_info().state != "Off":
+                    assert time.monotonic() < deadline, "the guest did not power off"
+                    time.sleep(1)
+                return outputs
+            finally:
+                guest.close()
+                client.turn_off()  # a VM already off is left alone
 
     def host_yaml(self, **keys: object) -> str:
         """configs/hosts/<name>.yaml for this lab; ``keys`` override or add."""

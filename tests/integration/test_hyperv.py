@@ -200,44 +200,30 @@ def test_the_serial_log_follows_the_vm_across_a_restart(env: Env, lab: Lab) -> N
     """Hyper-V closes COM1's pipe when the guest restarts and opens it again: the
     reader reconnects, so the log holds both boots (the simulator restarts its
     -no-reboot QEMU as Hyper-V restarts the VM)."""
-    from hvlab.hosts.hyperv.client import MARKER, HypervClient
-    from hvlab.model import SshEndpoint
-    from hvlab.ssh import SshSession
+    from hvlab.hosts.hyperv.client import MARKER
 
-    windows = SshSession("win", SshEndpoint(lab.server.address, lab.server.port, "root",
-                                            lab.server.client_key,
-                                            host_key=lab.server.fingerprint))
-    client = HypervClient(windows, "win", lab.vm)
-    guest = SshSession("guest", SshEndpoint(lab.ip, 22, "root", lab.guest_key,
-                                            host_key=lab.guest_host_key, connect_timeout=5))
-    try:
-        client.clear_serial()
-        client.attach_serial()
-        client.start_serial_reader()
-        client.start()
-        client.wait_ipv4(120)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                guest.connect()
-                break
-            except Exception:
+    guest = lab.guest()
+    with lab.client() as client:
+        try:
+            client.clear_serial()
+            client.attach_serial()
+            client.start_serial_reader()
+            client.start()
+            client.wait_ipv4(120)
+            lab.connect(guest, 120)
+            guest.run(["reboot", "-f"], timeout=10)  # the connection drops with the guest
+            guest.close()
+            deadline = time.monotonic() + 180
+            while client.read_serial().count(b"Linux version") < 2:
+                assert time.monotonic() < deadline, client.read_serial()[-2000:]
+                time.sleep(2)
+            while MARKER.encode() + b" (2)" not in client.read_serial():
                 assert time.monotonic() < deadline
                 time.sleep(1)
-        guest.run(["reboot", "-f"], timeout=10)  # the connection drops with the guest
-        guest.close()
-        deadline = time.monotonic() + 180
-        while client.read_serial().count(b"Linux version") < 2:
-            assert time.monotonic() < deadline, client.read_serial()[-2000:]
-            time.sleep(2)
-        while MARKER.encode() + b" (2)" not in client.read_serial():
-            assert time.monotonic() < deadline
-            time.sleep(1)
-        assert client.vm_info().state == "Running"  # restarted, not off
-    finally:
-        guest.close()
-        client.turn_off()
-        windows.close()
+            assert client.vm_info().state == "Running"  # restarted, not off
+        finally:
+            guest.close()
+            client.turn_off()
     assert qemu_left(lab) == ""
 
 
