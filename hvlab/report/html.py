@@ -1,7 +1,8 @@
 """report.html: one self-contained file (no external assets).  Pure.
 
 The verdict first, then each failure with its reason, an anchor of its own,
-a link to its row and its log; then the environment (the facts, compiler,
+a link to its row and its log; each warning (a passing case a ``warn`` check
+noted) the same way; then the environment (the facts, compiler,
 QEMU and hvlab versions, links to the run's console, dmesg and config
 logs); then the timeline, bars labelled with their durations and a table
 beside them, so a stage that dominates does not hide the others; then a
@@ -15,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 from hvlab.report.sanitize import clean
 from hvlab.report.seriesrecord import SeriesRecord
-from hvlab.report.view import SuiteView, counts, verdict
+from hvlab.report.view import WARNING, SuiteView, counts, verdict
 from hvlab.results import Status
 
 CSS = """
@@ -25,7 +26,7 @@ td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-alig
 tr.r-fail td,tr.r-error td{background:#fff0f0} tr.r-skip td{color:#777}
 .pill{display:inline-block;padding:1px 8px;border-radius:9px;color:#fff;font-size:12px}
 .s-pass{background:#2da44e} .s-fail{background:#cf222e}
-.s-error{background:#8250df} .s-skip{background:#8c959f}
+.s-error{background:#8250df} .s-skip{background:#8c959f} .s-warn{background:#bf8700}
 .tl{position:relative;height:22px;background:#f6f8fa;margin:2px 0 8px 0;border-radius:3px}
 .tl div{position:absolute;top:2px;height:18px;border-radius:3px;font-size:11px;color:#fff;
 overflow:hidden;white-space:nowrap;padding-left:3px;box-sizing:border-box}
@@ -34,7 +35,7 @@ pre{background:#f6f8fa;padding:8px;overflow:auto;max-height:320px;font-size:12px
 .verdict{font-size:18px;font-weight:600;padding:8px 12px;border-radius:6px;color:#fff}
 .v-pass{background:#2da44e} .v-fail{background:#cf222e} .v-error{background:#8250df}
 .v-skip{background:#8c959f}
-ol.failures li{margin:4px 0} .tlrow{display:flex;gap:16px} .tlrow>div{flex:1}
+ol.failures li,ol.warnings li{margin:4px 0} .tlrow{display:flex;gap:16px} .tlrow>div{flex:1}
 table.times td:nth-child(3),table.times td:nth-child(4){text-align:right}
 """
 
@@ -139,6 +140,24 @@ def _series(records: Sequence[SeriesRecord]) -> list[str]:
     return out
 
 
+def _warnings(suites: list[SuiteView], anchors: Mapping[tuple[int, int], str],
+              base: str) -> list[str]:
+    """Passing cases a ``warn`` check noted, each linked to its row and its log."""
+    found = [(i, j) for i, j in anchors if suites[i].cases[j].warned]
+    if not found:
+        return []
+    out = [f"<h2 id='warnings'>Warnings ({len(found)}, not failing)</h2><ol class='warnings'>"]
+    for n, (i, j) in enumerate(found[:ROW_LIMIT], 1):
+        case = suites[i].cases[j]
+        said = case.message.removeprefix(WARNING).strip()
+        out.append(f"<li id='w-{n}'><span class='pill s-warn'>warning</span> "
+                   f"<a href='#{anchors[i, j]}'>{_e(case.name)}</a> "
+                   f"<span class='muted'>{_e(case.classname)}</span>: {_e(said)} "
+                   f"{_link(case.log, base)}</li>")
+    out.append("</ol>")
+    return out
+
+
 def render(title: str, suites: list[SuiteView], facts: Mapping[str, str], base: str = "",
            classes: Mapping[tuple[str, str], str] | None = None,
            known: Mapping[tuple[str, str], str] | None = None,
@@ -157,8 +176,8 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str], base: 
            f"{total[Status.PASS]} passed, {total[Status.FAIL]} failed, "
            f"{total[Status.ERROR]} errors, {total[Status.SKIP]} skipped</p>"]
     anchors = {(i, j): f"c-{i}-{j}" for i, s in enumerate(suites)
-               for j, c in enumerate(s.cases) if c.status in ("fail", "error")}
-    bad = list(anchors)
+               for j, c in enumerate(s.cases) if c.status in ("fail", "error") or c.warned}
+    bad = [(i, j) for i, j in anchors if suites[i].cases[j].status in ("fail", "error")]
     if bad:
         out.append(f"<h2 id='failures'>Failures and errors ({len(bad)})</h2>"
                    "<ol class='failures'>")
@@ -171,6 +190,7 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str], base: 
                        f"{_e(suites[i].name)} › {_e(failing.name)}</a>{_e(note)}: "
                        f"{_e(failing.message)} {log}</li>")
         out.append("</ol>")
+    out += _warnings(suites, anchors, base)
     out += _series(series)
     out += _environment(facts, links)
     out += _timeline(suites)
@@ -186,7 +206,7 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str], base: 
                    + "<th>message</th><th></th></tr>")
         rows = list(enumerate(s.cases))
         if len(rows) > ROW_LIMIT:  # a huge suite: its problems, not 100k green rows
-            rows = [(j, c) for j, c in rows if c.status in ("fail", "error")][:ROW_LIMIT]
+            rows = [(j, c) for j, c in rows if (i, j) in anchors][:ROW_LIMIT]
             out.append(f"<tr><td colspan='6' class='muted'>{len(s.cases) - len(rows)} other "
                        "cases not listed (junit.xml has them all)</td></tr>")
         for j, case in rows:

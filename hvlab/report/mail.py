@@ -83,7 +83,7 @@ def findings_of(patch: PatchRecord, suites: Sequence[SuiteView]) -> list[Finding
     for check, c in patch_cases(patch, suites):
         if c.status in (Status.FAIL, Status.ERROR):
             out.append(Finding(check, True, _lines(c)))
-        elif c.status is Status.PASS and c.message.startswith("warning:"):
+        elif c.warned:
             out.append(Finding(check, False, _lines(c)))
     return out
 

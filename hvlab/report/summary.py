@@ -1,5 +1,5 @@
-"""summary.md: stages first, then regressions and failures; short enough for a
-pull-request comment or a CI step summary.  Pure.
+"""summary.md: the verdict, regressions, failures and warnings first, then the
+stages; short enough for a pull-request comment or a CI step summary.  Pure.
 
 Every name, message and fact passes the sanitiser and is escaped for
 Markdown: a test name a guest printed (``<img src=x onerror=...>``,
@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from hvlab.report.sanitize import clean_line
 from hvlab.report.seriesrecord import SeriesRecord
-from hvlab.report.view import CaseView, SuiteView, counts, verdict
+from hvlab.report.view import WARNING, CaseView, SuiteView, counts, verdict, warnings
 from hvlab.results import Status
 
 ICON = {"pass": "✅", "fail": "❌", "error": "⛔", "skip": "⏭️"}
@@ -40,10 +40,32 @@ def _code(text: str) -> str:
     return "`" + clean_line(text).replace("`", "'") + "`"
 
 
-def _failure(s: SuiteView, c: CaseView) -> str:
-    log = f" ([log]({c.log.replace(' ', '%20').replace(')', '%29')}))" \
+def _log(c: CaseView) -> str:
+    """A link to the case's log when it is relative to the report (a run folder's)."""
+    return f" ([log]({c.log.replace(' ', '%20').replace(')', '%29')}))" \
         if c.log and not c.log.startswith("/") else ""
-    return f"- {ICON[c.status]} **{md(s.name)}** › {md(c.name)}: {_one_line(c.message)}{log}"
+
+
+def _failure(s: SuiteView, c: CaseView) -> str:
+    return f"- {ICON[c.status]} **{md(s.name)}** › {md(c.name)}: {_one_line(c.message)}{_log(c)}"
+
+
+def _warning(c: CaseView) -> str:
+    """The case, its classname (in a matrix it names the cell) and what it noted."""
+    said = c.message.removeprefix(WARNING).strip()
+    return f"- ⚠️ {md(c.name)} — {md(c.classname)}: {_one_line(said)}{_log(c)}"
+
+
+def warning_lines(suites: list[SuiteView]) -> list[str]:
+    """Passing cases a ``warn`` check noted: shown, never counted as failures."""
+    found = warnings(suites)
+    if not found:
+        return []
+    lines = [f"## Warnings ({len(found)}, not failing)", ""]
+    lines += [_warning(c) for _, c in found[:LIMIT]]
+    if len(found) > LIMIT:
+        lines.append(f"- … and {len(found) - LIMIT} more (see junit.xml)")
+    return lines + [""]
 
 
 def series_lines(records: Sequence[SeriesRecord]) -> list[str]:
@@ -75,8 +97,8 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str],
            notes: list[str] | None = None,
            links: Sequence[tuple[str, str]] = (),
            series: Sequence[SeriesRecord] = ()) -> str:
-    """The verdict and the failures first, then the series, the environment
-    and the stages.
+    """The verdict and the failures first (then known failures, warnings and
+    flaky cases), then the series, the environment and the stages.
     ``classes``: (classname, name) -> regression | fixed | ... from a comparison;
     ``known``: failing cases a known-failures entry covers -> its reason;
     ``links``: (label, relative path) of the run's consoles, dmesg and configs;
@@ -112,6 +134,7 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str],
         lines += [f"- **{md(s.name)}** › {md(c.name)}: {md(known[(c.classname, c.name)])}"
                   for s, c in covered[:LIMIT]]
         lines.append("")
+    lines += warning_lines(suites)
     flaky = [(s, c) for s in suites for c in s.cases if c.flaky]
     if flaky:
         lines += [f"## Flaky ({len(flaky)}: passed on a retry)", ""]

@@ -19,6 +19,8 @@ import defusedxml.ElementTree as SafeET
 
 from hvlab.results import Status
 
+WARNING = "warning:"  # how a passing case's message starts when a `warn` check found something
+
 
 class CaseView(NamedTuple):  # a tuple: built once per case, 100 000 at a time
     name: str
@@ -31,6 +33,11 @@ class CaseView(NamedTuple):  # a tuple: built once per case, 100 000 at a time
     flaky: bool = False
     evidence: str = ""  # the outcome element's text
     outcome_type: str = ""  # its type attribute
+
+    @property
+    def warned(self) -> bool:
+        """A pass with a warning (a ``warn`` check's finding): shown, never failing."""
+        return self.status is Status.PASS and self.message.startswith(WARNING)
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,11 @@ def verdict(total: Mapping[Status, int]) -> Status:
     if total[Status.FAIL]:
         return Status.FAIL
     return Status.PASS if total[Status.PASS] or not sum(total.values()) else Status.SKIP
+
+
+def warnings(suites: list[SuiteView]) -> list[tuple[SuiteView, CaseView]]:
+    """The passing cases that carry a warning, with their suites, in order."""
+    return [(s, c) for s in suites for c in s.cases if c.warned]
 
 
 def counts(suites: list[SuiteView]) -> dict[Status, int]:

@@ -10,7 +10,7 @@ import pytest
 
 from hvlab.report import junit, unfinished, view
 from hvlab.report.runfolder import RunFolder
-from hvlab.results import StageResult, Status, TestCase
+from hvlab.results import StageResult, Status, TestCase, exit_code_for
 from hvlab.workspace import Workspace
 
 pytestmark = pytest.mark.unit
@@ -89,3 +89,69 @@ def test_cases_are_keyed_by_the_classname_junit_xml_gives_them(tmp_path: Path) -
               for c in s.cases}
     assert set(run.case_results()) == in_xml == {("k.q.drivers:hv", "kunit: hv.a"),
                                                  ("k.q.drivers", "plain")}
+
+
+def test_a_warn_checks_finding_shows_in_both_summaries_and_fails_nothing(
+        tmp_path: Path) -> None:
+    """A ``warn`` check passes its case with a ``warning:`` message: summary.md
+    and report.html list it under Warnings (after the failures, before the
+    environment and stages), linked to its row and its log; the verdict stays PASS."""
+    ws = Workspace(tmp_path, tmp_path / "configs", tmp_path / "kernels", tmp_path / "reports")
+    run = RunFolder(ws, "build", ["build"])
+    log = run.path / "logs" / "check.log"
+    subject = "hv: a comment"
+    stage = StageResult.from_cases("check", [
+        TestCase(f"sparse: {subject}", Status.PASS, log_path=log),
+        TestCase(f"get_maintainer: {subject}", Status.PASS,
+                 "warning: not addressed (To/Cc): decui@microsoft.com",
+                 output="get_maintainer.pl: kys@microsoft.com, decui@microsoft.com\n",
+                 log_path=log)], 1.0)
+    run.add(stage, "k")
+    assert exit_code_for(c.status for c in stage.cases) == 0
+    run.finish(0)
+    summary = (run.path / "summary.md").read_text()
+    assert summary.splitlines()[2].startswith("**PASS**: 2 passed, 0 failed")
+    assert "## Warnings (1, not failing)" in summary
+    assert "- ⚠️ get\\_maintainer: hv: a comment — k.local.check: not addressed (To/Cc): " \
+        "decui@microsoft.com" in summary
+    assert "sparse: hv: a comment —" not in summary  # a plain pass is no warning
+    assert "## Failures" not in summary
+    assert summary.index("## Warnings") < summary.index("## Stages")
+    page = (run.path / "report.html").read_text()
+    assert "id='verdict'>PASS: 2 passed" in page
+    assert "id='failures'" not in page
+    assert "<h2 id='warnings'>Warnings (1, not failing)</h2>" in page
+    [item] = [line for line in page.splitlines() if line.startswith("<li id='w-1'>")]
+    assert f"<a href='#c-0-1'>get_maintainer: {subject}</a>" in item
+    assert "k.local.check</span>: not addressed (To/Cc): decui@microsoft.com" in item
+    assert '<a href="logs/check.log">log</a>' in item
+    assert "<tr class='r-pass' id='c-0-1'>" in page  # the row the warning links to
+    assert page.index("id='warnings'") < page.index("id='environment'")
+
+
+def test_the_warnings_are_listed_after_the_failures_escaped_and_capped() -> None:
+    """With failures too, summary.md lists the warnings after them; a warning's
+    text goes through the same Markdown escaping as a failure's, and past the
+    limit the rest are counted."""
+    from hvlab.report import html, summary
+
+    hostile = "warning: <img src=x onerror=alert(1)> **x** | y"
+    many = tuple(view.CaseView(f"checkpatch: patch {n}", "k+s.local.patch", Status.PASS,
+                               "warning: 0 errors, 1 warnings, 0 checks (profile default)")
+                 for n in range(summary.LIMIT + 2))
+    suites = [view.SuiteView("k+s/local.check", (
+        view.CaseView("W=1: p", "k+s.local.check", Status.FAIL, "x.c:3: no prototype"),
+        view.CaseView("get_maintainer: p", "k+s.local.check", Status.PASS, hostile))),
+        view.SuiteView("k+s/local.patch", many)]
+    warned = summary.LIMIT + 3
+    text = summary.render("hvlab run", suites, {"kernel": "k"})
+    assert text.index("## Failures and errors (1)") < text.index(
+        f"## Warnings ({warned}, not failing)")
+    assert text.index("## Warnings") < text.index("## Environment") < text.index("## Stages")
+    assert "- ⚠️ get\\_maintainer: p — k+s.local.check: \\<img src=x onerror=alert(1)\\> " \
+        "\\*\\*x\\*\\* \\| y" in text
+    assert f"- … and {warned - summary.LIMIT} more (see junit.xml)" in text
+    assert f"**FAIL**: {warned} passed, 1 failed" in text  # a warning counts as a pass
+    page = html.render("hvlab run", suites, {"kernel": "k"})
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt; **x** | y" in page
+    assert page.index("id='failures'") < page.index("id='warnings'")
