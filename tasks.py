@@ -259,13 +259,15 @@ def report_merge(c: Context, run: list[str] | None = None, debug: bool = False,
 
 @task(help={"baseline": "the baseline run folder (or its junit.xml)",
             "run": "the run to judge (default: reports/latest)",
-            "gate": "regressions (only regressions and errors fail) or all (default)",
+            "gate": "regressions (only regressions and errors fail) or all; "
+                    "default: hvlab.gate in invoke.yaml, else all",
             "debug": "print tracebacks", "quiet": "only errors"})
-def report_compare(c: Context, baseline: str = "", run: str = "", gate: str = "all",
+def report_compare(c: Context, baseline: str = "", run: str = "", gate: str = "",
                    debug: bool = False, quiet: bool = False) -> None:
     """Classify every case against a baseline run; known failures do not gate."""
     from hvlab.tasks import report as reportflows
 
+    gate = cli.setting(c, "gate", gate, "") or "all"
     with session("report.compare", _argv(), debug, quiet, ROOT) as s:
         reportflows.compare_runs(s, Path(_required("baseline", baseline)),
                                  Path(run) if run else None, gate)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Env
+from tests.conftest import FAKE_TREE, REPO, Env, format_series, git, make_repo, write_tree
 
 pytestmark = pytest.mark.integration
 
@@ -124,3 +124,42 @@ def test_a_report_task_with_no_run_and_no_latest_does_not_read_itself(env: Env) 
     done = env.inv("report.mail")
     assert done.returncode == 2, done.stderr
     assert "reports/latest does not exist" in done.stderr
+
+
+def failing_plan(env: Env, tmp: Path) -> None:
+    """Plan p: one cell whose series no longer applies, a failure (not an
+    error) found in a second, with nothing built or booted."""
+    upstream = tmp / "upstream"
+    make_repo(upstream, FAKE_TREE)
+    env.write("kernels/k.yaml", f"source:\n  git: {upstream}\n  ref: main\n")
+    format_series(upstream, env.configs / "patches" / "s",
+                  [("drivers/hv/vmbus_drv.c", "vmbus line 10 ", "vmbus line ten ")])
+    write_tree(upstream, {"drivers/hv/vmbus_drv.c": "/* rewritten */\n" * 40})
+    git(upstream, "commit", "-q", "-a", "-m", "the patch's context is gone")
+    env.write("hosts/q.yaml", "kind: qemu\naccel: tcg\nmemory: 512\ncpus: 1\n")
+    env.write("suites/v.yaml", "tests:\n  - name: v\n    run: 'true'\n")
+    env.write("plans/p.yaml", "kernels: [k]\nseries: [s]\nhosts: [q]\nsuites: [v]\n")
+
+
+def test_the_gate_default_comes_from_invokes_configuration(env: Env, tmp_path: Path) -> None:
+    """hvlab.gate decides a run's exit code, and report.compare's, as --gate would;
+    a --gate on the command line wins."""
+    failing_plan(env, tmp_path)
+    conf = tmp_path / "invoke.yaml"
+    conf.write_text("hvlab:\n  gate: regressions\n")
+    run = ["run", "--plan", "p", "--checks", "none"]
+    done = env.inv(*run)
+    assert done.returncode == 1, done.stderr  # the default gate: any failure fails
+    first = os.path.realpath(env.latest)
+    assert "does not apply" in done.stderr
+    done = env.inv("-f", str(conf), *run)
+    assert done.returncode == 0, done.stderr  # no baseline: no failure is a regression
+    assert env.inv("-f", str(conf), *run, "--gate", "all").returncode == 1
+    # the same failure as in the baseline is no regression: only the gate decides
+    second = os.path.realpath(env.latest)
+    compare = ["report.compare", "--baseline", first, "--run", second]
+    assert env.inv(*compare).returncode == 1
+    done = env.inv("-f", str(conf), *compare)
+    assert done.returncode == 0, done.stderr
+    assert env.inv("-f", str(conf), *compare, "--gate", "all").returncode == 1
+
