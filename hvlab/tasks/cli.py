@@ -25,6 +25,8 @@ from invoke.parser.context import ParserContext
 from invoke.tasks import Task
 from invoke.tasks import task as invoke_task
 
+from hvlab.tasks.session import Gate
+
 
 def task(**kwargs: Any) -> Callable[[Callable[..., Any]], Task[Any]]:
     """``@task(help=...)`` with no short flags."""
@@ -120,6 +122,8 @@ def install() -> None:
 
 
 _SETTINGS: dict[str, type] = {"plan": str, "jobs": int, "gate": str}
+# the values a setting may take, where its flag has a fixed set
+_CHOICES: dict[str, tuple[str, ...]] = {"gate": tuple(Gate)}
 
 
 def setting(c: Any, name: str, given: Any, unset: Any) -> Any:
@@ -136,4 +140,8 @@ def setting(c: Any, name: str, given: Any, unset: Any) -> Any:
     if not isinstance(value, kind) or isinstance(value, bool):
         fail(f"invoke configuration (invoke.yaml): hvlab.{name}: {value!r} is not a "
              f"{'whole number' if kind is int else 'string'}")
+    choices = _CHOICES.get(name)
+    if choices and value not in choices:  # said here, not as a --gate the user never typed
+        fail(f"invoke configuration (invoke.yaml): hvlab.{name}: {value!r} is not "
+             f"{' or '.join(choices)}")
     return value

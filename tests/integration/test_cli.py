@@ -163,3 +163,18 @@ def test_the_gate_default_comes_from_invokes_configuration(env: Env, tmp_path: P
     assert done.returncode == 0, done.stderr
     assert env.inv("-f", str(conf), *compare, "--gate", "all").returncode == 1
 
+
+@pytest.mark.parametrize("argv", [["run", "--plan", "p"], ["run", "--plan", "p", "--dry-run"],
+                                  ["report.compare", "--baseline", "b"]])
+def test_a_bad_gate_in_invokes_configuration_is_one_line_and_exit_2(
+        env: Env, tmp_path: Path, argv: list[str]) -> None:
+    failing_plan(env, tmp_path)
+    conf = tmp_path / "invoke.yaml"
+    for value, why in (("bogus", "'bogus' is not all or regressions"),
+                       ("3", "3 is not a string")):
+        conf.write_text(f"hvlab:\n  gate: {value}\n")
+        done = env.inv("-f", str(conf), *argv)
+        assert done.returncode == 2
+        assert done.stderr.strip() == ("hvlab: error: invoke configuration (invoke.yaml): "
+                                       f"hvlab.gate: {why}"), done.stderr
+        assert not env.reports.exists()  # nothing ran: no run folder, latest untouched
