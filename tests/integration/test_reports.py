@@ -385,11 +385,8 @@ BOMB = """<?xml version="1.0"?>
 """
 
 
-def test_merge_keeps_what_another_tools_junit_says(env: Env, tmp_path: Path) -> None:
-    (tmp_path / "foreign.xml").write_text(FOREIGN)
-    done = env.inv("report.merge", "--run", str(tmp_path / "foreign.xml"))
-    assert done.returncode == 1, done.stderr
-    out = env.latest / "junit.xml"
+def foreign_kept(out: Path) -> None:
+    """``out`` (hvlab's junit.xml of FOREIGN) says what FOREIGN said."""
     assert set(consumer_counts(out).values()) == {(1, 1, 0, 0)}  # nested: counted once
     import junitparser
 
@@ -402,8 +399,19 @@ def test_merge_keeps_what_another_tools_junit_says(env: Env, tmp_path: Path) -> 
     assert (failure.message, failure.type, failure.text) == ("boom", "AssertionError",
                                                              "Traceback line 1\nline 2")
     assert (a.time, b.time) == (0.5, 0.25)
-    (tmp_path / "bomb.xml").write_text(BOMB)
-    done = env.inv("report.merge", "--run", str(tmp_path / "bomb.xml"))
+
+
+@pytest.mark.parametrize("task", [["report.merge", "--run"],
+                                  ["report.import", "--format", "junit"]],
+                         ids=["merge", "import"])
+def test_merge_and_import_keep_what_another_tools_junit_says(env: Env, tmp_path: Path,
+                                                             task: list[str]) -> None:
+    (tmp_path / "foreign.xml").write_text(FOREIGN)
+    done = env.inv(*task, str(tmp_path / "foreign.xml"))
+    assert done.returncode == 1, done.stderr
+    foreign_kept(env.latest / "junit.xml")
+    (tmp_path / "bomb.xml").write_text(BOMB)  # defusedxml refuses the entities
+    done = env.inv(*task, str(tmp_path / "bomb.xml"))
     assert done.returncode == 2
     assert "bomb.xml: refused" in done.stderr and "Traceback" not in done.stderr
 
