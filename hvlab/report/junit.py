@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 from hvlab.report.sanitize import clean, clean_line
+from hvlab.report.view import WARNED, is_warning
 from hvlab.results import StageResult, Status, TestCase
 
 OUTPUT_LIMIT = 32 * 1024
@@ -64,6 +65,10 @@ def suite_from_stage(
     xfail = {c.name: c.properties["xfail"] for c in stage.cases if "xfail" in c.properties}
     if xfail:  # expected failures pass; the suite says which, and why
         props["xfail"] = json.dumps(xfail)
+    # a pass has no outcome element to carry its warning: the suite does, one
+    # property a case (never cut short with the others)
+    props.update({f"{WARNED}{c.name}": c.message for c in stage.cases
+                  if is_warning(c.status, c.message)})
     return Suite(
         name=f"{host}.{stage.name}",
         classname=classname(kernel, host, stage.name),

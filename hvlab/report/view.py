@@ -22,6 +22,11 @@ from hvlab.results import Status
 WARNING = "warning:"  # how a passing case's message starts when a `warn` check found something
 
 
+def is_warning(status: Status, message: str) -> bool:
+    """A pass with a warning (a ``warn`` check's finding): shown, never failing."""
+    return status is Status.PASS and message.startswith(WARNING)
+
+
 class CaseView(NamedTuple):  # a tuple: built once per case, 100 000 at a time
     name: str
     classname: str
@@ -36,8 +41,7 @@ class CaseView(NamedTuple):  # a tuple: built once per case, 100 000 at a time
 
     @property
     def warned(self) -> bool:
-        """A pass with a warning (a ``warn`` check's finding): shown, never failing."""
-        return self.status is Status.PASS and self.message.startswith(WARNING)
+        return is_warning(self.status, self.message)
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ def parse(xml_text: str) -> list[SuiteView]:
             flaky = set(json.loads(props.get("flaky", "[]")))
         except ValueError:
             pass
+        warned = _warned(props)
         cases = []
         for c in s.findall("testcase"):  # its own: a nested testsuite's are its own
             status, message, evidence, outcome_type = Status.PASS, "", "", ""
@@ -108,6 +113,8 @@ def parse(xml_text: str) -> list[SuiteView]:
                     status, outcome_type = st, el.get("type", "") or ""
                     message = el.get("message", "") or evidence.split("\n", 1)[0]
                     break
+            else:  # a pass has no outcome element: its warning is the suite's
+                message = warned.get(c.get("name", ""), "")
             out_el = c.find("system-out")
             name = c.get("name", "")
             marked = any(p.get("name") == "flaky" and p.get("value") == "true"
@@ -120,6 +127,15 @@ def parse(xml_text: str) -> list[SuiteView]:
         out.append(SuiteView(s.get("name", ""), tuple(cases), props, _float(s.get("time")),
                              s.get("timestamp", "") or ""))
     return out
+
+
+WARNED = "warned:"  # a suite property ``warned:<case name>``: the warning that case passed with
+
+
+def _warned(props: Mapping[str, str]) -> dict[str, str]:
+    """Case name -> the warning it passed with, from the suite's properties."""
+    return {k.removeprefix(WARNED): v for k, v in props.items()
+            if k.startswith(WARNED) and is_warning(Status.PASS, v)}
 
 
 def verdict(total: Mapping[Status, int]) -> Status:

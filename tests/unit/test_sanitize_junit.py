@@ -168,6 +168,32 @@ def test_writer_reads_back_as_junit_xml_writes(tmp_path: Path,
     assert _shape(ours.read_text()) == _shape(reference)
 
 
+def test_a_pass_keeps_its_warning_through_junit_xml(tmp_path: Path,
+                                                   validate_junit: Callable[[Path], None]) -> None:
+    """A pass has no outcome element: a ``warn`` check's ``warning:`` message is
+    kept in a suite property of its own (``warned:<case>``), so report.mail,
+    report.patchwork and report.merge, which read junit.xml back, still see it."""
+    from hvlab.report import summary, view
+
+    said = "warning: not addressed (To/Cc): decui@microsoft.com"
+    stage = StageResult.from_cases("check", [
+        TestCase("get_maintainer: hv: a", Status.PASS, said, output="findings\n"),
+        TestCase("get_maintainer: hv: b", Status.PASS, "warning: " + "x" * 900),
+        TestCase("sparse: hv: a", Status.PASS, "not a warning"),
+        TestCase("W=1: hv: a", Status.FAIL, "warning: a failure stays a failure")], 1.0)
+    path = junit.write(tmp_path / "j.xml", junit.suites_from_stage(stage, "k"))
+    validate_junit(path)
+    [suite] = view.parse(path.read_text())
+    got = {c.name: (c.status, c.message) for c in suite.cases}
+    assert got == {"get_maintainer: hv: a": (Status.PASS, said),
+                   "get_maintainer: hv: b": (Status.PASS, "warning: " + "x" * 900),
+                   "sparse: hv: a": (Status.PASS, ""),
+                   "W=1: hv: a": (Status.FAIL, "warning: a failure stays a failure")}
+    assert [c.name for _, c in view.warnings([suite])] == ["get_maintainer: hv: a",
+                                                           "get_maintainer: hv: b"]
+    assert "## Warnings (2, not failing)" in summary.render("read back", [suite], {})
+
+
 def test_writer_streams_a_large_suite_in_flat_memory(tmp_path: Path) -> None:
     output = "a line of test output that the case printed\n" * 5
     cases = [TestCase(f"suite.case_{i}", Status.PASS if i % 7 else Status.FAIL, "not ok",
