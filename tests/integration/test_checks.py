@@ -1,5 +1,6 @@
 """The check stage on the fake kbuild tree: real sparse and real gcc with W=1
-on the files each patch touches, Fixes: against real history, Signed-off-by."""
+on the files each patch touches, Fixes: against real history, Signed-off-by,
+and get_maintainer.pl's answer against the To/Cc of a patch that came by mail."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from hvlab.report import view
+from hvlab.results import Status
 from tests.conftest import Env, git
 from tests.conftest import case_status as status
 from tests.integration.test_build import fake_kernel
+from tests.lore_server import lore_server, series_thread
 
 pytestmark = pytest.mark.integration
 
@@ -134,3 +138,49 @@ def test_kbuild_objects_come_from_the_thin_archive_and_the_modules_mod_files(
     assert kbuild_objects(bd) == ["drivers/hv/hv.o", "drivers/hv/hv_kvp.o",
                                   "drivers/hv/hv_util.o", "drivers/hv/vmbus_drv.o",
                                   "kernel/fork.o"]
+
+
+# A stand-in for the tree's scripts/get_maintainer.pl, as hvlab runs it (the
+# patch on stdin, --no-rolestats --no-multiline: one line, comma-separated):
+# drivers/hv/ has two maintainers and a list.
+GET_MAINTAINER = r"""#!/usr/bin/perl
+use strict; use warnings;
+my $hv = grep { m{^\+\+\+ b/drivers/hv/} } <STDIN>;
+print "K. Y. Srinivasan <kys\@microsoft.com>, Dexuan Cui <decui\@microsoft.com>, " .
+      "linux-hyperv\@vger.kernel.org\n" if $hv;
+"""
+
+
+def test_a_maintainer_the_mail_did_not_address_is_a_warning_not_a_failure(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    upstream = fake_kernel(env, tmp_path)
+    script = upstream / "scripts" / "get_maintainer.pl"
+    script.write_text(GET_MAINTAINER)
+    git(upstream, "add", "scripts/get_maintainer.pl")
+    git(upstream, "commit", "-q", "-m", "scripts: get_maintainer.pl")
+    subject = "hv: a comment"
+    patches = commit_series(upstream, tmp_path / "s", [
+        ("drivers/hv/connection.c", "/*", "/* connection */\n/*", subject + SOB)])
+    # sent to the list, Cc K. Y. Srinivasan and Wei Liu: not Dexuan Cui
+    thread = series_thread(sorted(patches.iterdir()), "gm")
+    assert "decui" not in thread[1].to + thread[1].cc
+    with lore_server() as server:
+        server.add(*thread)
+        monkeypatch.setenv("HVLAB_LORE_URL", server.base)
+        done = env.inv("build", "--kernel", "k", "--series", "lore:gm-0@hvlab.invalid")
+    assert done.returncode == 0, done.stderr  # a warning fails nothing
+    [check] = [v for v in view.parse((env.latest / "junit.xml").read_text())
+               if v.stage == "check"]
+    got = {c.name: (c.status, c.message) for c in check.cases}
+    assert got.pop(f"get_maintainer: {subject}") == (
+        Status.PASS, "warning: not addressed (To/Cc): decui@microsoft.com")
+    assert got == {f"{c}: {subject}": (Status.PASS, "") for c in
+                   ("sparse", "W=1", "fixes", "signoff")} | {
+        f"kernel-doc: {subject}": (Status.SKIP, "the tree has no scripts/kernel-doc")}
+    output = env.suite("local.check")[f"get_maintainer: {subject}"].system_out or ""
+    assert "not addressed (To/Cc): decui@microsoft.com" in output
+    assert "kys@microsoft.com" not in output  # addressed: Cc
+    summary = (env.latest / "summary.md").read_text()
+    assert summary.splitlines()[2].startswith("**PASS**")
+    assert "## Warnings (1, not failing)" in summary
+    assert "not addressed (To/Cc): decui@microsoft.com" in summary
