@@ -94,6 +94,7 @@ def test_gitlab_pipeline_has_what_gitlab_requires(tmp_path: Path) -> None:
     assert "./ci/setup.sh --python-only" in " ".join(report["script"])
     cached = [p for c in shard["cache"] for p in c["paths"]]
     assert "kernels/ccache/" in cached and "kernels/git/" in cached and ".apt/" in cached
+    assert "kernels/builds/[0-9a-f]*/" in cached  # finished builds, by their hex ids
     # the merge reads exactly this pipeline's shards, resolved folders
     assert "shards/*/*/" in " ".join(report["script"]) and shard["artifacts"]["paths"] == \
         ["shards/"]
@@ -156,11 +157,13 @@ def test_github_caches_kernels_state_and_apt_downloads_keyed_by_their_inputs() -
     kernels_at, kernels = next((i, s) for p, (i, s) in by_path.items() if "kernels/" in p)
     apt_at, apt = by_path["/var/cache/apt/archives"]
     # the git store, ccache, hvlab's cache (tarballs, patch and config results,
-    # the run's build index) and the guest images: where hvlab keeps them
+    # the run's build index), the guest images and the finished builds (not
+    # their build directories): where hvlab keeps them
     cached = set(kernels["with"]["path"].split())
     ws = Workspace(REPO, REPO / "configs", REPO / "kernels", REPO / "reports")
-    assert cached == {"kernels/git", "kernels/ccache", "kernels/cache", "kernels/images"}
-    assert {str(p.relative_to(REPO)) for p in (ws.store.parent, ws.cache)} <= cached
+    assert cached == {"kernels/git", "kernels/ccache", "kernels/cache", "kernels/images",
+                      "kernels/builds", "!kernels/builds/work"}
+    assert {str(p.relative_to(REPO)) for p in (ws.store.parent, ws.cache, ws.builds)} <= cached
     # keyed by the kernels' sources and configs and by the setup script: each
     # glob hashes files that exist, and together they cover every such file
     key = kernels["with"]["key"]
