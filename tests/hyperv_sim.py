@@ -537,8 +537,8 @@ def _boot(ip: Interp, name: str, vm: dict[str, Any]) -> int:
     again whenever the guest restarts, as Hyper-V restarts a VM.  Each QEMU run
     writes its own console file: COM1's pipe closes at every restart."""
     d = ip.state.vm_dir(name)
-    for old in d.glob("com1.*.out"):
-        old.unlink()
+    for old in (*d.glob("com1.*.out"), *d.glob("com1.*.closed")):  # a new VM process:
+        old.unlink()  # its pipe opens anew (a reader must not take an old run's end)
     proc = subprocess.Popen([sys.executable, __file__, "--state", str(ip.state.root),
                              "supervise", name], stdin=subprocess.DEVNULL,
                             stdout=(d / "qemu.log").open("ab"), stderr=subprocess.STDOUT,

@@ -145,6 +145,10 @@ def test_hung_guest_is_hard_reset_back_to_its_default_kernel(env: Env, lab: Lab)
     assert "can't find device 'eth0'" in case.system_out
     calls = lab.calls()
     assert calls.count("Start-VM") == 2
+    # the serial log follows the VM through the reset: the default kernel, the
+    # kexec'd build, the default kernel again on the VM's new process
+    serial = (env.latest / "logs" / "console-hv.log").read_text(errors="replace")
+    assert serial.count("Linux version") == 3, serial[-2000:]
     assert lab.vm_state()["state"] == "Off"
     assert qemu_left(lab) == ""
 
