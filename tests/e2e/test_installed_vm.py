@@ -32,6 +32,16 @@ def vm_env(real_env: Env, name: str) -> Env:
     return env
 
 
+def panic_at_boot(real_env: Env, tmp_path: Path, env: Env) -> None:
+    """The series ``panic-at-boot`` in ``env``'s configs: a kernel that panics
+    once VMBus's init runs (made from the real tree now, so it always applies)."""
+    series = diff_series(real_env, tmp_path, "panic-at-boot", "drivers/hv/vmbus_drv.c",
+                         "static int __init hv_acpi_init(void)\n{\n",
+                         "static int __init hv_acpi_init(void)\n{\n"
+                         "\tpanic(\"hvlab test: this kernel panics at boot\");\n")
+    shutil.copytree(series, env.configs / "patches" / "panic-at-boot")
+
+
 def default_release(env: Env) -> str:
     image = vm_image.load(next((env.kernels / "images").glob("vm-debian12-*")))
     assert image is not None
@@ -42,11 +52,7 @@ def test_a_panic_at_boot_is_reset_and_the_vm_serves_the_next_cell(vm_image_built
                                                                    tmp_path: Path) -> None:
     real_env = vm_image_built
     env = vm_env(real_env, "configs-vm-panic")
-    series = diff_series(real_env, tmp_path, "panic-at-boot", "drivers/hv/vmbus_drv.c",
-                         "static int __init hv_acpi_init(void)\n{\n",
-                         "static int __init hv_acpi_init(void)\n{\n"
-                         "\tpanic(\"hvlab test: this kernel panics at boot\");\n")
-    shutil.copytree(series, env.configs / "patches" / "panic-at-boot")
+    panic_at_boot(real_env, tmp_path, env)
     done = env.inv("run", "--series", "panic-at-boot", "--series", "hyperv-sample",
                    "--host", "local-debian-vm", "--suite", "boot-health", timeout=1200)
     assert done.returncode == 1, done.stderr[-3000:]
