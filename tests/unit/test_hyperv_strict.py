@@ -322,3 +322,33 @@ def test_a_disk_vm_checkpoint_takes_the_disk_and_firmware_variables_back(tmp_pat
     _o, err, code = run(tmp_path, "", raw=ps.script(
         "Checkpoint-VM -VM (Get-VM -Name $vmName) -SnapshotName 'x'", {"vmName": "vm1"}))
     assert code == 1 and "only while it is off" in err
+
+
+def test_no_address_with_secure_boot_on_names_secure_boot(state: Path, tmp_path: Path) -> None:
+    """A Gen2 VM whose firmware refused the boot loader never reports an address;
+    Hyper-V shows why on the VM's screen, not on COM1: the error says to look at
+    Secure Boot before the KVP daemon."""
+    from hvlab.hosts.hyperv import flow
+    from hvlab.model import HostKind, HostSpec, HypervHost, SshEndpoint
+
+    running(state)  # up, but no ready line: no address is ever reported
+    hv = HypervHost(SshEndpoint("192.0.2.1"), "vm1", SshEndpoint("0.0.0.0"), ip_timeout=1)
+    host = HostSpec("hv", tmp_path / "hv.yaml", HostKind.HYPERV, hv)
+    env = flow.HostEnv(None, None, lambda _text: None)  # type: ignore[arg-type]
+
+    def failure(vm_hv: HypervHost) -> str:
+        hyperv = client(state)
+        hyperv.vm_info()  # the flow's first question: the name resolved to one Id
+        vm = flow._Vm(env, host, vm_hv, hyperv, tmp_path / "console.log")
+        vm.properties["vm_generation"] = "2"
+        with pytest.raises(InfraError) as caught:
+            vm.wait_guest(None, 1)  # type: ignore[arg-type]
+        return str(caught.value)
+
+    text = failure(hv)  # the simulator's VM has Secure Boot on (Hyper-V's default)
+    assert "reported no IPv4 address within ip_timeout (1 s)" in text
+    assert "Secure Boot is on" in text and "secure_boot: off" in text
+    assert "KVP daemon" in text
+    edit(state, lambda d: d["vms"]["vm1"].update(secure_boot="Off"))
+    text = failure(hv)
+    assert "Secure Boot" not in text and "the usual cause is the guest's KVP daemon" in text

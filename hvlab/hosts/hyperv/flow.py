@@ -32,8 +32,9 @@ from hvlab.model import HostSpec, HypervHost
 from hvlab.results import Status, TestCase
 from hvlab.ssh import SshSession
 
-KVP_HINT = ("the usual cause is the guest's KVP daemon not running (hv_kvp_daemon, Debian "
-            "package hyperv-daemons) or no DHCP on the VM's switch")
+KVP_CAUSE = ("the guest's KVP daemon not running (hv_kvp_daemon, Debian package "
+             "hyperv-daemons) or no DHCP on the VM's switch")
+KVP_HINT = "the usual cause is " + KVP_CAUSE
 
 
 @dataclass
@@ -126,7 +127,8 @@ class _Vm:
             address = self.client.wait_ipv4(self.hv.ip_timeout)
         except TimeoutError:
             raise InfraError(f"host {self.host.name}: VM '{self.hv.vm}' reported no IPv4 address "
-                             f"within ip_timeout ({self.hv.ip_timeout} s); {KVP_HINT}") from None
+                             f"within ip_timeout ({self.hv.ip_timeout} s); "
+                             f"{self.no_address_hint()}") from None
         self.env.info(f"{self.host.name}: VM '{self.hv.vm}' has address {address} "
                       f"after {time.monotonic() - t0:.0f} s")
         guest = self.guest(address, win)
@@ -145,6 +147,21 @@ class _Vm:
                    if seen else "")
         raise InfraError(f"host {self.host.name}: the guest at {address} did not answer SSH "
                          f"within {timeout:.0f} s: {last}{console}")
+
+    def no_address_hint(self) -> str:
+        """Why a VM reports no address: its KVP daemon, or on a generation 2 VM
+        with Secure Boot on, a boot loader the firmware refused (Hyper-V shows
+        that on the VM's screen, never on COM1)."""
+        if self.properties.get("vm_generation") == "2":
+            try:
+                secure = self.client.secure_boot() == "On"
+            except InfraError:
+                secure = False
+            if secure:
+                return ("Secure Boot is on, and a generation 2 VM boots only a boot loader its "
+                        "template trusts (the VM may not have booted at all: set secure_boot: "
+                        "off in the host file); otherwise the cause may be " + KVP_CAUSE)
+        return KVP_HINT
 
     def release(self) -> str:
         """Leave the VM as the config says; returns what was done."""
