@@ -86,13 +86,28 @@ def test_grub_one_shot_and_hard_reset_on_a_simulated_gen2_disk_vm(vm_image_built
         assert left == ""
 
 
-def test_a_full_boot_is_an_infrastructure_error_naming_the_sizes(vm_image_built: Env,
-                                                                 tmp_path: Path) -> None:
-    """/boot without room for the build: the install stops before it uploads, with
-    exit 3 and the sizes, and the VM is released."""
+def test_secure_boot_left_on_and_a_full_boot_are_infrastructure_errors_that_say_why(
+        vm_image_built: Env, tmp_path: Path) -> None:
+    """Secure Boot left on: the VM never boots, and the error says Secure Boot.
+    /boot without room for the build: the install stops before it uploads, with
+    exit 3 and the sizes.  The VM is released both times."""
     env = vm_env(vm_image_built, "configs-hyperv-full")
     ws = Workspace(env.root, env.configs, env.kernels, env.reports)
     with hyperv_lab(tmp_path / "lab", ws, disk=True) as lab:
+        # Secure Boot left on (the VM's default): the firmware refuses the image's
+        # unsigned boot loader, the VM never reports an address, and the error
+        # names Secure Boot before the KVP daemon
+        env.write("hosts/hv-gen2.yaml", lab.host_yaml(ip_timeout=40))
+        done = env.inv("boot", "--kernel", "linux-6.1", "--series", "hyperv-sample",
+                       "--host", "hv-gen2", timeout=600)
+        assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "reported no IPv4 address within ip_timeout (40 s)" in done.stderr
+        assert "Secure Boot is on" in done.stderr and "Traceback" not in done.stderr
+        assert lab.vm_state()["state"] == "Off"
+        serial = next((env.latest / "logs").rglob("console-hv-gen2.log")).read_text(
+            errors="replace")
+        assert "Access Denied" in serial and "Linux version" not in serial
+
         # all but 256 KiB of /boot's file system taken (the build needs more)
         lab.in_guest(["sh", "-c", "free=$(df -Pk /boot | awk 'END {print $4}') && "
                       "fallocate -l $((free - 256))K /boot/hvlab-test-fill && sync"])
