@@ -66,8 +66,9 @@ def suite_from_stage(
     if xfail:  # expected failures pass; the suite says which, and why
         props["xfail"] = json.dumps(xfail)
     # a pass has no outcome element to carry its warning: the suite does, one
-    # property a case (never cut short with the others)
-    props.update({f"{WARNED}{c.name}": c.message for c in stage.cases
+    # property a case (so one long message cannot cut the others short), keyed
+    # by the name the case is written under (cleaned, made unique)
+    props.update({f"{WARNED}{name}": c.message for name, c in _unique_names(stage.cases)
                   if is_warning(c.status, c.message)})
     return Suite(
         name=f"{host}.{stage.name}",

@@ -194,6 +194,27 @@ def test_a_pass_keeps_its_warning_through_junit_xml(tmp_path: Path,
     assert "## Warnings (2, not failing)" in summary.render("read back", [suite], {})
 
 
+def test_a_warning_stays_with_its_case_when_names_are_cleaned_or_repeated(
+        tmp_path: Path) -> None:
+    """The writer cleans a case's name, cuts it at 500 characters and numbers a
+    repeated one (``dup #2``): the warning follows the name the case is written
+    under."""
+    from hvlab.report import view
+
+    long = "n" * 600
+    stage = StageResult.from_cases("check", [
+        TestCase("dup", Status.PASS),
+        TestCase("dup", Status.PASS, "warning: the second one"),
+        TestCase(long, Status.PASS, "warning: a long name"),
+        TestCase(" lead", Status.PASS, "warning: a leading space")], 1.0)
+    path = junit.write(tmp_path / "j.xml", junit.suites_from_stage(stage, "k"))
+    [suite] = view.parse(path.read_text())
+    got = {c.name: c.message for c in suite.cases}
+    assert got["dup"] == "" and got["dup #2"] == "warning: the second one"
+    assert got["n" * 497 + "..."] == "warning: a long name"  # cut at 500
+    assert [m for n, m in got.items() if n.strip() == "lead"] == ["warning: a leading space"]
+
+
 def test_writer_streams_a_large_suite_in_flat_memory(tmp_path: Path) -> None:
     output = "a line of test output that the case printed\n" * 5
     cases = [TestCase(f"suite.case_{i}", Status.PASS if i % 7 else Status.FAIL, "not ok",
