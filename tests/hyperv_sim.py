@@ -583,12 +583,31 @@ def c_start(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[An
     return []
 
 
-def _kill(pid: int) -> None:
-    if pid > 0:
+def _kill(pid: int, wait: float = 15.0) -> None:
+    """Kill the process group ``pid`` leads and wait until none of it runs: as
+    Stop-VM -TurnOff returns once the VM is off, so that a Start-VM right after
+    it never meets the old QEMU still holding the disk's lock."""
+    if pid <= 0:
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        return
+    deadline = time.monotonic() + wait
+    while _group_running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _group_running(pgid: int) -> bool:
+    """A process of group ``pgid`` that is not a zombie (a zombie holds no lock)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 def c_stop(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
@@ -792,11 +811,11 @@ def c_remove_saved(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> 
 SNAPSHOT_KEYS = ("kernel", "initrd", "append", "secure_boot", "com1")
 
 
-def _qemu_img(*args: str) -> None:
+def _qemu_img(cmdlet: str, *args: str) -> None:
     done = subprocess.run(["qemu-img", *args], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise PsFailure(f"The virtual hard disk operation failed: {done.stderr.strip()}",
-                        "Checkpoint-VM", "OperationFailed", "NotSpecified")
+                        cmdlet, "OperationFailed", "NotSpecified")
 
 
 def take_checkpoint(vm: dict[str, Any], name: str) -> dict[str, Any]:
@@ -807,7 +826,9 @@ def take_checkpoint(vm: dict[str, Any], name: str) -> dict[str, Any]:
         disk = Path(vm["disk"])
         subprocess.run(["qemu-img", "snapshot", "-d", name, str(disk)], capture_output=True,
                        check=False)  # a checkpoint of that name is replaced
-        _qemu_img("snapshot", "-c", name, str(disk))
+        _qemu_img("Checkpoint-VM", "snapshot", "-c", name, str(disk))
+        for old in disk.parent.glob(f"nvram-sb*.{name}.ckpt"):
+            old.unlink()  # a store the VM no longer has is not in the new checkpoint
         for store in disk.parent.glob("nvram-sb*.fd"):
             (disk.parent / f"{store.stem}.{name}.ckpt").write_bytes(store.read_bytes())
         snap["disk_snapshot"] = name
@@ -820,7 +841,7 @@ def apply_checkpoint(vm: dict[str, Any], snap: dict[str, Any]) -> None:
     if not name or not vm.get("disk"):
         return
     disk = Path(vm["disk"])
-    _qemu_img("snapshot", "-a", str(name), str(disk))
+    _qemu_img("Restore-VMCheckpoint", "snapshot", "-a", str(name), str(disk))
     for store in disk.parent.glob("nvram-sb*.fd"):
         saved = disk.parent / f"{store.stem}.{name}.ckpt"
         if saved.exists():
