@@ -95,6 +95,11 @@ def test_gitlab_pipeline_has_what_gitlab_requires(tmp_path: Path) -> None:
     cached = [p for c in shard["cache"] for p in c["paths"]]
     assert "kernels/ccache/" in cached and "kernels/git/" in cached and ".apt/" in cached
     assert "kernels/builds/[0-9a-f]*/" in cached  # finished builds, by their hex ids
+    kernels_key = next(c["key"] for c in shard["cache"] if "kernels/git/" in c["paths"])
+    assert "$CI_NODE_INDEX" in kernels_key["prefix"]  # one cache per shard
+    script = shard["script"]
+    assert any("inv clean" in line for line in script[script.index(next(
+        line for line in script if "shards/$CI_JOB_ID" in line)):])  # after the copy
     # the merge reads exactly this pipeline's shards, resolved folders
     assert "shards/*/*/" in " ".join(report["script"]) and shard["artifacts"]["paths"] == \
         ["shards/"]
@@ -162,7 +167,15 @@ def test_github_caches_kernels_state_and_apt_downloads_keyed_by_their_inputs() -
     cached = set(kernels["with"]["path"].split())
     ws = Workspace(REPO, REPO / "configs", REPO / "kernels", REPO / "reports")
     assert cached == {"kernels/git", "kernels/ccache", "kernels/cache", "kernels/images",
-                      "kernels/builds", "!kernels/builds/work"}
+                      "kernels/builds", "!kernels/builds/work", "!kernels/builds/.staging-*"}
+    # one cache per shard (the first saved under a key is kept), kept bounded by
+    # inv clean after the shard has run and its folder was uploaded
+    assert "${{ strategy.job-index }}" in kernels["with"]["key"]
+    names = [s.get("name", "") for s in steps]
+    clean = next(s for s in steps if "inv clean" in s.get("run", ""))
+    assert clean.get("if") == "always()" and "--budget-gb" in clean["run"]
+    assert steps.index(clean) > max(i for i, s in enumerate(steps)
+                                     if uses(s, "actions/upload-artifact")), names
     assert {str(p.relative_to(REPO)) for p in (ws.store.parent, ws.cache, ws.builds)} <= cached
     # keyed by the kernels' sources and configs and by the setup script: each
     # glob hashes files that exist, and together they cover every such file
