@@ -205,8 +205,11 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str], base: 
                    + ("<th>vs baseline</th>" if classes is not None else "")
                    + "<th>message</th><th></th></tr>")
         rows = list(enumerate(s.cases))
-        if len(rows) > ROW_LIMIT:  # a huge suite: its problems, not 100k green rows
-            rows = [(j, c) for j, c in rows if (i, j) in anchors][:ROW_LIMIT]
+        if len(rows) > ROW_LIMIT:  # a huge suite: its problems, not 100k green rows;
+            # its failures before its warnings, in the suite's order
+            failed_rows = [row for row in rows if row[1].status in ("fail", "error")]
+            warned_rows = [row for row in rows if row[1].warned]
+            rows = sorted((failed_rows + warned_rows)[:ROW_LIMIT], key=lambda row: row[0])
             out.append(f"<tr><td colspan='6' class='muted'>{len(s.cases) - len(rows)} other "
                        "cases not listed (junit.xml has them all)</td></tr>")
         for j, case in rows:
@@ -215,7 +218,8 @@ def render(title: str, suites: list[SuiteView], facts: Mapping[str, str], base: 
             note = " (known)" if key in known else " (flaky)" if case.flaky else ""
             cls = f"<td>{_e(classes.get(key, ''))}</td>" if classes is not None else ""
             anchor = f" id='{anchors[i, j]}'" if (i, j) in anchors else ""
-            out.append(f"<tr class='r-{_e(status)}'{anchor}><td>{_e(case.name)}</td><td><span "
+            row = "warn" if case.warned else status  # "only problems" keeps warnings
+            out.append(f"<tr class='r-{_e(row)}'{anchor}><td>{_e(case.name)}</td><td><span "
                        f"class='pill s-{_e(status)}'>{_e(status)}</span>{_e(note)}</td>"
                        f"<td>{_seconds(case.seconds)}</td>{cls}<td>{_e(case.message)}</td>"
                        f"<td>{_link(case.log, base)}</td></tr>")

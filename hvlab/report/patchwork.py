@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from hvlab.errors import InfraError, UserError
 from hvlab.report.mail import PER_PATCH, patch_cases
 from hvlab.report.seriesrecord import PatchRecord, SeriesRecord
-from hvlab.report.view import SuiteView
+from hvlab.report.view import WARNING, SuiteView, is_warning
 from hvlab.results import Status
 
 TIMEOUT = 60
@@ -50,8 +50,8 @@ def _check(name: str, status: Status, message: str) -> Check | None:
         return None
     if status in (Status.FAIL, Status.ERROR):
         return Check("fail", context(name), _short(message or "failed"))
-    if message.startswith("warning:"):
-        return Check("warning", context(name), _short(message.removeprefix("warning:")))
+    if is_warning(status, message):
+        return Check("warning", context(name), _short(message.removeprefix(WARNING)))
     return Check("success", context(name), "passed")
 
 

@@ -125,7 +125,8 @@ def test_a_warn_checks_finding_shows_in_both_summaries_and_fails_nothing(
     assert f"<a href='#c-0-1'>get_maintainer: {subject}</a>" in item
     assert "k.local.check</span>: not addressed (To/Cc): decui@microsoft.com" in item
     assert '<a href="logs/check.log">log</a>' in item
-    assert "<tr class='r-pass' id='c-0-1'>" in page  # the row the warning links to
+    # the row the warning links to, kept when "only problems" hides the passes
+    assert "<tr class='r-warn' id='c-0-1'>" in page
     assert page.index("id='warnings'") < page.index("id='environment'")
 
 
@@ -155,3 +156,24 @@ def test_the_warnings_are_listed_after_the_failures_escaped_and_capped() -> None
     page = html.render("hvlab run", suites, {"kernel": "k"})
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt; **x** | y" in page
     assert page.index("id='failures'") < page.index("id='warnings'")
+
+
+def test_a_huge_suites_table_keeps_its_failures_before_its_warnings() -> None:
+    """Past the row limit a suite lists its problems only: every failure the
+    Failures list links to keeps its row, warnings fill what is left, and a
+    warning's row stays visible under "only problems"."""
+    from hvlab.report import html
+
+    limit = html.ROW_LIMIT
+    cases = tuple(view.CaseView(f"warned {n}", "k.local.check", Status.PASS,
+                                "warning: noted") for n in range(10))
+    cases += tuple(view.CaseView(f"failed {n}", "k.local.check", Status.FAIL, "broken")
+                   for n in range(limit - 2))
+    cases += tuple(view.CaseView(f"passed {n}", "k.local.check", Status.PASS, "")
+                   for n in range(5))
+    page = html.render("hvlab run", [view.SuiteView("k/local.check", cases)], {})
+    rows = [line for line in page.splitlines() if line.startswith("<tr class='r-")]
+    assert sum("<td>failed " in r for r in rows) == limit - 2  # every failure has its row
+    assert sum("<td>warned " in r for r in rows) == 2  # then the warnings, as room allows
+    assert not any("<td>passed " in r for r in rows)
+    assert all(r.startswith("<tr class='r-warn'") for r in rows if "<td>warned " in r)
