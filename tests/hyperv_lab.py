@@ -99,9 +99,9 @@ class Lab:
                 time.sleep(1)
 
     def in_guest(self, *commands: list[str], timeout: float = 300) -> list[str]:
-        """Boot the VM (Secure Boot off), run ``commands`` in its guest, then shut
-        it down cleanly: what a test needs the VM's disk to hold before a run.
-        Returns their outputs."""
+        """Boot the VM (Secure Boot off, and left off), run ``commands`` in its
+        guest, then shut it down cleanly: what a test needs the VM's disk to hold
+        before a run.  Returns their outputs."""
         with self.client() as client:
             guest = self.guest()
             try:
@@ -109,9 +109,9 @@ class Lab:
                 client.start()
                 client.wait_ipv4(timeout)
                 self.connect(guest, timeout)
-                deadline = time.monotonic() + timeout
                 outputs = [guest.check(argv, timeout=120) for argv in commands]
                 guest.run(["systemctl", "poweroff"], timeout=30)
+                deadline = time.monotonic() + timeout
                 while client.vm_info().state != "Off":
                     assert time.monotonic() < deadline, "the guest did not power off"
                     time.sleep(1)

@@ -97,11 +97,11 @@ def test_secure_boot_left_on_and_a_full_boot_are_infrastructure_errors_that_say_
         # Secure Boot left on (the VM's default): the firmware refuses the image's
         # unsigned boot loader, the VM never reports an address, and the error
         # names Secure Boot before the KVP daemon
-        env.write("hosts/hv-gen2.yaml", lab.host_yaml(ip_timeout=40))
+        env.write("hosts/hv-gen2.yaml", lab.host_yaml(ip_timeout=60))
         done = env.inv("boot", "--kernel", "linux-6.1", "--series", "hyperv-sample",
                        "--host", "hv-gen2", timeout=600)
         assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-3000:]
-        assert "reported no IPv4 address within ip_timeout (40 s)" in done.stderr
+        assert "reported no IPv4 address within ip_timeout (60 s)" in done.stderr
         assert "Secure Boot is on" in done.stderr and "Traceback" not in done.stderr
         assert lab.vm_state()["state"] == "Off"
         serial = next((env.latest / "logs").rglob("console-hv-gen2.log")).read_text(
