@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from hvlab.errors import InfraError
@@ -21,7 +21,10 @@ QUIET = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
 
 class GitError(InfraError):
     def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
-        first = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {returncode}"
+        lines = stderr.strip().splitlines()
+        # git's own reason (which names the file) rather than its advice after it
+        first = next((line for line in lines if line.startswith(("fatal:", "error:"))),
+                     lines[-1] if lines else f"exit {returncode}")
         super().__init__(f"git {' '.join(argv[:3])} failed: {first}")
         self.argv = tuple(argv)
         self.returncode = returncode
@@ -66,3 +69,21 @@ class Git:
         code, out, _ = self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}",
                                 check=False)
         return out.strip() if code == 0 and out.strip() else None
+
+
+def clear_stale_locks(root: Path, patterns: Iterable[str]) -> list[Path]:
+    """Remove the git lock files under ``root`` matching ``patterns`` (globs).
+
+    Git takes ``<file>.lock`` before it rewrites a file and renames it into place
+    after; a git killed in between (a run killed by a CI timeout or the OOM
+    killer) leaves the lock, and every later git that needs that file fails
+    with "File exists".  Only a caller that owns what these locks guard (it
+    holds hvlab's own lock for them, after the reaper stopped what killed runs
+    left running) may call this.  Returns what it removed."""
+    removed = []
+    for pattern in patterns:
+        for lock in sorted(root.glob(pattern)):
+            if lock.is_file() and lock.name.endswith(".lock"):
+                lock.unlink(missing_ok=True)
+                removed.append(lock)
+    return removed

@@ -18,17 +18,20 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from hvlab.digest import sha256_file
 from hvlab.errors import InfraError, UserError
 from hvlab.fetch.tarimport import import_tarball
-from hvlab.git import IDENTITY, Git, GitError
+from hvlab.git import IDENTITY, Git, GitError, clear_stale_locks
 from hvlab.locks import FileLock
 from hvlab.model import GitSource, KernelSpec, PathSource, TarballSource
 from hvlab.progress import Progress
@@ -64,9 +67,31 @@ def ensure_store(ws: Workspace) -> Git:
     return Git(store)
 
 
-def store_lock(ws: Workspace, progress: Progress | None = None) -> FileLock:
-    return FileLock(ws.locks / "store.lock", "the git object store",
-                    notify=progress.info if progress else None)
+# What git locks in the store while hvlab holds the store lock: the store's own
+# files (HEAD, config, packed-refs, shallow), the refs hvlab keeps under
+# refs/hvlab/, and a path source's private index.  The worktrees' files and
+# branches (refs/heads/hvlab/<kernel>/) are guarded by each worktree's lock.
+STORE_LOCKS = ("*.lock", "refs/hvlab/**/*.lock")
+
+
+@contextmanager
+def store_lock(ws: Workspace, progress: Progress | None = None) -> Iterator[None]:
+    """The store to this process alone; git locks a killed run left in it removed."""
+    with FileLock(ws.locks / "store.lock", "the git object store",
+                  notify=progress.info if progress else None):
+        if ws.store.is_dir():
+            _said(ws, clear_stale_locks(ws.store, STORE_LOCKS), progress)
+        _said(ws, clear_stale_locks(ws.cache / "path-index", ["*.lock"]), progress)
+        yield
+
+
+def _said(ws: Workspace, removed: list[Path], progress: Progress | None) -> None:
+    for lock in removed:
+        line = f"removed {ws.display(lock)}, a git lock a killed run left behind"
+        if progress:
+            progress.info(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
 
 # -- tarballs -------------------------------------------------------------------
@@ -240,13 +265,37 @@ def fetch(ws: Workspace, kernel: KernelSpec, offline: bool, log: Path,
 
 # -- worktrees --------------------------------------------------------------------------
 
-def worktree_lock(ws: Workspace, kernel: str, progress: Progress | None = None) -> FileLock:
-    return FileLock(ws.locks / f"worktree-{kernel}.lock", f"the worktree of kernel '{kernel}'",
-                    notify=progress.info if progress else None)
+@contextmanager
+def worktree_lock(ws: Workspace, kernel: str, progress: Progress | None = None
+                  ) -> Iterator[None]:
+    """The kernel's worktree to this process alone; git locks a killed run left
+    on it removed."""
+    with FileLock(ws.locks / f"worktree-{kernel}.lock", f"the worktree of kernel '{kernel}'",
+                  notify=progress.info if progress else None):
+        _said(ws, clear_worktree_locks(worktree_path(ws, kernel)), progress)
+        yield
 
 
 def worktree_path(ws: Workspace, kernel: str) -> Path:
     return ws.worktrees / kernel
+
+
+def clear_worktree_locks(tree: Path) -> list[Path]:
+    """Remove the git locks a killed run left on a kernel's worktree: its index,
+    HEAD and ORIG_HEAD, and hvlab's branches of that kernel (the caller holds
+    the worktree lock).  The worktree's git dir is read from its .git file."""
+    try:
+        link = (tree / ".git").read_text().strip()
+    except OSError:
+        return []
+    if not link.startswith("gitdir: "):
+        return []
+    gitdir = Path(link.removeprefix("gitdir: "))
+    if not gitdir.is_absolute():
+        gitdir = tree / gitdir
+    common = gitdir.parent.parent  # the store: <store>/worktrees/<name>
+    return clear_stale_locks(gitdir, ["*.lock"]) + clear_stale_locks(
+        common, [f"refs/heads/hvlab/{tree.name}/**/*.lock"])
 
 
 def restore_clean(tree: Path, at: str = "") -> None:
@@ -293,5 +342,6 @@ def checkout(ws: Workspace, kernel: str, commit: str, progress: Progress) -> Pat
     return tree
 
 
-__all__ = ["Fetched", "GitError", "checkout", "checkout_commit", "ensure_store", "fetch",
-           "restore_clean", "worktree_lock", "worktree_path"]
+__all__ = ["Fetched", "GitError", "checkout", "checkout_commit", "clear_worktree_locks",
+           "ensure_store", "fetch", "restore_clean", "store_lock", "worktree_lock",
+           "worktree_path"]

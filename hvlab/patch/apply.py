@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hvlab.checks.profiles import Profile
-from hvlab.fetch.source import checkout, restore_clean, worktree_path
+from hvlab.fetch.source import checkout, restore_clean, store_lock, worktree_path
 from hvlab.git import IDENTITY, Git
 from hvlab.patch import checkpatch
 from hvlab.patch.discover import LoadedSeries
@@ -137,7 +137,8 @@ def apply_series(ws: Workspace, kernel: str, base: str, series: LoadedSeries,
     applied, all_cases = _apply_all(g, tree, base, series, checkpatch_profile, log, progress)
     commit = g.rev("HEAD") or base
     if applied == len(series.patches):
-        Git(ws.store).run("update-ref", ref, commit)
+        with store_lock(ws, progress):  # refs/hvlab/ is the store lock's
+            Git(ws.store).run("update-ref", ref, commit)
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps({"commit": commit, "applied": applied,
                                       "cases": [_case_to_json(c) for c in all_cases]}, indent=1))

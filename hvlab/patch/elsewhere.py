@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvlab.fetch.source import store_lock
 from hvlab.git import Git
 from hvlab.model import GitSource
 from hvlab.patch.discover import LoadedSeries
@@ -42,8 +43,9 @@ def try_refs(ws: Workspace, kernel: str, src: GitSource, series: LoadedSeries,
     for ref in src.other_refs:
         local = _local(kernel, ref)
         if not offline:
-            code, _, err = g.run("fetch", "--no-tags", "--quiet", src.url,
-                                 f"+{ref}:{local}", check=False)
+            with store_lock(ws):  # refs/hvlab/ is the store lock's
+                code, _, err = g.run("fetch", "--no-tags", "--quiet", src.url,
+                                     f"+{ref}:{local}", check=False)
             if code != 0:
                 last = err.strip().splitlines()[-1:] or [f"exit {code}"]
                 out.append(Elsewhere(ref, "", False, why=f"not fetched: {last[0]}"))

@@ -119,8 +119,12 @@ def test_kill_9_at_random_points_of_a_run(env: Env, tmp_path: Path,
                 time.sleep(rng.uniform(0, 0.2 / (attempt + 1)))  # somewhere inside the stage
             # a missed stage is killed at once all the same: a run left to finish
             # would cache its build and make every later stage too short to hit
+            ended = proc.poll()
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            # a run that ended by itself must have passed: one failing after an
+            # earlier kill is what this test is for
+            assert ended in (None, 0), proc.stderr.read()[-3000:] if proc.stderr else ended
             folder = newest(env)
             validate_junit(folder / "junit.xml")
             case = unfinished_case(folder)
@@ -146,6 +150,39 @@ def test_kill_9_at_random_points_of_a_run(env: Env, tmp_path: Path,
     for folder in folders:
         validate_junit(folder / "junit.xml")
     assert unfinished_case(env.latest.resolve()) == ""
+    tree = env.kernels / "worktrees" / "k"
+    assert subprocess.run(["git", "-C", str(tree), "status", "--porcelain"],
+                          capture_output=True, text=True, check=True).stdout == ""
+    assert_store_and_cache_whole(env)
+
+
+def test_git_locks_a_killed_git_left_are_removed_by_the_next_run(env: Env,
+                                                                 tmp_path: Path) -> None:
+    """A git killed between taking a lock and renaming it into place leaves the
+    lock file, and every later git that needs that file refuses ("File
+    exists"): the next run, holding hvlab's own lock on the store or the
+    worktree, removes them, says so, and goes on."""
+    repo = fake_kernel_repo(tmp_path / "upstream")
+    format_series(repo, env.configs / "patches" / "s",
+                  [("drivers/hv/vmbus_drv.c", "the bus driver", "the VMBus driver")])
+    setup_env(env, repo)
+    first = env.inv("patch", "--kernel", "k", "--series", "s", timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    store = env.kernels / "git" / "store.git"
+    left = [store / "worktrees" / "k" / "index.lock",  # git am, checkout, reset
+            store / "worktrees" / "k" / "HEAD.lock",
+            store / "refs" / "heads" / "hvlab" / "k" / "s.lock",  # the series' branch
+            store / "refs" / "hvlab" / "kernels" / "k.lock",  # the fetch's update-ref
+            store / "packed-refs.lock"]
+    for lock in left:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.write_text("")
+    done = env.inv("patch", "--kernel", "k", "--series", "s", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for lock in left:
+        assert not lock.exists(), lock
+        assert f"removed kernels/git/store.git/{lock.relative_to(store)}, a git lock a " \
+            "killed run left behind" in done.stderr, done.stderr
     tree = env.kernels / "worktrees" / "k"
     assert subprocess.run(["git", "-C", str(tree), "status", "--porcelain"],
                           capture_output=True, text=True, check=True).stdout == ""
