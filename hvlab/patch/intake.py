@@ -27,6 +27,7 @@ from pathlib import Path
 
 from hvlab.config.tables import Config
 from hvlab.errors import InfraError, UserError
+from hvlab.git import clear_stale_locks
 from hvlab.locks import FileLock
 from hvlab.model import SeriesOrigin, SeriesSpec
 from hvlab.patch import origin as O
@@ -188,6 +189,9 @@ def _git_series(ws: Workspace, rng: O.GitRange, offline: bool) -> SeriesSpec:
                 raise UserError(f"--series {rng.arg}: {rng.repo} is not in the cache, and "
                                 "--offline forbids fetching it")
             _git(["init", "-q", "--bare", str(repo)], rng, "cannot create the cache")
+        for lock in clear_stale_locks(repo, ["*.lock", "refs/**/*.lock"]):  # ours, locked
+            print(f"removed {ws.display(lock)}, a git lock a killed run left behind",
+                  file=sys.stderr, flush=True)
         if not offline:
             _git(["-C", str(repo), "fetch", "-q", "--no-tags", rng.repo,
                   "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], rng,

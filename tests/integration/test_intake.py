@@ -165,6 +165,33 @@ def test_a_git_range_is_a_series_of_one_case_per_commit(env: Env, tmp_path: Path
     assert missing.returncode == 2 and "has no commit 'nope'" in missing.stderr
 
 
+def test_a_remote_range_is_mirrored_and_a_lock_a_killed_fetch_left_is_removed(
+        env: Env, tmp_path: Path) -> None:
+    """A range of a repository that is not a local folder is fetched into a
+    mirror of hvlab's; a fetch killed there leaves a ref's lock, which the next
+    run (holding the range's lock) removes before it fetches again."""
+    upstream = tmp_path / "upstream"
+    make_repo(upstream, FAKE_TREE)
+    env.write("kernels/k.yaml", f"source:\n  git: {upstream}\n  ref: main\n")
+    format_series(upstream, tmp_path / "topic", V1)
+    arg = f"git:file://{upstream}#main..series-topic"
+    first = env.inv("patch", "--kernel", "k", "--series", arg)
+    assert first.returncode == 0, first.stderr
+    [mirror] = env.kernels.rglob("series/git/*/repo.git")
+    lock = mirror / "refs" / "heads" / "main.lock"
+    lock.write_text("")
+    # main moves upstream, so the next fetch has to update that ref
+    (upstream / "NEWS").write_text("an unrelated change\n")
+    git(upstream, "add", "NEWS")
+    git(upstream, "commit", "-q", "-m", "news")
+    again = env.inv("patch", "--kernel", "k", "--series", arg)
+    assert again.returncode == 0, again.stderr
+    assert not lock.exists()
+    assert "main.lock, a git lock a killed run left behind" in again.stderr
+    found = env.suite("local.patch")
+    assert [n for n in found if not n.startswith("checkpatch")] == SUBJECTS
+
+
 def test_a_maildir_applies_in_the_order_of_its_patch_counters(env: Env, tmp_path: Path) -> None:
     """What mutt or `b4 mbox --maildir` leaves: one message per file under cur/
     and new/, named in arrival order, not in series order."""
