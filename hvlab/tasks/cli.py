@@ -8,15 +8,20 @@
 * ``install()``: a flag value that is not a number, an unknown flag or an
   unknown task is one line naming it (and the closest known name) with exit
   2, instead of invoke's traceback or "No idea what ... is!" with exit 1.
+  Output to a reader that went away (``inv run -h | head -1``) ends the
+  process as SIGPIPE ends standard tools, without a traceback.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from types import TracebackType
 from typing import Any, NoReturn
 
 from invoke.exceptions import ParseError
@@ -102,11 +107,30 @@ def explain(parser: Parser, argv: Sequence[str], exc: Exception) -> str:
     return str(exc)
 
 
+def _end_on_broken_pipe(previous: Callable[[type[BaseException], BaseException,
+                                             TracebackType | None], Any]
+                        ) -> Callable[[type[BaseException], BaseException,
+                                       TracebackType | None], None]:
+    """An excepthook: a BrokenPipeError that reached the top (the reader of
+    stdout went away; every ``finally`` has run) ends the process by SIGPIPE,
+    as ``git log | head`` ends git; anything else goes to ``previous``."""
+    def hook(kind: type[BaseException], exc: BaseException,
+             tb: TracebackType | None) -> None:
+        if not issubclass(kind, BrokenPipeError) or "--debug" in sys.argv:
+            previous(kind, exc, tb)
+            return
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # Python starts with it ignored
+        os.kill(os.getpid(), signal.SIGPIPE)
+    return hook
+
+
 def install() -> None:
-    """Route invoke's parse failures through ``explain`` (once per process)."""
+    """Route invoke's parse failures through ``explain`` and a broken stdout
+    pipe to SIGPIPE (once per process)."""
     original = Parser.parse_argv
     if getattr(original, "hvlab", False):
         return
+    sys.excepthook = _end_on_broken_pipe(sys.excepthook)
 
     @functools.wraps(original)
     def parse_argv(self: Parser, argv: list[str]) -> Any:

@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -178,3 +181,20 @@ def test_a_bad_gate_in_invokes_configuration_is_one_line_and_exit_2(
         assert done.stderr.strip() == ("hvlab: error: invoke configuration (invoke.yaml): "
                                        f"hvlab.gate: {why}"), done.stderr
         assert not env.reports.exists()  # nothing ran: no run folder, latest untouched
+
+
+@pytest.mark.parametrize("argv", [["--list"], ["run", "-h"]])
+def test_output_to_a_reader_that_went_away_ends_without_a_traceback(
+        env: Env, argv: list[str]) -> None:
+    """``inv run -h | head -1``: once the reader has gone, hvlab stops as
+    standard tools do (killed by SIGPIPE, 141 in a shell), saying nothing."""
+    read, write = os.pipe()
+    os.close(read)  # gone before the first write: the same every time
+    try:
+        done = subprocess.run([sys.executable, "-m", "invoke", "--search-root", str(REPO), *argv],
+                              cwd=env.root, env={**os.environ, **env.vars}, stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+    finally:
+        os.close(write)
+    assert done.returncode == -signal.SIGPIPE, done.stderr
+    assert done.stderr == ""
