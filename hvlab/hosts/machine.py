@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from hvlab.boot import guest_image
 from hvlab.boot.verify import host_lease, target_from_build
 from hvlab.config.shape import Field, Shape
-from hvlab.errors import HvlabError, UserError
+from hvlab.errors import HvlabError, InfraError, UserError
 from hvlab.hosts import local_vm
 from hvlab.hosts.base import (
     BootedGuest,
@@ -29,7 +29,7 @@ from hvlab.hosts.base import (
     check_failed,
     endpoint_fields,
 )
-from hvlab.hosts.oneshot import ConsoleCapture, install_and_boot
+from hvlab.hosts.oneshot import ConsoleCapture, install_and_boot, wait_back
 from hvlab.hosts.sessions import close_chain, open_session
 from hvlab.model import HostSpec, LocalVm, SshEndpoint, SshHost
 from hvlab.results import Status, TestCase
@@ -62,6 +62,8 @@ class _Machine:
     spec: HostSpec
     detail: SshHost
     capture: ConsoleCapture
+    session: SshSession
+    tested_release: str  # the kernel the one-shot entry boots once
     name: str = ""
     boot_timeout: int = 0
     properties: dict[str, str] = field(default_factory=dict)
@@ -78,14 +80,33 @@ class _Machine:
         return self.capture.lines()
 
     def recover(self, log: Path) -> str:
+        """Run the host's ``power_cycle`` command, then wait for SSH: the reset is
+        only called a recovery when the machine answers on a kernel other than
+        the tested one (the one-shot entry is spent)."""
         if not self.detail.power_cycle:
             return "no power_cycle command configured"
+        t0 = time.monotonic()
         with log.open("ab") as fh:
-            done = subprocess.run(list(self.detail.power_cycle), stdout=fh,  # noqa: S603
-                                  stderr=subprocess.STDOUT, timeout=300, check=False)
+            try:
+                done = subprocess.run(list(self.detail.power_cycle), stdout=fh,  # noqa: S603
+                                      stderr=subprocess.STDOUT, timeout=300, check=False)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return f"power_cycle {self.detail.power_cycle[0]!r} could not run: {exc}"
         if done.returncode != 0:
             return f"power_cycle failed (exit {done.returncode})"
-        return "power-cycled back to the default kernel"
+        try:
+            # any answer is a new boot: the tested kernel never answered
+            wait_back(self.session, "", self.boot_timeout)
+            back = self.session.check(["uname", "-r"], timeout=30).strip()
+        except (TimeoutError, InfraError):
+            return f"power-cycled; no SSH within boot_timeout ({self.boot_timeout} s) after it"
+        finally:
+            self.session.close()
+        took = time.monotonic() - t0
+        if back == self.tested_release:
+            return (f"power-cycled; it came back on the tested kernel {back} after "
+                    f"{took:.0f} s: the one-shot fallback did not hold")
+        return f"power-cycled; back on its default kernel {back} after {took:.0f} s"
 
     def after_boot(self, session: SshSession) -> list[TestCase]:
         return []
@@ -147,7 +168,8 @@ class SshKind:
             capture = ConsoleCapture(self.detail.console,
                                      cell.logs / f"console-{self.spec.name}.log")
             try:
-                machine = _Machine(self.spec, self.detail, capture)
+                release = (build / "kernelrelease").read_text().strip()
+                machine = _Machine(self.spec, self.detail, capture, session, release)
                 yield install_and_boot(
                     session, machine, cell, build, self.detail.boot_method,
                     self.detail.keep_kernels,

@@ -87,3 +87,67 @@ def test_wait_back_stops_at_a_panic_on_the_console_without_waiting_the_timeout()
     with pytest.raises(sshhost.BootStopped, match="the kernel panicked: Kernel panic"):
         sshhost.wait_back(NeverBack(), "old", 3600, None, console_lines)  # type: ignore[arg-type]
     assert len(shown) < len(log) + 200  # it stopped once the panic was there
+
+
+class PowerCycled:
+    """A machine that answers SSH again once its power_cycle command has run
+    (the command leaves a file; the machine answers on ``release`` then)."""
+
+    name = "m"
+
+    def __init__(self, flag: Path, release: str | None) -> None:
+        self.flag, self.release = flag, release
+        self.connects = 0
+
+    def close(self) -> None:
+        pass
+
+    def connect(self) -> None:
+        from hvlab.errors import InfraError
+
+        self.connects += 1
+        if self.release is None or not self.flag.exists():
+            raise InfraError("host m: connection refused")
+
+    def check(self, argv: list[str], timeout: float = 0) -> str:
+        return "boot-id\n" if "boot_id" in argv[-1] else f"{self.release}\n"
+
+
+def _machine(tmp_path: Path, command: tuple[str, ...], session: PowerCycled,
+             boot_timeout: int = 30) -> object:
+    from hvlab.hosts.machine import _Machine
+    from hvlab.hosts.oneshot import ConsoleCapture
+    from hvlab.model import HostKind, HostSpec, SshEndpoint, SshHost
+
+    detail = SshHost(SshEndpoint("192.0.2.7"), power_cycle=command)
+    spec = HostSpec("m", tmp_path / "m.yaml", HostKind("ssh"), detail, boot_timeout=boot_timeout)
+    return _Machine(spec, detail, ConsoleCapture((), tmp_path / "console.log"),
+                    session, "6.1.0-hvlab")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("release", "said"), [
+    ("6.1.0-13-amd64", "power-cycled; back on its default kernel 6.1.0-13-amd64 after"),
+    ("6.1.0-hvlab", "it came back on the tested kernel 6.1.0-hvlab after 0 s: the one-shot "
+                    "fallback did not hold"),
+])
+def test_power_cycle_is_a_recovery_only_when_ssh_answers_on_another_kernel(
+        tmp_path: Path, release: str, said: str) -> None:
+    flag = tmp_path / "reset"
+    session = PowerCycled(flag, release)
+    machine = _machine(tmp_path, ("sh", "-c", f"echo resetting; touch {flag}"), session)
+    log = tmp_path / "boot.log"
+    assert said in machine.recover(log)  # type: ignore[attr-defined]
+    assert flag.exists() and "resetting" in log.read_text()  # the command ran, into the log
+
+
+def test_power_cycle_that_fails_or_never_brings_ssh_back_says_so(tmp_path: Path) -> None:
+    flag = tmp_path / "reset"
+    failing = _machine(tmp_path, ("sh", "-c", "exit 4"), PowerCycled(flag, "6.1.0-13-amd64"))
+    assert failing.recover(tmp_path / "log") == "power_cycle failed (exit 4)"  # type: ignore[attr-defined]
+    missing = _machine(tmp_path, (str(tmp_path / "no-such-pdu"),), PowerCycled(flag, "x"))
+    assert "could not run" in missing.recover(tmp_path / "log")  # type: ignore[attr-defined]
+    silent = PowerCycled(flag, None)
+    never = _machine(tmp_path, ("touch", str(flag)), silent, boot_timeout=2)
+    assert never.recover(tmp_path / "log") == (  # type: ignore[attr-defined]
+        "power-cycled; no SSH within boot_timeout (2 s) after it")
+    assert silent.connects >= 2  # it kept trying until boot_timeout
