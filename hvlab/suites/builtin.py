@@ -494,7 +494,7 @@ def kunit(ctx: GuestContext, log: Path) -> list[TestCase]:
     if not doc.tests:
         return [TestCase("kunit", Status.SKIP, "no KUnit results on the guest (kernel built "
                          "without CONFIG_KUNIT, or no KUnit test built in)")]
-    return cases_from_document(doc, "kunit")
+    return cases_from_document(doc, "kunit", mark_suites=True)  # a testsuite per KUnit suite
 
 
 BUILTINS: dict[str, Callable[[GuestContext, Path], list[TestCase]]] = {

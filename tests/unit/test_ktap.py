@@ -143,25 +143,48 @@ def test_result_names_keep_inner_spaces_and_lose_trailing_ones() -> None:
         ("a  name", ktap.PASS, ""), ("b", ktap.FAIL, "a note")]
 
 
-def test_kunit_debugfs_results_of_a_real_61_kernel_are_judged_whole() -> None:
-    """The results files a real 6.1 KUnit kernel left in debugfs (tests/data/ktap),
-    joined by the kunit built-in's collector, as one document of three suites."""
-    import subprocess
+class LocalGuest:
+    """Runs the guest's command here, with the recorded debugfs folder as its $1."""
 
-    from hvlab.suites.builtin import KUNIT_COLLECT
-    from hvlab.suites.ktapcases import cases_from_document
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def run(self, argv: list[str], timeout: float = 0, log: Path | None = None,
+            tail_bytes: int = 0) -> object:
+        import subprocess
+        import time
+
+        from hvlab.ssh import RemoteResult
+
+        t0 = time.monotonic()
+        done = subprocess.run([*argv, str(self.folder)], capture_output=True, text=True,
+                              check=False)
+        return RemoteResult(tuple(argv), done.returncode, time.monotonic() - t0,
+                            done.stdout + done.stderr, done.stderr, stdout=done.stdout)
+
+
+def test_kunit_debugfs_results_of_a_real_61_kernel_are_judged_whole(tmp_path: Path) -> None:
+    """The results files a real 6.1 KUnit kernel left in debugfs (tests/data/ktap),
+    collected by the kunit built-in, are one document of three suites, and each
+    KUnit suite is a testsuite of its own in junit.xml."""
+    from hvlab.report import junit
+    from hvlab.results import StageResult
+    from hvlab.suites import builtin
 
     folder = Path(__file__).resolve().parents[1] / "data" / "ktap" / "kunit-6.1-debugfs"
-    out = subprocess.run(["sh", "-c", KUNIT_COLLECT, "sh", str(folder)], capture_output=True,
-                         text=True, check=True).stdout
-    doc = ktap.parse(out.splitlines())
-    assert [t.name for t in doc.tests] == ["example", "hlist", "list-kunit-test"]
-    counts = doc.counts()
+    ctx = builtin.GuestContext(LocalGuest(folder), "q", "", tmp_path)  # type: ignore[arg-type]
+    cases = builtin.kunit(ctx, tmp_path / "kunit.log")
+    by_name = {c.name: c for c in cases}
+    assert by_name["kunit: example.example_skip_test"].status is Status.SKIP
+    assert by_name["kunit: example.example_skip_test"].message == "this test should be skipped"
+    counts = {st: sum(c.status is st for c in cases) for st in Status}
     assert counts[Status.SKIP] == 2 and counts[Status.FAIL] == 0 and counts[Status.ERROR] == 0
-    assert counts[Status.PASS] == 2 + 18 + len(doc.tests[2].children) > 20
-    cases = {c.name: c for c in cases_from_document(doc, "kunit")}
-    assert cases["kunit: example.example_skip_test"].status is Status.SKIP
-    assert cases["kunit: example.example_skip_test"].message == "this test should be skipped"
+    lists = sum(n.startswith("kunit: list-kunit-test.") for n in by_name)
+    assert counts[Status.PASS] == 2 + 18 + lists and lists > 0
+    stage = StageResult.from_cases("kunit", cases, 1.0)
+    suites = junit.suites_from_stage(stage, "linux-6.1", "q")
+    assert [(s.name, len(s.cases)) for s in suites] == [
+        ("q.kunit:example", 4), ("q.kunit:hlist", 18), ("q.kunit:list-kunit-test", lists)]
 
 
 def test_kselftest_output_recorded_from_an_e2e_run() -> None:
