@@ -52,8 +52,8 @@ class Git:
         if env:
             full_env.update(env)
         proc = capture(self._argv(args), env=full_env, stdin_data=stdin, timeout=timeout)
-        out = proc.stdout.decode("utf-8", "replace")
-        err = proc.stderr.decode("utf-8", "replace")
+        out = proc.stdout.decode("utf-8", "backslashreplace")
+        err = proc.stderr.decode("utf-8", "backslashreplace")
         if check and proc.returncode != 0:
             raise GitError(list(args), proc.returncode, err or out)
         return proc.returncode, out, err

@@ -169,7 +169,7 @@ def run(
         for raw in iter(proc.stdout.readline, b""):
             if logf:
                 logf.write(raw)
-            line = raw.decode("utf-8", "replace").rstrip("\n")
+            line = raw.decode("utf-8", "backslashreplace").rstrip("\n")
             tail.append(line)
             if on_line:
                 on_line(line)

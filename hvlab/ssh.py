@@ -315,7 +315,7 @@ class SshSession:
                         pending += data
                         *lines, pending = pending.split(b"\n")
                         for line in lines:
-                            on_line(line.decode("utf-8", "replace"))
+                            on_line(line.decode("utf-8", "backslashreplace"))
                 return got
 
             exited_at: float | None = None
@@ -342,7 +342,7 @@ class SshSession:
                 if not got:
                     cancel.sleep(0.02)
             if on_line and pending:  # the last line had no newline
-                on_line(pending.decode("utf-8", "replace"))
+                on_line(pending.decode("utf-8", "backslashreplace"))
                 pending = b""
             status = -1 if (timed_out or dropped) else chan.recv_exit_status()
             if status == -1 and not timed_out:  # closed without an exit status: the peer died
@@ -375,10 +375,10 @@ class SshSession:
                     logf.write(f"[hvlab] timed out after {time.monotonic() - t0:.0f} s: "
                                "killed\n".encode())
                 logf.close()
-        return RemoteResult(argv, status, time.monotonic() - t0,
-                            b"".join(out_tail).decode("utf-8", "replace"),
-                            b"".join(err_tail).decode("utf-8", "replace"), timed_out, dropped,
-                            b"".join(std_tail).decode("utf-8", "replace"))
+        out, err, std = (b"".join(t).decode("utf-8", "backslashreplace")  # \xff stays visible
+                         for t in (out_tail, err_tail, std_tail))
+        return RemoteResult(argv, status, time.monotonic() - t0, out, err, timed_out, dropped,
+                            std)
 
     def hold(self, argv: Sequence[str]) -> paramiko.Channel:
         """Start ``argv`` and return its channel, open: the command's stdin ends
@@ -427,7 +427,7 @@ class SshSession:
             stalled = dog.fired or isinstance(exc, TimeoutError)
             if not stalled and self.connected():
                 if chan.exit_status_ready():
-                    err = chan.recv_stderr(65536).decode("utf-8", "replace").strip() \
+                    err = chan.recv_stderr(65536).decode("utf-8", "backslashreplace").strip() \
                         if chan.recv_stderr_ready() else ""
                     raise InfraError(f"host {self.name}: {what} failed (exit "
                                      f"{chan.recv_exit_status()}): {err}") from None
@@ -462,7 +462,7 @@ class SshSession:
                     tf.add(str(local), arcname=name)
             chan.shutdown_write()
             status = self._exit_status(chan, dog)
-            err = chan.recv_stderr(65536).decode("utf-8", "replace").strip() \
+            err = chan.recv_stderr(65536).decode("utf-8", "backslashreplace").strip() \
                 if chan.recv_stderr_ready() else ""
         if status != 0:
             raise InfraError(f"host {self.name}: upload to {remote} failed "
@@ -478,7 +478,7 @@ class SshSession:
                     dog.tick()
             chan.shutdown_write()
             status = self._exit_status(chan, dog)
-            err = chan.recv_stderr(65536).decode("utf-8", "replace").strip() \
+            err = chan.recv_stderr(65536).decode("utf-8", "backslashreplace").strip() \
                 if chan.recv_stderr_ready() else ""
         if status != 0:
             raise InfraError(f"host {self.name}: writing {remote} failed (exit {status}): {err}")

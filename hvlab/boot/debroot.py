@@ -57,7 +57,7 @@ def _apt(conf: Path, *args: str, log: Path) -> None:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out,  # noqa: S603
                               stderr=subprocess.STDOUT, env=env, check=False, timeout=1800)
     if done.returncode != 0:
-        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        tail = log.read_text(errors="backslashreplace").strip().splitlines()[-3:]
         raise InfraError(f"apt-get {args[0]} for {conf.parent.name} failed (exit "
                          f"{done.returncode}): {' | '.join(tail)} (log {log})")
 

@@ -131,7 +131,7 @@ def _make_once(builder: Builder, tree: Path, targets: list[str], log: Path,
     ensure_consistent_build_dir(builder)
     start = log.stat().st_size if log.exists() else 0
     step = builder.make(tree, targets, log, stats)
-    with log.open(encoding="utf-8", errors="replace") as fh:
+    with log.open(encoding="utf-8", errors="backslashreplace") as fh:
         fh.seek(start)
         lines = fh.read().splitlines()
     prefixes = [str(tree), str(builder.build_dir), os.path.relpath(tree, builder.build_dir)]

@@ -122,7 +122,7 @@ def _upload(session: SshSession, name: str, image: Path, build_dir: Path, releas
 
 def _tail(log: Path) -> str:
     try:
-        return log.read_text(errors="replace")[-2000:]
+        return log.read_text(errors="backslashreplace")[-2000:]
     except OSError:
         return ""
 
@@ -254,7 +254,7 @@ class ConsoleCapture:
 
     def lines(self) -> list[str]:
         try:
-            return self.log.read_text(errors="replace").splitlines()
+            return self.log.read_text(errors="backslashreplace").splitlines()
         except OSError:
             return []
 

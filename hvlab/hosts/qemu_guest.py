@@ -74,7 +74,7 @@ def ssh_banner(port: int) -> bool:
 def lines_of(path: Path) -> list[str]:
     """A console log's lines (none when it is not there yet)."""
     try:
-        return path.read_text(errors="replace").splitlines()
+        return path.read_text(errors="backslashreplace").splitlines()
     except OSError:
         return []
 

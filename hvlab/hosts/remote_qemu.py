@@ -99,7 +99,7 @@ class RemoteQemuGuest(GuestFiles):
             self.workdir.mkdir(parents=True, exist_ok=True)
             self.console.write_text(result.output)
         try:
-            return self.console.read_text(errors="replace").splitlines()
+            return self.console.read_text(errors="backslashreplace").splitlines()
         except OSError:
             return []
 

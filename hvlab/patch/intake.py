@@ -161,7 +161,7 @@ def _b4_am(ws: Workspace, thread: Path, out: Path, msgid: str) -> tuple[str, boo
     done = capture([b4, "--offline-mode", "--no-stdin", "--no-interactive", "am",
                     "--use-local-mbox", str(thread), "--outdir", str(out), msgid],
                    env=env, timeout=300)
-    text = (done.stdout + done.stderr).decode("utf-8", "replace")
+    text = (done.stdout + done.stderr).decode("utf-8", "backslashreplace")
     if done.returncode != 0:
         text += f"\n(b4 exit {done.returncode})"
     log.write_text(text)
@@ -215,6 +215,6 @@ def _git_series(ws: Workspace, rng: O.GitRange, offline: bool) -> SeriesSpec:
 def _git(argv: list[str], rng: O.GitRange, what: str, infra: bool = False) -> None:
     done = capture(["git", *argv], timeout=3600)
     if done.returncode != 0:
-        err = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        err = done.stderr.decode("utf-8", "backslashreplace").strip().splitlines()
         msg = f"--series {rng.arg}: {what}: {err[-1] if err else f'exit {done.returncode}'}"
         raise (InfraError if infra else UserError)(msg)

@@ -117,7 +117,7 @@ class Capture:
     def read(self, rel: str) -> str | None:
         """A guest file's text, or None when the capture does not have it."""
         data = self.read_bytes(rel)
-        return None if data is None else data.decode("utf-8", "replace")
+        return None if data is None else data.decode("utf-8", "backslashreplace")
 
     def link(self, rel: str) -> str | None:
         """Where a guest symlink points (as the guest said), or None."""
@@ -136,12 +136,12 @@ class Capture:
 
     def command(self, name: str) -> str | None:
         path = self.folder / "commands" / f"{name}.txt"
-        return path.read_bytes().decode("utf-8", "replace") if path.is_file() else None
+        return path.read_bytes().decode("utf-8", "backslashreplace") if path.is_file() else None
 
     @property
     def dmesg(self) -> str | None:
         path = self.folder / "dmesg.txt"
-        return path.read_bytes().decode("utf-8", "replace") if path.is_file() else None
+        return path.read_bytes().decode("utf-8", "backslashreplace") if path.is_file() else None
 
     @property
     def release(self) -> str:

@@ -110,7 +110,7 @@ def _junit_cases(ctx: GuestContext, test: SuiteTest, log: Path) -> list[TestCase
     local = log.with_suffix(".junit.xml")
     try:
         ctx.guest.get_file(test.results, local)
-        found = read_junit(local.read_text(errors="replace"))
+        found = read_junit(local.read_text(errors="backslashreplace"))
     except Exception as exc:
         return [TestCase(test.name, Status.ERROR, f"no readable JUnit file at {test.results}: "
                          f"{str(exc)[:300]}")]

@@ -291,7 +291,7 @@ def _baseline_diagnostics(path_arg: str) -> list[Diagnostic] | None:
     path = Path(path_arg)
     if not path.is_file():
         raise UserError(f"--warnings-baseline {path_arg}: no such file")
-    with path.open(errors="replace") as fh:
+    with path.open(errors="backslashreplace") as fh:
         return diagnostics.parse(fh)
 
 

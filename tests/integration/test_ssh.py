@@ -41,6 +41,22 @@ def test_run_argument_list_is_quoted(server: Sshd) -> None:
         assert bad.exit_status == 7 and bad.stderr == "oops\n"
 
 
+def test_invalid_bytes_from_the_guest_stay_visible_as_escapes(server: Sshd,
+                                                              tmp_path: Path) -> None:
+    """A guest's invalid UTF-8 is read as \\xff, not U+FFFD: the reports show
+    the byte that was there (and readers do not guess another encoding)."""
+    from hvlab import proc
+
+    script = r"printf 'out \377 end\n'; printf 'err \376\n' >&2"
+    with SshSession("t", endpoint(server)) as ssh:
+        r = ssh.run(["sh", "-c", script], log=tmp_path / "guest.log")
+    assert r.stdout == "out \\xff end\n" and r.stderr == "err \\xfe\n"
+    assert "\ufffd" not in r.output
+    assert (tmp_path / "guest.log").read_bytes().count(b"\xff") == 1  # the log keeps the byte
+    local = proc.run(["sh", "-c", script])
+    assert "out \\xff end" in local.output and "err \\xfe" in local.output
+
+
 def test_large_interleaved_output_does_not_deadlock(server: Sshd, tmp_path: Path) -> None:
     log = tmp_path / "big.log"
     script = ("i=0; while [ $i -lt 200 ]; do head -c 51200 /dev/zero | tr '\\0' o; "

@@ -113,7 +113,7 @@ class _Vm:
             self.env.info(f"{self.host.name}: serial log not read: {exc}")
             return []
         self.console_log.write_bytes(data)
-        return data.decode("utf-8", "replace").splitlines()
+        return data.decode("utf-8", "backslashreplace").splitlines()
 
     def guest(self, address: str, win: SshSession) -> SshSession:
         ep = dataclasses.replace(self.hv.guest, address=address)
