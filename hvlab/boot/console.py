@@ -105,6 +105,10 @@ def first_panic(lines: Sequence[str]) -> Finding | None:
     return None
 
 
+# the last console or stderr lines a failure's JUnit text carries (its output: more)
+EVIDENCE_LINES = 20
+
+
 def tail(lines: Sequence[str], n: int = 100) -> str:
     return "\n".join(line.rstrip("\r\n") for line in lines[-n:])
 

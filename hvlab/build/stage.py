@@ -280,4 +280,4 @@ def build_case(name: str, result: BuildResult, known: list[Diagnostic],
     first = "; ".join(result.errors[:3]) or "make failed"
     return TestCase(name, Status.FAIL, f"build failed: {first}",
                     output=output + "\n".join(result.errors), duration=result.duration,
-                    log_path=result.log)
+                    log_path=result.log, evidence="\n".join(result.errors))

@@ -162,7 +162,7 @@ class Checker:
         if self.profile.fails(check):
             return TestCase(name, Status.FAIL, problems[0] + (
                 f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
-                output=text, duration=took, log_path=self.log)
+                output=text, duration=took, log_path=self.log, evidence=text)
         return TestCase(name, Status.PASS, f"warning: {problems[0]}", output=text,
                         duration=took, log_path=self.log)
 

@@ -336,13 +336,15 @@ def install_and_boot(session: SshSession, machine: Machine, cell: CellLog, build
                                lambda: machine.console_lines()[before:])
         except (TimeoutError, BootStopped) as exc:
             session.close()
-            tail = console.tail(machine.console_lines()[before:])
+            lines = machine.console_lines()[before:]
+            tail = console.tail(lines)
             why = (f"{exc}; " if isinstance(exc, BootStopped) else
                    f"no SSH with a new boot_id within boot_timeout ({machine.boot_timeout} s); ")
             after = machine.recover(log)
             stage = StageResult.from_cases("boot", [TestCase(
                 f"boot: {machine.name}", Status.FAIL, why + after,
                 output="--- console tail ---\n" + tail,
+                evidence=console.tail(lines, console.EVIDENCE_LINES),
                 duration=time.monotonic() - t0, log_path=machine.console_log)],
                 time.monotonic() - t0, log,
                 properties={**machine.properties, "expected_release": release})

@@ -232,7 +232,8 @@ def _watch_boot(host: HostSpec, target: BootTarget, workdir: Path,
             msg = f"kernel panic during boot after {waited:.0f} s: {panic.message}"
             cases.append(TestCase(f"boot: {host.name}", Status.FAIL, msg,
                                   output=panic.excerpt + "\n\n--- console tail ---\n"
-                                  + console.tail(lines), duration=waited, log_path=log))
+                                  + console.tail(lines), duration=waited, log_path=log,
+                                  evidence=panic.excerpt))
         elif not guest.alive():
             reason = guest.exit_reason()
             started = any("Linux version" in line for line in lines)
@@ -241,12 +242,14 @@ def _watch_boot(host: HostSpec, target: BootTarget, workdir: Path,
             # no banner: QEMU itself failed (its arguments, a port), not the kernel
             cases.append(TestCase(f"boot: {host.name}", Status.FAIL if started else Status.ERROR,
                                   msg, output=console.tail(lines), duration=waited,
-                                  log_path=log))
+                                  log_path=log,
+                                  evidence=console.tail(lines, console.EVIDENCE_LINES)))
         else:
             msg = (f"no SSH within boot_timeout ({host.boot_timeout} s); "
                    "QEMU stopped; last 100 console lines attached")
             cases.append(TestCase(f"boot: {host.name}", Status.FAIL, msg,
-                                  output=console.tail(lines), duration=waited, log_path=log))
+                                  output=console.tail(lines), duration=waited, log_path=log,
+                                  evidence=console.tail(lines, console.EVIDENCE_LINES)))
         cases += finding_cases(console.scan(lines), "console", log, skip_panic=panic)
         return BootOutcome(StageResult.from_cases("boot", cases, time.monotonic() - t0, log,
                                                   properties=_props(guest, target)),

@@ -37,6 +37,10 @@ _CONFLICT_PATTERNS = (
 )
 
 
+# the lines of git am's output that say why a patch did not apply
+AM_SAYS = ("Applying: ", "error: ", "CONFLICT ", "Patch failed at ", "fatal: ")
+
+
 def conflicting_files(output: str) -> list[str]:
     """Files named by git am/apply as failing, in order, without duplicates."""
     found: list[tuple[int, str]] = []
@@ -243,8 +247,10 @@ def _apply_case(g: Git, patch: Patch, file: Path, base_date: str, log: Path) -> 
     files = conflicting_files(text) or list(patch.files)
     msg = (f"patch {patch.index} ({patch.source}) does not apply: "
            f"conflicts in {', '.join(files) or 'unknown files'}")
+    said = [line for line in text.splitlines() if line.startswith(AM_SAYS)]
     return TestCase(patch.subject, Status.FAIL, msg, output=text,
-                    duration=time.monotonic() - t0, log_path=log)
+                    duration=time.monotonic() - t0, log_path=log,
+                    evidence="\n".join([msg, *said]))
 
 
 def _checkpatch_all(tree: Path, items: list[tuple[Patch, Path]], profile: Profile,
@@ -286,7 +292,10 @@ def _checkpatch_case(tree: Path, patch: Patch, file: Path, profile: Profile,
         first = failing[0] if failing else next(
             (f for f in report.findings if f.startswith("ERROR")), "")
         return TestCase(name, Status.FAIL, f"{summary}; {first}", output=output,
-                        duration=duration, log_path=log)
+                        duration=duration, log_path=log,
+                        evidence="\n".join([*failing, *(f for f in report.findings
+                                                         if f.startswith("ERROR")
+                                                         and f not in failing)]))
     noted = report.warnings or report.checks
     return TestCase(name, Status.PASS, f"warning: {summary}" if noted else "", output=output,
                     duration=duration, log_path=log)

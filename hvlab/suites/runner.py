@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from hvlab.boot.console import EVIDENCE_LINES
 from hvlab.build import kselftest
 from hvlab.errors import InfraError, Interrupted
 from hvlab.model import SuiteSpec, SuiteTest
@@ -102,7 +103,11 @@ def _verdict(test: SuiteTest, result: RemoteResult, stdout: Path) -> list[TestCa
         return [TestCase(name, Status.PASS, output=result.output)]
     if result.exit_status == 4:  # kselftest's "skip"
         return [TestCase(name, Status.SKIP, "exit 4 (skip)", output=result.output)]
-    return [TestCase(name, Status.FAIL, f"exit {result.exit_status}", output=result.output)]
+    # the reason: the exit status and the last lines the test printed (stdout+stderr)
+    said = [line for line in result.output.split("\n") if line.strip()][-EVIDENCE_LINES:]
+    gist = f"exit {result.exit_status}" + (f": {said[-1].strip()}" if said else "")
+    return [TestCase(name, Status.FAIL, gist, output=result.output,
+                     evidence="\n".join([gist, *said]))]
 
 
 def _junit_cases(ctx: GuestContext, test: SuiteTest, log: Path) -> list[TestCase]:

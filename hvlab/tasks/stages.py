@@ -435,7 +435,8 @@ def each_patch_cases(s: Session, builder: Builder, tree: Path, base: str, commit
         took = time.monotonic() - t0
         if not ok:
             cases.append(TestCase(name, Status.FAIL, f"build failed: {'; '.join(errors[:3])}",
-                                  output="\n".join(errors), duration=took, log_path=log))
+                                  output="\n".join(errors), duration=took, log_path=log,
+                                  evidence="\n".join(errors)))
         else:
             before = [d.key for d in previous if d.file in touched]
             now = [d for d in state if d.file in touched and d.kind == "warning"]
@@ -444,7 +445,8 @@ def each_patch_cases(s: Session, builder: Builder, tree: Path, base: str, commit
                 cases.append(TestCase(name, Status.FAIL,
                                       f"new warning in a file it touches: {new[0].describe()}",
                                       output="\n".join(d.describe() for d in new),
-                                      duration=took, log_path=log))
+                                      duration=took, log_path=log,
+                                      evidence="\n".join(d.describe() for d in new)))
             else:
                 cases.append(TestCase(name, Status.PASS, duration=took, log_path=log))
         previous = state

@@ -131,6 +131,8 @@ def test_syntax_error_fails_the_build_naming_the_file(env: Env, tmp_path: Path) 
     case = suite(env, "local.build")["build: k"]
     assert status(case) == "failure"
     assert "drivers/hv/hv_util.c:4: expected ';' before '}' token" in case.result[0].message
+    assert case.result[0].text != case.result[0].message  # the compiler's lines, in full
+    assert "drivers/hv/hv_util.c:4: expected ';' before '}' token" in case.result[0].text
     # only the baseline was published; a failed build never enters the cache
     published = [p for p in (env.kernels / "builds").iterdir() if len(p.name) == 64]
     assert len(published) == 1

@@ -76,6 +76,10 @@ def test_conflict_fails_patch_two_skips_the_rest_and_leaves_tree_clean(
     assert status(failed) == "failure"
     assert "conflicts in drivers/hv/vmbus_drv.c" in failed.result[0].message
     assert "Applying: hv: change 2" in failed.system_out
+    # the failure's text is git am's own reason, not the message again
+    said = failed.result[0].text.split("\n")
+    assert said[0] == failed.result[0].message and "Applying: hv: change 2" in said[1]
+    assert "Merge conflict in drivers/hv/vmbus_drv.c" in failed.result[0].text
     skipped = found["hv: change 3 in drivers/net/hyperv/netvsc.c"]
     assert status(skipped) == "skipped"
     assert "patch 2 'hv: change 2 in drivers/hv/vmbus_drv.c' failed" in skipped.result[0].message

@@ -101,7 +101,9 @@ def test_every_kind_of_test_on_a_real_guest(env: Env, vmlinuz: str,
     validate_junit(env.latest / "junit.xml")
     cases = env.suite("q.all")
     assert status(cases["passes"]) == "pass"
-    assert status(cases["fails"]) == "failure" and message(cases["fails"]) == "exit 3"
+    assert status(cases["fails"]) == "failure"
+    assert message(cases["fails"]) == "exit 3: about to fail"  # the reason, not just 'exit 3'
+    assert cases["fails"].result[0].text.split("\n") == ["exit 3: about to fail", "about to fail"]
     assert "about to fail" in cases["fails"].system_out
     assert status(cases["not-found"]) == "error"
     assert "command not found on the host" in message(cases["not-found"])
