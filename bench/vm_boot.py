@@ -107,4 +107,5 @@ ratio = statistics.median(hv) / statistics.median(raw)
 print(f"boot to first command: hvlab {statistics.median(hv):.1f} s, plain "
       f"{statistics.median(raw):.1f} s (runs: hvlab {', '.join(f'{t:.1f}' for t in hv)}; "
       f"plain {', '.join(f'{t:.1f}' for t in raw)})")
-print(f"ratio hvlab / plain = {ratio:.3f} (goal <= 1.1)")
+print("goal: hvlab / plain <= 1.1")
+print(f"ratio: {ratio:.3f}")
