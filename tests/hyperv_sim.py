@@ -15,7 +15,8 @@ What it covers and how (the full list is in tests/HYPERV_SIMULATOR.md):
 * Command line: exactly ``powershell`` with -NoProfile, -NonInteractive and
   -EncodedCommand; anything else gets cmd.exe's "is not recognized" answer.
 * Script: one statement per line; ``$x = ...``; pipelines of cmdlets,
-  ``Select-Object``, ``ConvertTo-Json``, ``Out-Null``; ``[pscustomobject]@{}``;
+  ``Select-Object``, ``Where-Object <Property> -eq <value>``, ``ConvertTo-Json``,
+  ``Out-Null``; ``[pscustomobject]@{}``;
   single-quoted literals (quotes doubled); ``try { } catch { }`` with
   ``$_`` as the error record; ``exit N``.  ``$ErrorActionPreference``
   decides whether a cmdlet error stops the script (as on Windows: without
@@ -376,7 +377,7 @@ class Interp:
             raise PsFailure(f"A parameter cannot be found that matches parameter name "
                             f"'{unknown[0]}'.", name,
                             f"NamedParameterNotFound,{name}", "InvalidArgument")
-        if positional and name.lower() not in ("select-object", "new-object"):
+        if positional and name.lower() not in ("select-object", "new-object", "where-object"):
             raise PsFailure(f"A positional parameter cannot be found that accepts argument "
                             f"'{positional[0]}'.", name, f"PositionalParameterNotFound,{name}",
                             "InvalidArgument")
@@ -469,7 +470,24 @@ def c_get_vm(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[A
             raise PsFailure(f"Hyper-V was unable to find a virtual machine with id "
                             f"\"{p['id']}\".", "Get-VM", "InvalidParameter", "InvalidArgument")
         return [_vm_object(found[0], vms[found[0]])]
+    if "name" not in p:  # no -Name and no -Id: every VM of the host
+        return [_vm_object(k, v) for k, v in vms.items()]
     return [_vm_object(k, vms[k]) for k in ip.targets("Get-VM", p)]
+
+
+def c_where(ip: Interp, p: dict[str, Any], pos: list[str], piped: Any) -> list[Any]:
+    """``Where-Object <Property> -eq <value>`` (the simplified syntax of
+    PowerShell 3+): string comparison without wildcards, case-insensitive."""
+    if len(pos) != 1 or set(p) != {"eq"}:
+        raise PsFailure("This simulator knows only 'Where-Object <Property> -eq <value>'.",
+                        "Where-Object", "NotSimulated")
+    want = p["eq"]
+    def same(v: Any) -> bool:
+        got = v.get(pos[0]) if isinstance(v, dict) else None
+        if isinstance(got, str) and isinstance(want, str):
+            return got.lower() == want.lower()
+        return bool(got == want)
+    return [v for v in (piped or []) if same(v)]
 
 
 def _warn(ip: Interp, text: str) -> None:
@@ -1006,12 +1024,14 @@ CMDLETS: dict[str, tuple[Any, set[str]]] = {
     "get-item": (c_get_item, {"literalpath"}),
     "invoke-cimmethod": (c_invoke_cim, {"classname", "methodname", "arguments"}),
     "select-object": (c_select, set()),
+    "where-object": (c_where, {"eq"}),
     "convertto-json": (c_json, {"compress", "depth", "inputobject"}),
     "out-null": (c_out_null, set()),
     "new-object": (c_new_object, set()),
 }
 GENERIC = {"get-ciminstance", "get-module", "new-item", "set-content", "get-item",
-           "invoke-cimmethod", "select-object", "convertto-json", "out-null", "new-object"}
+           "invoke-cimmethod", "select-object", "where-object", "convertto-json", "out-null",
+           "new-object"}
 
 
 # -- running a script ---------------------------------------------------------------

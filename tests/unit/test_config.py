@@ -225,11 +225,13 @@ def test_shipped_configs_are_valid() -> None:
     assert "linux-6.1" in config.kernels and "hyperv-sample" in config.series
 
 
-def test_hyperv_vm_name_with_wildcards_is_refused(tmp_path: Path) -> None:
+def test_hyperv_vm_name_with_wildcard_characters_is_an_exact_name(tmp_path: Path) -> None:
     write(tmp_path, "hosts/h.yaml",
-          "kind: hyperv\nhyperv_host: {address: 127.0.0.1}\nvm: 'linux-*'\nguest: {user: root}\n")
-    msg = only(tmp_path)
-    assert "h.yaml:3:" in msg and "vm: 'linux-*' has wildcard characters" in msg
+          "kind: hyperv\nhyperv_host: {address: 127.0.0.1}\nvm: 'lab[1]'\nguest: {user: root}\n")
+    ws = Workspace(tmp_path, tmp_path / "configs", tmp_path / "kernels", tmp_path / "reports")
+    config, found = loader.load(ws)
+    assert [str(i) for i in found] == []
+    assert config.hosts["h"].detail.vm == "lab[1]"  # type: ignore[attr-defined]
 
 
 def test_suite_unknown_builtin_parser_and_class(tmp_path: Path) -> None:

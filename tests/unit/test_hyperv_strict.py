@@ -141,13 +141,27 @@ def test_a_name_shared_by_two_vms_is_refused_before_anything_is_done(state: Path
     edit(state, twin)
     with pytest.raises(InfraError, match="'vm1' names 2 VMs"):
         client(state).vm_info()
-    with pytest.raises(InfraError, match="names 2 VMs"):
+    with pytest.raises(InfraError, match="no VM is named 'vm\\*'"):  # a name, not a pattern
         client(state, "vm*").start()
     assert not [x for x in sim.State(state).data.get("touched", [])
                 if x["cmdlet"] != "Get-VM"]  # nothing but Get-VM reached a VM
     out, _e, _c = run(state, "@(Get-VM -Name $vmName) | ConvertTo-Json -Compress",
                       {"vmName": "vm?"})
     assert len(json.loads(out)) == 2  # as Windows: the wildcard matches both
+
+
+def test_a_name_with_wildcard_characters_finds_that_vm_only(state: Path) -> None:
+    """``Get-VM -Name 'lab[1]'`` is a pattern that matches lab1, never lab[1]
+    itself: hvlab compares the name as written."""
+    def labs(d: dict) -> None:  # type: ignore[type-arg]
+        d["vms"]["lab1"] = dict(d["vms"]["vm1"], id="1111-lab1")
+        d["vms"]["bracketed"] = dict(d["vms"]["vm1"], id="2222-lab-bracket", name="lab[1]")
+    edit(state, labs)
+    out, _e, _c = run(state, "@(Get-VM -Name $vmName) | ConvertTo-Json -Compress",
+                      {"vmName": "lab[1]"})
+    assert json.loads(out)["Name"] == "lab1"  # as Windows: a pattern (one match, unrolled)
+    assert client(state, "lab[1]").vm_id() == "2222-lab-bracket"
+    assert client(state, "LAB1").vm_id() == "1111-lab1"  # Hyper-V's names ignore case
 
 
 def test_every_action_names_the_vm_by_its_id(state: Path) -> None:
@@ -169,9 +183,9 @@ def test_every_action_names_the_vm_by_its_id(state: Path) -> None:
 def test_the_error_record_is_found_when_powershell_is_the_default_shell(state: Path) -> None:
     edit(state, lambda d: d["host"].update(default_shell="powershell"))
     with pytest.raises(PowerShellError) as err:
-        client(state, "no-such-vm").vm_info()
+        client(state, "no-such-vm").call("start", "Start-VM -Name $vmName")
     assert err.value.error.describe() == \
-        'Get-VM: Hyper-V was unable to find a virtual machine with name "no-such-vm".'
+        'Start-VM: Hyper-V was unable to find a virtual machine with name "no-such-vm".'
     line = ('powershell : {"hvlab_error":"boom","command":"Start-VM","id":"X"}\r\n'
             "    + CategoryInfo          : NotSpecified: (:String) [], RemoteException\r\n")
     assert ps.parse_error(line).describe() == "Start-VM: boom"

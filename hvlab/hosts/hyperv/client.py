@@ -153,12 +153,14 @@ class HypervClient:
     # -- the VM, by Id ------------------------------------------------------------
     def vm_id(self) -> str:
         """Resolve the configured name to exactly one VM, once.  ``Get-VM -Name``
-        takes wildcards and two VMs can share a name: none or several is an error
-        naming them, never an action on every match."""
+        takes wildcards (``* ? [ ]``), so the name is compared as it is written
+        (``-eq``, case-insensitive as Hyper-V's names) and a VM called ``lab[1]``
+        is found; two VMs can share a name: none or several is an error naming
+        them, never an action on every match."""
         if self._vm_id:
             return self._vm_id
         data = self.call("Get-VM", """\
-@(Get-VM -Name $vmName | Select-Object Name,Id) | ConvertTo-Json -Compress
+@(Get-VM | Where-Object Name -eq $vmName | Select-Object Name,Id) | ConvertTo-Json -Compress
 """)
         found = [v for v in ps.as_list(data) if isinstance(v, dict)]
         if not found:

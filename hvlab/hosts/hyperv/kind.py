@@ -38,7 +38,8 @@ class HypervKind:
     SHAPE = Shape({
         "hyperv_host": Field("object", "the Windows Hyper-V host, reached by OpenSSH",
                              required=True, shape=Shape(endpoint_fields())),
-        "vm": Field("string", "the VM's exact name (Get-VM -Name)", required=True),
+        "vm": Field("string", "the VM's exact name (no wildcards: `lab[1]` is that VM)",
+                    required=True),
         "guest": Field("object", "the Linux guest; its address comes from KVP when unset",
                        required=True, shape=Shape({
                            **endpoint_fields(address_required=False),
@@ -64,10 +65,7 @@ class HypervKind:
     @staticmethod
     def read_config(r: MapReader, path: Path, ctx: ConfigContext) -> HypervHost | None:
         host = r.nested("hyperv_host", lambda m: ctx.endpoint(m, path), required=True)
-        vm = r.req_str("vm")
-        if vm is not None and any(c in vm for c in "*?[]"):
-            r.error("vm", f"'{vm}' has wildcard characters, which Get-VM -Name would "
-                    "expand: name exactly one VM")
+        vm = r.req_str("vm")  # an exact name: `lab[1]` is that VM, not a pattern
         via_host = False
 
         def guest(m: MapReader) -> SshEndpoint:
