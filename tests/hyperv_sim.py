@@ -49,7 +49,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 QEMU = "qemu-system-x86_64"
 
@@ -934,20 +934,36 @@ FILE_RE = re.compile(r"\[System\.IO\.File\]::Open\('((?:[^']|'')*)', 'Append', '
 MARKER_RE = re.compile(r"GetBytes\(\"`r`n(.*?) \(\$n\)`r`n\"\)")
 
 
-def reader_shape(script: str) -> tuple[bool, str] | None:
+class ReaderShape(NamedTuple):
+    reconnect: bool  # loops: reconnects after every end of file until the VM is off
+    marker: str  # the line it writes at each connection ("" when none)
+    first_wait: float  # seconds it waits for the pipe to exist at first
+    stops_while_off: bool  # its first failed attempt ends it when the VM is still off
+
+
+def reader_shape(script: str) -> ReaderShape | None:
     """How a pipe reader script behaves, from its shape (the simulator runs no
-    .NET): (reconnects after end of file, marker), or None when it is not a
-    reader this simulator can stand in for.  A reader reconnects when it loops
-    over short Connect attempts and stops on the VM's state; one long Connect
-    spins while there is no pipe and ends at the first end of file."""
+    .NET), or None when it is not a reader this simulator can stand in for.  A
+    reader reconnects when it loops over short Connect attempts and stops on the
+    VM's state; one long Connect spins while there is no pipe, for its timeout,
+    and ends at the first end of file.  A looping reader that checks the VM's
+    state after every failed attempt ends at the first one when it was started
+    before the VM (Off, no pipe yet), unless it skips that check until its first
+    connection (``if ($n -eq 0)``, bounded by ``$clock.Elapsed.TotalSeconds``)."""
     if not READER_RE.search(script) or not FILE_RE.search(script) or \
             "$out.Flush()" not in script:
         return None
-    short = [int(n) for n in re.findall(r"\$pipe\.Connect\((\d+)\)", script)]
-    reconnect = "while ($true)" in script and bool(short) and max(short) <= 5000 and \
+    connects = [int(n) for n in re.findall(r"\$pipe\.Connect\((\d+)\)", script)]
+    loops = "while ($true)" in script
+    reconnect = loops and bool(connects) and max(connects) <= 5000 and \
         ".State -eq 'Off'" in script
     found = MARKER_RE.search(script)
-    return reconnect, found.group(1) if found else ""
+    bound = re.search(r"\$clock\.Elapsed\.TotalSeconds -gt (\d+)", script)
+    waits = reconnect and "if ($n -eq 0)" in script
+    first_wait = (float(bound.group(1)) if waits and bound else 3600.0 if reconnect
+                  else max(connects, default=0) / 1000)
+    return ReaderShape(reconnect, found.group(1) if found else "", first_wait,
+                       reconnect and not waits)
 
 
 def c_invoke_cim(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> list[Any]:
@@ -972,7 +988,9 @@ def c_invoke_cim(ip: Interp, p: dict[str, Any], _pos: list[str], _in: Any) -> li
     out.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen([sys.executable, __file__, "--state", str(ip.state.root),
                              "copy-serial", vm_name or "", str(out),
-                             "reconnect" if shape[0] else "once", shape[1]],
+                             "reconnect" if shape.reconnect else "once", shape.marker,
+                             str(shape.first_wait), "stops-while-off" if shape.stops_while_off
+                             else "waits"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     ip.state.data.setdefault("readers", []).append(proc.pid)
@@ -1209,13 +1227,17 @@ def wrap_native_stderr(stderr: str) -> str:
     return "".join(out)
 
 
-def copy_serial(root: Path, vm_name: str, target: Path, reconnect: bool, marker: str) -> None:
+def copy_serial(root: Path, vm_name: str, target: Path, reconnect: bool, marker: str,
+                first_wait: float = 120.0, stops_while_off: bool = False) -> None:
     """The COM1 pipe reader.  Its pipe is one QEMU run's console file; the pipe
     closes when that run ends (a guest restart, a power-off).  A reader without a
     reconnect loop ends there, as the .NET one does at the first end of file; a
     reconnecting one waits for the next run until the VM is off, writing
-    ``marker (n)`` at each connection.  While it runs it holds ``target`` open
-    for writing (``target.writer``: the FileShare rule of _share_check)."""
+    ``marker (n)`` at each connection.  There is no pipe before the VM runs:
+    the reader waits ``first_wait`` seconds for it, and one that
+    ``stops_while_off`` ends after its first one-second attempt if the VM is
+    still off then.  While it runs it holds ``target`` open for writing
+    (``target.writer``: the FileShare rule of _share_check)."""
     def vm() -> dict[str, Any]:
         try:
             return dict(json.loads((root / "state.json").read_text())["vms"].get(vm_name, {}))
@@ -1226,16 +1248,19 @@ def copy_serial(root: Path, vm_name: str, target: Path, reconnect: bool, marker:
     writer = target.with_name(target.name + ".writer")
     writer.write_text(str(os.getpid()))
     try:
-        deadline = time.monotonic() + 120
+        started = time.monotonic()
         run, connected = 1, 0
         with target.open("ab") as out:
-            while time.monotonic() < deadline or connected:
+            while time.monotonic() < started + first_wait or connected:
                 source = d / f"com1.{run}.out"
                 if not source.exists() or not _alive(int(vm().get("pid", 0))):
                     if connected and not reconnect:
                         return
                     if connected and vm().get("state") == "Off":
                         return
+                    if not connected and stops_while_off and \
+                            time.monotonic() - started >= 1.0 and vm().get("state") == "Off":
+                        return  # its first Connect(1000) failed and the VM was off
                     time.sleep(0.2)
                     continue
                 connected += 1
@@ -1297,7 +1322,8 @@ def main(argv: list[str]) -> int:
     root = Path(argv[1])
     rest = argv[2:]
     if rest[:1] == ["copy-serial"]:
-        copy_serial(root, rest[1], Path(rest[2]), rest[3] == "reconnect", rest[4])
+        copy_serial(root, rest[1], Path(rest[2]), rest[3] == "reconnect", rest[4],
+                    float(rest[5]), rest[6] == "stops-while-off")
         return 0
     if rest[:1] == ["supervise"]:
         supervise(root, rest[1])

@@ -8,13 +8,21 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from hvlab.errors import InfraError
 from hvlab.hosts.hyperv import powershell as ps
-from hvlab.hosts.hyperv.client import MARKER, READER, HypervClient, PowerShellError, serial_file
+from hvlab.hosts.hyperv.client import (
+    MARKER,
+    READER,
+    READER_FIRST_WAIT,
+    HypervClient,
+    PowerShellError,
+    serial_file,
+)
 from hvlab.hosts.hyperv.flow import _heartbeat
 from hvlab.results import Status
 from tests import hyperv_sim as sim
@@ -70,12 +78,56 @@ def test_serial_log_is_read_while_the_reader_writes_it(state: Path) -> None:
 # 2 -- the reader reconnects after every end of file, in short attempts, and says so
 def test_the_reader_reconnects_until_the_vm_is_off_and_leaves_a_marker() -> None:
     text = READER.format(pipe="'hvlab-vm1'", file=ps.quote(serial_file("vm1")),
-                         vm_id="'id'", marker=MARKER)
-    assert sim.reader_shape(text) == (True, MARKER)
+                         vm_id="'id'", marker=MARKER, first_wait=READER_FIRST_WAIT)
+    # it reconnects, and was started before the VM: it waits for the first pipe
+    assert sim.reader_shape(text) == (True, MARKER, READER_FIRST_WAIT, False)
     one_shot = ("$pipe = New-Object System.IO.Pipes.NamedPipeClientStream('.', 'p', 'In')\n"
                 "$pipe.Connect(120000)\n$out = [System.IO.File]::Open('C:\\x', 'Append', "
                 "'Write', 'ReadWrite')\n$out.Flush()\n")
-    assert sim.reader_shape(one_shot) == (False, "")  # it stops at the first end of file
+    # it stops at the first end of file, and waits only as long as its one Connect
+    assert sim.reader_shape(one_shot) == (False, "", 120.0, False)
+
+
+def _reader_before_the_vm(tmp_path: Path, shape: sim.ReaderShape) -> str:
+    """Start ``shape``'s reader while the VM is off; the VM starts 2 s later.
+    What the reader copied."""
+    import threading
+
+    root, target = tmp_path, tmp_path / "serial.log"
+    folder = root / "vms" / "vm1"
+    folder.mkdir(parents=True)
+    (root / "state.json").write_text(json.dumps({"vms": {"vm1": {"state": "Off"}}}))
+
+    def start_vm() -> None:  # Start-VM, 2 s after the reader (an SSH call, Hyper-V's start)
+        time.sleep(2)
+        (folder / "com1.1.out").write_text("Linux version 6.1.0-hvlab\n")
+        (folder / "com1.1.closed").write_text("0")
+        (root / "state.json").write_text(json.dumps({"vms": {"vm1": {
+            "pid": os.getpid(), "state": "Running"}}}))
+        time.sleep(1.5)  # then it is turned off: a reader that connected stops
+        (root / "state.json").write_text(json.dumps({"vms": {"vm1": {"state": "Off"}}}))
+
+    starter = threading.Thread(target=start_vm)
+    starter.start()
+    sim.copy_serial(root, "vm1", target, shape.reconnect, shape.marker, shape.first_wait,
+                    shape.stops_while_off)
+    starter.join()
+    return target.read_bytes().decode() if target.exists() else ""
+
+
+def test_a_reader_started_before_the_vm_waits_for_its_pipe(tmp_path: Path) -> None:
+    """There is no pipe until the VM runs, and the reader is started while it is
+    off: a reader that checks the VM's state after its first failed attempt
+    ends before the VM starts, as it would on Windows; hvlab's waits."""
+    hvlab_reader = sim.reader_shape(READER.format(
+        pipe="'hvlab-vm1'", file=ps.quote(serial_file("vm1")), vm_id="'id'", marker=MARKER,
+        first_wait=READER_FIRST_WAIT))
+    assert hvlab_reader is not None
+    # the shape before the fix: the Off check right after the first failed Connect
+    eager = hvlab_reader._replace(stops_while_off=True)
+    assert _reader_before_the_vm(tmp_path / "eager", eager) == ""
+    got = _reader_before_the_vm(tmp_path / "hvlab", hvlab_reader)
+    assert got.split("\r\n")[1:] == [f"{MARKER} (1)", "Linux version 6.1.0-hvlab\n"]
 
 
 def test_the_simulated_pipe_follows_each_run_and_a_one_shot_reader_stops(

@@ -208,7 +208,7 @@ def test_client_reads_typed_answers_through_the_command_line(state: Path) -> Non
 
 def test_serial_reader_script_names_its_pipe_and_file() -> None:
     text = READER.format(pipe=ps.quote(pipe_name("a b")), file=ps.quote(serial_file("a b")),
-                         vm_id="'0000'", marker="hvlab: serial reader connected")
+                         vm_id="'0000'", marker="hvlab: serial reader connected", first_wait=300)
     assert "NamedPipeClientStream('.', 'hvlab-a_b', 'In')" in text
     assert "'C:\\ProgramData\\hvlab\\hvlab-a_b-com1.log'" in text
     assert sim.READER_RE.search(text)

@@ -73,18 +73,24 @@ def serial_file(vm: str) -> str:
 # exists only while the VM runs, and NamedPipeClientStream.Connect spins while
 # there is no pipe: so it connects in short attempts, reconnects after every
 # end of file, writes a marker line at each connection and stops once the VM
-# is off (found by its Id: a name could match several VMs).
+# is off (found by its Id: a name could match several VMs).  It is started
+# before Start-VM, while the VM is still off: until its first connection it
+# waits for the pipe (up to READER_FIRST_WAIT seconds) instead of stopping.
+READER_FIRST_WAIT = 300
 MARKER = "hvlab: serial reader connected"
 READER = """\
 $ErrorActionPreference = 'Stop'
 $out = [System.IO.File]::Open({file}, 'Append', 'Write', 'ReadWrite')
 $buf = New-Object byte[] 4096
 $n = 0
+$clock = [Diagnostics.Stopwatch]::StartNew()
 while ($true) {{
     $pipe = New-Object System.IO.Pipes.NamedPipeClientStream('.', {pipe}, 'In')
     try {{ $pipe.Connect(1000) }} catch {{
         $pipe.Dispose()
-        if ((Get-VM -Id {vm_id}).State -eq 'Off') {{ break }}
+        if ($n -eq 0) {{
+            if ($clock.Elapsed.TotalSeconds -gt {first_wait}) {{ break }}
+        }} elseif ((Get-VM -Id {vm_id}).State -eq 'Off') {{ break }}
         Start-Sleep -Milliseconds 500
         continue
     }}
@@ -296,7 +302,8 @@ Get-VMIntegrationService -VM (Get-VM -Id $vmId) |
         """Start the detached copier of COM1 into serial_file(); its process id."""
         reader = READER.format(pipe=ps.quote(pipe_name(self.vm)),
                                file=ps.quote(serial_file(self.vm)),
-                               vm_id=ps.quote(self.vm_id()), marker=MARKER)
+                               vm_id=ps.quote(self.vm_id()), marker=MARKER,
+                               first_wait=READER_FIRST_WAIT)
         # the reader's text is bound as a value and encoded there: encoded here and
         # then again with the script, the command line would pass cmd.exe's 8191
         data = self.call("serial reader", """\
