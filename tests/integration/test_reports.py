@@ -351,6 +351,24 @@ def test_a_ktap_failure_says_why_and_a_crash_is_a_failure(env: Env, kunit_dir: P
     assert (props["pass"], props["fail"], props["error"]) == ("1", "2", "0")
 
 
+def test_every_consumer_counts_an_error_as_an_error(env: Env, tmp_path: Path) -> None:
+    """A KTAP TIMEOUT is the harness's error, not the kernel's failure: every
+    consumer counts it among the errors (junit2html has no error column and
+    folds it into its failures), with its reason as the error's body."""
+    log = tmp_path / "timeout.ktap"
+    log.write_text("KTAP version 1\n1..3\nok 1 quick\nnot ok 2 wrong\n"
+                   "not ok 3 slow # TIMEOUT 30s\n")
+    done = env.inv("report.import", str(log))
+    assert done.returncode == 3, done.stderr  # an error is infrastructure's: exit 3
+    counts = consumer_counts(env.latest / "junit.xml")
+    folded = counts.pop("junit2html")
+    assert set(counts.values()) == {(1, 1, 1, 0)}, counts
+    assert folded == (1, 2, 0, 0)
+    error = env.suite("import.timeout")["slow"].result[0]
+    assert type(error).__name__ == "Error" and error.message == "TIMEOUT: 30s"
+    assert error.text  # never a self-closing <error/>
+
+
 def test_xfail_passes_with_its_reason_and_a_lone_cr_ends_no_line(env: Env,
                                                                  tmp_path: Path) -> None:
     log = tmp_path / "odd.ktap"
