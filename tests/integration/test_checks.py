@@ -46,7 +46,8 @@ def test_each_patch_is_checked_against_the_tree_before_it(env: Env, tmp_path: Pa
         ("drivers/hv/connection.c", "/*", "/* connection */\n/*",
          f"hv: a comment\n\nFixes: {root[:12]} (\"fake kernel\")" + SOB),
         ("drivers/hv/hv_util.c", "/*", "/* util */\n/*",
-         f"hv: a wrong Fixes and no sign-off\n\nFixes: {root[:12]} (\"another subject\")"),
+         f"hv: a wrong Fixes and no sign-off\n\nFixes: {root[:12]} (\"another subject\")\n"
+         "Fixes: 0123456789ab (\"a commit the tree never had\")"),
     ])
     done = env.inv("build", "--kernel", "k", "--series", str(series))
     assert done.returncode == 1, done.stderr
@@ -76,6 +77,9 @@ def test_each_patch_is_checked_against_the_tree_before_it(env: Env, tmp_path: Pa
     fixes = checks[f"fixes: {three}"]
     assert status(fixes) == "failure"
     assert f"commit {root[:12]} is \"fake kernel\"" in fixes.result[0].message
+    assert "(and 1 more)" in fixes.result[0].message
+    assert "Fixes: 0123456789ab (\"a commit the tree never had\"): no commit 0123456789ab in " \
+        "the kernel's history" in fixes.result[0].text
     signoff = checks[f"signoff: {three}"]
     assert status(signoff) == "failure"
     assert "no Signed-off-by: from the author <author@example.com>" in signoff.result[0].message
