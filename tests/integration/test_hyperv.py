@@ -104,8 +104,14 @@ def test_powershell_error_is_quoted(env: Env, lab: Lab) -> None:
     env.write("hosts/hv.yaml", lab.host_yaml(vm="no-such-vm"))
     done = env.inv("boot", "--prebuilt", prebuilt(lab), "--host", "hv", timeout=120)
     assert done.returncode == 3, done.stderr
-    assert ('Get-VM: Hyper-V was unable to find a virtual machine with name "no-such-vm"'
-            in done.stderr)
+    assert "no VM is named 'no-such-vm'" in done.stderr
+    assert "Traceback" not in done.stderr
+    # a cmdlet's own error record is quoted as PowerShell wrote it
+    env.write("hosts/hv.yaml", lab.host_yaml(checkpoint="no-such-checkpoint"))
+    done = env.inv("boot", "--prebuilt", prebuilt(lab), "--host", "hv", timeout=120)
+    assert done.returncode == 3, done.stderr
+    assert ("Get-VMCheckpoint: Hyper-V was unable to find a checkpoint named "
+            "'no-such-checkpoint'." in done.stderr)
     assert "Traceback" not in done.stderr
 
 
@@ -185,7 +191,7 @@ def test_hosts_check_reports_each_problem_in_one_line(env: Env, lab: Lab) -> Non
     assert "hv: PASS: Microsoft Windows Server 2022 Datacenter (build 20348)" in out
     assert "VM 'linux-gen2-01' Off, generation 2" in out
     gone = [line for line in out.splitlines() if " gone: " in line]
-    assert len(gone) == 1 and "unable to find a virtual machine" in gone[0]
+    assert len(gone) == 1 and "no VM is named 'gone'" in gone[0]
     lab.update(lambda d: d["host"].update(hyperv=""))
     done = env.inv("hosts.check", "--host", "hv", timeout=60)
     assert "no Hyper-V PowerShell module" in done.stdout + done.stderr
