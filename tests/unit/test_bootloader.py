@@ -32,6 +32,31 @@ def test_ubuntu_entries_are_named_by_their_ids_and_recovery_is_left_out() -> Non
     assert bl.grub_default(text("ubuntu-grub.cfg")) == "0"
 
 
+DEBIAN_UUID = "4e8246a0-575d-4eea-8b4a-768e3e9d965d"
+
+
+def test_debian_12_with_hvlab_s_newer_kernel_first_falls_back_to_the_distro_kernel() -> None:
+    """Debian's own grub.cfg once hvlab's build is installed: the build sorts
+    first, so the saved default is pinned to Debian's kernel by its submenu
+    path, and the build is booted once by its own entry's path."""
+    cfg = text("debian12-grub.cfg")
+    entries = bl.grub_entries(cfg)
+    normal = [e for e in entries if not e.recovery]
+    advanced = f"gnulinux-advanced-{DEBIAN_UUID}"
+    assert [e.path(entries) for e in normal] == [
+        f"gnulinux-simple-{DEBIAN_UUID}",
+        f"{advanced}>gnulinux-6.1.192+-advanced-{DEBIAN_UUID}",
+        f"{advanced}>gnulinux-6.1.0-50-amd64-advanced-{DEBIAN_UUID}"]
+    assert normal[0].release == "6.1.192+"  # the top entry boots the newest: hvlab's
+    assert bl.grub_default(cfg) == "${saved_entry}"
+    plan = bl.grub_oneshot(cfg, "6.1.192+", {"6.1.192+"}, "/boot/grub/grub.cfg")
+    assert plan.arm == ("grub-reboot", f"{advanced}>gnulinux-6.1.192+-advanced-{DEBIAN_UUID}")
+    assert plan.fallback == "6.1.0-50-amd64"
+    # what the recorded run's grub-editenv list showed after hvlab pinned it
+    assert plan.pin == ("grub-set-default",
+                        f"{advanced}>gnulinux-6.1.0-50-amd64-advanced-{DEBIAN_UUID}")
+
+
 def test_a_separate_boot_partition_names_the_kernel_without_boot() -> None:
     entries = bl.grub_entries(text("ubuntu-grub-separate-boot.cfg"))
     assert entries[0].kernel == "/vmlinuz-5.15.0-100-generic"
