@@ -253,11 +253,13 @@ class SshSession:
     def run_command(self, command: str, argv: tuple[str, ...], shown: str,
                     timeout: float | None = None, log: Path | None = None,
                     on_line: Callable[[str], None] | None = None, stdin: bytes | None = None,
-                    tail_bytes: int = 64 * 1024, remote_timeout: float | None = None
-                    ) -> RemoteResult:
+                    tail_bytes: int = 64 * 1024, remote_timeout: float | None = None,
+                    undecodable: str = "backslashreplace") -> RemoteResult:
         """Run the command line ``command`` as it is (for hosts whose shell is not
         POSIX, e.g. Windows); ``shown`` is what the log says; ``timeout`` closes
-        the channel here (the caller makes the remote side stop).
+        the channel here (the caller makes the remote side stop).  Output that is
+        not UTF-8 keeps each invalid byte as a visible ``\\xff`` escape, or
+        (``undecodable="replace"``) U+FFFD where the text is parsed as JSON.
 
         One function on purpose: a single read loop drains stdout and stderr as
         they come (reading one then the other deadlocks on large output) and
@@ -375,7 +377,7 @@ class SshSession:
                     logf.write(f"[hvlab] timed out after {time.monotonic() - t0:.0f} s: "
                                "killed\n".encode())
                 logf.close()
-        out, err, std = (b"".join(t).decode("utf-8", "backslashreplace")  # \xff stays visible
+        out, err, std = (b"".join(t).decode("utf-8", undecodable)
                          for t in (out_tail, err_tail, std_tail))
         return RemoteResult(argv, status, time.monotonic() - t0, out, err, timed_out, dropped,
                             std)

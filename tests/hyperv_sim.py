@@ -1008,8 +1008,9 @@ def c_json(ip: Interp, p: dict[str, Any], _pos: list[str], piped: Any) -> list[A
     if not values:
         return []
     doc = values[0] if len(values) == 1 else values  # PowerShell unrolls one-element arrays
-    return [json.dumps(doc, separators=(",", ":")) if p.get("compress")
-            else json.dumps(doc, indent=4)]
+    # Windows PowerShell 5.1's ConvertTo-Json leaves non-ASCII characters as they are
+    return [json.dumps(doc, separators=(",", ":"), ensure_ascii=False) if p.get("compress")
+            else json.dumps(doc, indent=4, ensure_ascii=False)]
 
 
 def c_out_null(ip: Interp, p: dict[str, Any], _pos: list[str], _piped: Any) -> list[Any]:
@@ -1209,8 +1210,14 @@ def serve(root: Path, command: str) -> int:
         state.lock.close()
     if state.data["host"].get("default_shell") == "powershell" and stderr:
         stderr = wrap_native_stderr(stderr)
-    sys.stdout.write(stdout)
-    sys.stderr.write(stderr)
+    # powershell.exe writes redirected output in the console's code page: the OEM
+    # one of the host's language (cp850 on a German host), not UTF-8
+    codepage = "cp850" if state.data["host"].get("language") == "de-DE" else "utf-8"
+    sys.stdout.flush()
+    sys.stdout.buffer.write(stdout.encode(codepage, "replace"))
+    sys.stdout.buffer.flush()
+    sys.stderr.buffer.write(stderr.encode(codepage, "replace"))
+    sys.stderr.buffer.flush()
     return code
 
 

@@ -165,21 +165,24 @@ class _SimSession:
         self.lines: list[str] = []
 
     def run_command(self, command: str, argv: tuple[str, ...], shown: str,
-                    **_: Any) -> RemoteResult:
+                    undecodable: str = "backslashreplace", **_: Any) -> RemoteResult:
         import contextlib
         import io
         import os
 
         self.lines.append(command)
-        out, err = io.StringIO(), io.StringIO()
+        raw_out, raw_err = io.BytesIO(), io.BytesIO()  # bytes, as SSH carries them
+        out = io.TextIOWrapper(raw_out, encoding="utf-8", write_through=True)
+        err = io.TextIOWrapper(raw_err, encoding="utf-8", write_through=True)
         os.environ["SSH_ORIGINAL_COMMAND"] = command
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 code = sim.main(["--state", str(self.state)])
         finally:
             del os.environ["SSH_ORIGINAL_COMMAND"]
-        return RemoteResult(argv, code, 0.0, out.getvalue() + err.getvalue(), err.getvalue(),
-                            stdout=out.getvalue())
+        stdout = raw_out.getvalue().decode("utf-8", undecodable)
+        stderr = raw_err.getvalue().decode("utf-8", undecodable)
+        return RemoteResult(argv, code, 0.0, stdout + stderr, stderr, stdout=stdout)
 
 
 def test_client_reads_typed_answers_through_the_command_line(state: Path) -> None:

@@ -76,7 +76,7 @@ def serial_file(vm: str) -> str:
 # is off (found by its Id: a name could match several VMs).  It is started
 # before Start-VM, while the VM is still off: until its first connection it
 # waits for the pipe (up to READER_FIRST_WAIT seconds) instead of stopping.
-READER_FIRST_WAIT = 300
+READER_FIRST_WAIT = 120  # Start-VM follows at once; a failed start leaves it this long
 MARKER = "hvlab: serial reader connected"
 READER = """\
 $ErrorActionPreference = 'Stop'
@@ -135,7 +135,10 @@ class HypervClient:
         result = self.session.run_command(ps.command_line(text), ("powershell", what), shown,
                                           timeout=timeout or self.timeout,
                                           log=self.log if logged else None,
-                                          tail_bytes=1 << 28)
+                                          tail_bytes=1 << 28,
+                                          # a host's code page (cp850, ...) is not UTF-8:
+                                          # an escape would be invalid inside JSON
+                                          undecodable="replace")
         if result.timed_out:
             raise InfraError(f"Hyper-V host {self.host}: {what} timed out after "
                              f"{timeout or self.timeout:.0f} s")
