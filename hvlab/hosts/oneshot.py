@@ -344,7 +344,8 @@ def install_and_boot(session: SshSession, machine: Machine, cell: CellLog, build
             stage = StageResult.from_cases("boot", [TestCase(
                 f"boot: {machine.name}", Status.FAIL, why + after,
                 output="--- console tail ---\n" + tail,
-                evidence=console.tail(lines, console.EVIDENCE_LINES),
+                evidence=(panic.excerpt if (panic := console.first_panic(lines)) else
+                          console.tail(lines, console.EVIDENCE_LINES)),
                 duration=time.monotonic() - t0, log_path=machine.console_log)],
                 time.monotonic() - t0, log,
                 properties={**machine.properties, "expected_release": release})

@@ -270,7 +270,7 @@ def _checkpatch_all(tree: Path, items: list[tuple[Patch, Path]], profile: Profil
         with log.open("a") as out:
             for own in logs:
                 if own.is_file():
-                    out.write(own.read_text(errors="replace"))
+                    out.write(own.read_text(errors="backslashreplace"))
                     own.unlink()
     return [dataclasses.replace(c, log_path=log) for c in cases]
 

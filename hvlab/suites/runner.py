@@ -263,7 +263,7 @@ def run_suite(ctx: GuestContext, suite: SuiteSpec, log_dir: Path,
                                 evidence=crash.excerpt)
             elif why:
                 ctx.gone = f"{why} (in test {test.name})"
-                found = _recast(found, status=Status.ERROR, message=why)
+                found = _recast(found, status=Status.ERROR, message=why, evidence=why)
         cases += found
     return StageResult.from_cases(suite.name, cases, time.monotonic() - t0,
                                   properties={**properties, "suite": suite.name})

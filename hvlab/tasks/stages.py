@@ -174,7 +174,8 @@ def _elsewhere(s: Session, kernel: KernelSpec, src: GitSource, series: LoadedSer
     line = elsewhere.describe(kernel.name, src.ref,
                               elsewhere.try_refs(s.ws, kernel.name, src, series, offline))
     s.progress.info(line)
-    cases = tuple(dataclasses.replace(c, message=f"{c.message} {line}")
+    cases = tuple(dataclasses.replace(c, message=f"{c.message} {line}",
+                                      evidence="\n".join(filter(None, [c.evidence, line])))
                   if c.status is Status.FAIL and not c.name.startswith("checkpatch: ") else c
                   for c in result.cases)
     return dataclasses.replace(result, cases=cases)

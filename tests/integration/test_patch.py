@@ -213,6 +213,8 @@ def test_a_series_that_does_not_apply_says_on_which_other_refs_it_would(
     assert "conflicts in drivers/hv/vmbus_drv.c" in failed.result[0].message
     assert "[cannot apply to k main; applies to next; not to fixes (patch 1), nosuch " \
         "(not fetched: " in failed.result[0].message
+    assert failed.result[0].text.split("\n")[-1].startswith(  # the evidence says it too
+        "[cannot apply to k main; applies to next;")
     bad = env.write("kernels/k.yaml", f"source:\n  git: {upstream}\n  ref: main\n"
                     "  other_refs: [-x]\n")
     check = env.inv("config.check")

@@ -127,8 +127,7 @@ def _machine(tmp_path: Path, command: tuple[str, ...], session: PowerCycled,
 
 @pytest.mark.parametrize(("release", "said"), [
     ("6.1.0-13-amd64", "power-cycled; back on its default kernel 6.1.0-13-amd64 after"),
-    ("6.1.0-hvlab", "it came back on the tested kernel 6.1.0-hvlab after 0 s: the one-shot "
-                    "fallback did not hold"),
+    ("6.1.0-hvlab", "it came back on the tested kernel 6.1.0-hvlab after "),
 ])
 def test_power_cycle_is_a_recovery_only_when_ssh_answers_on_another_kernel(
         tmp_path: Path, release: str, said: str) -> None:
@@ -136,7 +135,9 @@ def test_power_cycle_is_a_recovery_only_when_ssh_answers_on_another_kernel(
     session = PowerCycled(flag, release)
     machine = _machine(tmp_path, ("sh", "-c", f"echo resetting; touch {flag}"), session)
     log = tmp_path / "boot.log"
-    assert said in machine.recover(log)  # type: ignore[attr-defined]
+    told = machine.recover(log)  # type: ignore[attr-defined]
+    assert said in told
+    assert ("the one-shot fallback did not hold" in told) == (release == "6.1.0-hvlab")
     assert flag.exists() and "resetting" in log.read_text()  # the command ran, into the log
 
 
