@@ -175,7 +175,8 @@ def _elsewhere(s: Session, kernel: KernelSpec, src: GitSource, series: LoadedSer
                               elsewhere.try_refs(s.ws, kernel.name, src, series, offline))
     s.progress.info(line)
     cases = tuple(dataclasses.replace(c, message=f"{c.message} {line}",
-                                      evidence="\n".join(filter(None, [c.evidence, line])))
+                                      evidence="\n".join(filter(None, [c.evidence or c.message,
+                                                                        line])))
                   if c.status is Status.FAIL and not c.name.startswith("checkpatch: ") else c
                   for c in result.cases)
     return dataclasses.replace(result, cases=cases)
