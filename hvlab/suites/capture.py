@@ -134,9 +134,11 @@ class Capture:
         path = self._path(rel)
         return path.is_symlink() or path.exists()
 
-    def command(self, name: str) -> str | None:
+    def command(self, name: str, undecodable: str = "backslashreplace") -> str | None:
+        """A command's output as captured; an invalid byte stays a visible ``\\xff``,
+        or (``undecodable="replace"``) U+FFFD where the text is parsed as JSON."""
         path = self.folder / "commands" / f"{name}.txt"
-        return path.read_bytes().decode("utf-8", "backslashreplace") if path.is_file() else None
+        return path.read_bytes().decode("utf-8", undecodable) if path.is_file() else None
 
     @property
     def dmesg(self) -> str | None:

@@ -250,7 +250,7 @@ def judge_pools(cap: Capture, pools: list[str], name: str) -> TestCase:
 
 
 def _addresses(cap: Capture) -> dict[str, list[str]] | None:
-    text = cap.command("ip-addr")
+    text = cap.command("ip-addr", undecodable="replace")  # JSON: an escape would break it
     out: dict[str, list[str]] = {}
     if text and text.strip().startswith("["):
         try:

@@ -217,3 +217,16 @@ def test_nothing_is_unloaded_when_the_session_nic_or_its_drivers_are_unknown() -
     ports = modules.parse_carriers("session br0 hv_netvsc\nroot none\n")
     assert modules.refusal(loaded, ports) == ""
     assert "SSH session" in modules.refusal(modules.Module("hv_netvsc", "loaded"), ports)
+
+
+def test_ip_addresses_parse_when_the_guest_wrote_a_byte_that_is_not_utf8(tmp_path: Path) -> None:
+    """`ip -j addr` prints an interface's alias as the bytes it holds; the JSON
+    still parses (the byte becomes U+FFFD there, not a \\xff escape)."""
+    from hvlab.suites import hvchecks
+    from hvlab.suites.capture import Capture
+
+    (tmp_path / "commands").mkdir()
+    (tmp_path / "commands" / "ip-addr.txt").write_bytes(
+        b'[{"ifname":"eth0","ifalias":"lab \xff","addr_info":'
+        b'[{"family":"inet","local":"10.0.0.5","prefixlen":24}]}]')
+    assert hvchecks._addresses(Capture(tmp_path)) == {"eth0": ["10.0.0.5/24"]}
