@@ -436,19 +436,18 @@ def each_patch_cases(s: Session, builder: Builder, tree: Path, base: str, commit
         name = f"build after patch {i}: {subject}"
         took = time.monotonic() - t0
         if not ok:
+            said = "\n".join(errors)
             cases.append(TestCase(name, Status.FAIL, f"build failed: {'; '.join(errors[:3])}",
-                                  output="\n".join(errors), duration=took, log_path=log,
-                                  evidence="\n".join(errors)))
+                                  output=said, duration=took, log_path=log, evidence=said))
         else:
             before = [d.key for d in previous if d.file in touched]
             now = [d for d in state if d.file in touched and d.kind == "warning"]
             new = diagnostics.new_diagnostics(now, before)
             if new:
+                said = "\n".join(d.describe() for d in new)
                 cases.append(TestCase(name, Status.FAIL,
                                       f"new warning in a file it touches: {new[0].describe()}",
-                                      output="\n".join(d.describe() for d in new),
-                                      duration=took, log_path=log,
-                                      evidence="\n".join(d.describe() for d in new)))
+                                      output=said, duration=took, log_path=log, evidence=said))
             else:
                 cases.append(TestCase(name, Status.PASS, duration=took, log_path=log))
         previous = state
